@@ -1,0 +1,281 @@
+"""LINSTOR REST v1 client on ``requests``.
+
+- One ``requests.Session`` per client with a connection pool sized to the driver's worker count.
+- Every call has a connect timeout and a read timeout bounded by the caller's RPC ``Deadline``.
+- Several controller URLs: connection failures move on to the next one (the one that answered is
+  tried first next time). GETs may be retried on any connection error; a POST/PUT/DELETE is only
+  re-sent when the connection failed *before* the request went out, never silently after.
+- TLS server verification (LS_ROOT_CA), client certificates (LS_USER_CERTIFICATE + LS_USER_KEY),
+  bearer token from a file. None of them is ever logged.
+- Errors are decoded from the ApiCallRc list by ``ret_code`` (never by HTTP status alone) into
+  ``LinstorError`` carrying the gRPC code a CSI caller should see; warnings in a 2xx reply are
+  returned to the caller, not raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from csi_linstor.deadline import Deadline
+from csi_linstor.errors import DeadlineExceeded
+from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
+
+log = logging.getLogger("csi_linstor.linstor")
+
+HTTP_PORT = 3370
+HTTPS_PORT = 3371
+USER_AGENT = "csi-linstor"
+
+
+def normalize_url(url: str, tls: bool = False) -> str:
+    """``host``, ``host:port``, ``linstor://host``, ``linstor+ssl://host`` or a URL → base URL."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = ("https://" if tls else "http://") + url
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme == "linstor":
+        scheme = "https" if tls else "http"
+    elif scheme == "linstor+ssl":
+        scheme = "https"
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported LINSTOR URL scheme {parts.scheme!r} in {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"LINSTOR URL {url!r} names no host")
+    port = parts.port or (HTTPS_PORT if scheme == "https" else HTTP_PORT)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}:{port}{parts.path}"
+
+
+def _pem_file(value: str | None, directory: Path, name: str) -> str | None:
+    """LS_* values are PEM content or a file path; requests wants a path."""
+    if not value:
+        return None
+    if "-----BEGIN" not in value:
+        if not Path(value).is_file():
+            raise ValueError(f"{name}: {value!r} is neither PEM content nor a readable file")
+        return value
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return str(path)
+
+
+def read_bearer_token(path: Path) -> str:
+    text = path.read_text().strip()
+    if text.startswith("{"):
+        token = json.loads(text).get("token")
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"bearer token file {path} holds JSON without a 'token' string")
+        return token
+    return text
+
+
+class LinstorClient:
+    def __init__(
+        self,
+        endpoints: Iterable[str],
+        *,
+        pool_size: int = 32,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        root_ca: str | None = None,
+        user_certificate: str | None = None,
+        user_key: str | None = None,
+        skip_tls_verify: bool = False,
+        bearer_token_file: Path | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        tls = bool(root_ca or user_certificate or user_key)
+        self.endpoints = [normalize_url(e, tls) for e in endpoints] or [normalize_url("localhost", tls)]
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._preferred = 0
+        self._lock = threading.Lock()
+        self._api_version: tuple[int, ...] | None = None
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=len(self.endpoints), pool_maxsize=max(pool_size, 4),
+                              max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = user_agent
+        self.session.headers["Accept"] = "application/json"
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if tls:
+            self._tmp = tempfile.TemporaryDirectory(prefix="csi-linstor-tls-")
+            tmp = Path(self._tmp.name)
+            ca = _pem_file(root_ca, tmp, "ca.pem")
+            cert = _pem_file(user_certificate, tmp, "cert.pem")
+            key = _pem_file(user_key, tmp, "key.pem")
+            self.session.verify = False if skip_tls_verify else (ca or True)
+            if cert and key:
+                self.session.cert = (cert, key)
+        elif skip_tls_verify:
+            self.session.verify = False
+        if bearer_token_file is not None:
+            self.session.headers["Authorization"] = f"Bearer {read_bearer_token(bearer_token_file)}"
+
+    def close(self) -> None:
+        self.session.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _order(self) -> list[int]:
+        with self._lock:
+            first = self._preferred
+        n = len(self.endpoints)
+        return [(first + i) % n for i in range(n)]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        deadline: Deadline,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> tuple[int, Any]:
+        """Send one request; return (status, decoded JSON or None). Raises on transport failure."""
+        idempotent = method in ("GET", "HEAD")
+        last_error: Exception | None = None
+        for index in self._order():
+            base = self.endpoints[index]
+            read = deadline.timeout(self.read_timeout, what=f"LINSTOR {method} {path}")
+            connect = min(self.connect_timeout, read)
+            try:
+                response = self.session.request(
+                    method, base + path, params=params,
+                    json=body if body is not None else None,
+                    timeout=(connect, read),
+                )
+            except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
+                # Not sent (or not to a trusted peer): safe to try the next controller.
+                last_error = err
+                log.warning("LINSTOR controller %s unreachable: %s", base, _short(err))
+                continue
+            except requests.exceptions.ConnectionError as err:
+                if idempotent or _never_sent(err):
+                    last_error = err
+                    log.warning("LINSTOR controller %s unreachable: %s", base, _short(err))
+                    continue
+                raise LinstorUnavailable(
+                    f"connection to LINSTOR at {base} broke during {method} {path}: {_short(err)}; "
+                    "the request may or may not have been applied; retry"
+                ) from err
+            except requests.exceptions.ReadTimeout as err:
+                if deadline.expired():
+                    raise DeadlineExceeded(
+                        f"LINSTOR {method} {path} at {base} did not answer before the RPC deadline"
+                    ) from err
+                raise LinstorUnavailable(
+                    f"LINSTOR {method} {path} at {base} did not answer within {read:.1f}s; retry"
+                ) from err
+            with self._lock:
+                self._preferred = index
+            return response.status_code, _decode(response)
+        raise LinstorUnavailable(
+            f"no LINSTOR controller reachable ({', '.join(self.endpoints)}): {_short(last_error)}; "
+            "check --linstor-endpoint / LS_CONTROLLERS and that the controller is running"
+        )
+
+    def _checked(self, method: str, path: str, *, deadline: Deadline,
+                 params: Mapping[str, Any] | None = None, body: Any = None) -> tuple[int, Any]:
+        status, data = self.request(method, path, deadline=deadline, params=params, body=body)
+        rcs = parse_rc_list(data) if isinstance(data, (list, dict)) else []
+        has_error = any(rc.is_error for rc in rcs)
+        if status >= 400 or (has_error and status >= 300) or (has_error and _is_rc_list(data)):
+            raise LinstorError(method, path, status, rcs, body=_text(data))
+        return status, data
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def get(self, path: str, *, deadline: Deadline, params: Mapping[str, Any] | None = None) -> Any:
+        """GET an object or list; a missing object raises LinstorError with code NOT_FOUND."""
+        return self._checked("GET", path, deadline=deadline, params=params)[1]
+
+    def post(self, path: str, *, deadline: Deadline, body: Any = None,
+             params: Mapping[str, Any] | None = None) -> list[ApiCallRc]:
+        return parse_rc_list(self._checked("POST", path, deadline=deadline, params=params,
+                                           body=body if body is not None else {})[1])
+
+    def post_raw(self, path: str, *, deadline: Deadline, body: Any = None) -> Any:
+        """POST whose reply is an object (e.g. clone, query-size-info); errors still raise."""
+        return self._checked("POST", path, deadline=deadline, body=body if body is not None else {})[1]
+
+    def put(self, path: str, *, deadline: Deadline, body: Any = None,
+            params: Mapping[str, Any] | None = None) -> list[ApiCallRc]:
+        return parse_rc_list(self._checked("PUT", path, deadline=deadline, params=params,
+                                           body=body)[1])
+
+    def delete(self, path: str, *, deadline: Deadline,
+               params: Mapping[str, Any] | None = None) -> list[ApiCallRc]:
+        return parse_rc_list(self._checked("DELETE", path, deadline=deadline, params=params)[1])
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def version(self, deadline: Deadline) -> dict[str, Any]:
+        data = self.get("/v1/controller/version", deadline=deadline)
+        return data if isinstance(data, dict) else {}
+
+    def rest_api_version(self, deadline: Deadline) -> tuple[int, ...]:
+        """The controller's REST API version (cached), for gating optional request fields."""
+        if self._api_version is None:
+            text = str(self.version(deadline).get("rest_api_version", "0"))
+            self._api_version = tuple(int(p) for p in text.split(".") if p.isdigit())
+        return self._api_version
+
+    def supports(self, minimum: str, deadline: Deadline) -> bool:
+        return self.rest_api_version(deadline) >= tuple(int(p) for p in minimum.split("."))
+
+
+def _is_rc_list(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and all(
+        isinstance(i, dict) and "ret_code" in i for i in data
+    )
+
+
+def _decode(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _text(data: Any) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else json.dumps(data)[:500]
+
+
+def _never_sent(err: Exception) -> bool:
+    """True when a ConnectionError happened while connecting (the request never left)."""
+    text = repr(err)
+    return any(
+        marker in text
+        for marker in ("NewConnectionError", "Connection refused", "Name or service not known",
+                       "No route to host", "Failed to establish")
+    )
+
+
+def _short(err: Exception | None) -> str:
+    if err is None:
+        return "no attempt made"
+    text = str(err)
+    return text if len(text) < 300 else text[:300] + "..."
