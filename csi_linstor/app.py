@@ -15,7 +15,7 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.identity import IdentityServicer, Readiness
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.rpc import Metrics, Runtime
-from csi_linstor.server import CsiServer
+from csi_linstor.server import CsiServer, prepare_unix_socket
 from csi_linstor.topology import node_segments
 
 log = logging.getLogger("csi_linstor.app")
@@ -34,6 +34,9 @@ class Driver:
 
     def start(self) -> None:
         cfg = self.config
+        if cfg.csi_endpoint.scheme == "unix" and cfg.csi_endpoint.path is not None:
+            # Refuse a bad socket path before anything else starts (simulator, threads).
+            prepare_unix_socket(cfg.csi_endpoint.path)
         if cfg.embedded:
             from csi_linstor.sim import SimConfig, Simulator
 

@@ -64,7 +64,7 @@ def _strip_in_place(message: Message) -> None:
                 for key in list(value.keys()):
                     value[key] = STRIPPED
             elif field.type == field.TYPE_STRING:
-                if field.label == field.LABEL_REPEATED:
+                if field.is_repeated:
                     del value[:]
                     value.append(STRIPPED)
                 else:
@@ -79,7 +79,7 @@ def _strip_in_place(message: Message) -> None:
             if value_field.type == value_field.TYPE_MESSAGE:
                 for item in value.values():
                     _strip_in_place(item)
-        elif field.label == field.LABEL_REPEATED:
+        elif field.is_repeated:
             for item in value:
                 _strip_in_place(item)
         else:
@@ -241,7 +241,7 @@ class Runtime:
 def _check_required(request: Message, required: tuple[str, ...]) -> None:
     for name in required:
         field = request.DESCRIPTOR.fields_by_name[name]
-        if field.label == field.LABEL_REPEATED:
+        if field.is_repeated:
             present = len(getattr(request, name)) > 0
         elif field.type == field.TYPE_MESSAGE:
             present = request.HasField(name)
