@@ -1,0 +1,274 @@
+"""HTTP front end of the simulator: routing, status mapping, fault knobs and the /sim admin API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import consts as C
+from .controller import ApiError, Controller, Request, make_rc
+
+log = logging.getLogger("csi_linstor.sim")
+
+P = r"(?P<{}>[^/]+)"
+N = r"(?P<{}>\d+)"
+RD = "/v1/resource-definitions/{rd}"
+RSC = RD + "/resources/{node}"
+
+# (method, template, handler name, min REST version)
+ROUTES: list[tuple[str, str, str, tuple[int, int, int] | None]] = [
+    ("GET", "/health", "h_health", None),
+    ("GET", "/v1/controller/version", "h_version", None),
+    ("GET", "/v1/controller/properties", "h_ctrl_props", None),
+    ("POST", "/v1/controller/properties", "h_ctrl_props_modify", None),
+    ("GET", "/v1/nodes", "h_nodes", None),
+    ("GET", "/v1/nodes/{node}", "h_node", None),
+    ("PUT", "/v1/nodes/{node}", "h_node_modify", None),
+    ("GET", "/v1/nodes/{node}/storage-pools", "h_node_pools", None),
+    ("GET", "/v1/nodes/{node}/storage-pools/{sp}", "h_node_pool", None),
+    ("GET", "/v1/view/storage-pools", "h_view_pools", None),
+    ("GET", "/v1/resource-groups", "h_rgs", None),
+    ("POST", "/v1/resource-groups", "h_rg_create", None),
+    ("GET", "/v1/resource-groups/{rg}", "h_rg", None),
+    ("PUT", "/v1/resource-groups/{rg}", "h_rg_modify", None),
+    ("DELETE", "/v1/resource-groups/{rg}", "h_rg_delete", None),
+    ("GET", "/v1/resource-groups/{rg}/volume-groups", "h_vgs", None),
+    ("POST", "/v1/resource-groups/{rg}/volume-groups", "h_vg_create", None),
+    ("GET", "/v1/resource-groups/{rg}/volume-groups/{vnr}", "h_vg", None),
+    ("DELETE", "/v1/resource-groups/{rg}/volume-groups/{vnr}", "h_vg_delete", None),
+    ("POST", "/v1/resource-groups/{rg}/spawn", "h_spawn", None),
+    ("POST", "/v1/resource-groups/{rg}/query-size-info", "h_query_size_info", (1, 17, 0)),
+    ("GET", "/v1/resource-definitions", "h_rds", None),
+    ("POST", "/v1/resource-definitions", "h_rd_create", None),
+    ("GET", RD, "h_rd", None),
+    ("PUT", RD, "h_rd_modify", None),
+    ("DELETE", RD, "h_rd_delete", None),
+    ("GET", RD + "/sync-status", "h_sync_status", None),
+    ("GET", RD + "/volume-definitions", "h_vds", None),
+    ("POST", RD + "/volume-definitions", "h_vd_create", None),
+    ("GET", RD + "/volume-definitions/{vnr}", "h_vd", None),
+    ("PUT", RD + "/volume-definitions/{vnr}", "h_vd_modify", None),
+    ("DELETE", RD + "/volume-definitions/{vnr}", "h_vd_delete", None),
+    ("GET", RD + "/resources", "h_resources", None),
+    ("POST", RD + "/resources", "h_resources_create", None),
+    ("GET", RSC, "h_resource", None),
+    ("POST", RSC, "h_resource_create", None),
+    ("PUT", RSC, "h_resource_modify", None),
+    ("DELETE", RSC, "h_resource_delete", None),
+    ("GET", RSC + "/volumes", "h_volumes", None),
+    ("GET", RSC + "/volumes/{vnr}", "h_volume", None),
+    ("POST", RSC + "/make-available", "h_make_available", None),
+    ("PUT", RSC + "/toggle-disk/diskless", "h_toggle_diskless", None),
+    ("PUT", RSC + "/toggle-disk/diskless/{sp}", "h_toggle_diskless", None),
+    ("PUT", RSC + "/toggle-disk/diskful", "h_toggle_diskful", None),
+    ("PUT", RSC + "/toggle-disk/diskful/{sp}", "h_toggle_diskful", None),
+    ("PUT", RSC + "/toggle-disk", "h_toggle_unified", (1, 28, 0)),
+    ("POST", RD + "/autoplace", "h_autoplace", None),
+    ("GET", "/v1/view/resources", "h_view_resources", None),
+    ("GET", RD + "/snapshots", "h_snapshots", None),
+    ("POST", RD + "/snapshots", "h_snapshot_create", None),
+    ("GET", RD + "/snapshots/{snap}", "h_snapshot", None),
+    ("DELETE", RD + "/snapshots/{snap}", "h_snapshot_delete", None),
+    ("GET", "/v1/view/snapshots", "h_view_snapshots", None),
+    ("POST", "/v1/actions/snapshot/multi", "h_snapshot_multi", None),
+    ("POST", RD + "/snapshot-restore-volume-definition/{snap}", "h_restore_vd", None),
+    ("POST", RD + "/snapshot-restore-resource/{snap}", "h_restore_resource", None),
+    ("POST", RD + "/clone", "h_clone", None),
+    ("GET", RD + "/clone/{dst}", "h_clone_status", None),
+    ("GET", "/v1/key-value-store", "h_kvs_list", None),
+    ("GET", "/v1/key-value-store/{inst}", "h_kvs_get", None),
+    ("PUT", "/v1/key-value-store/{inst}", "h_kvs_modify", None),
+    ("DELETE", "/v1/key-value-store/{inst}", "h_kvs_delete", None),
+]
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    out = ""
+    for part in re.split(r"(\{[a-z]+\})", template):
+        if part.startswith("{"):
+            name = part[1:-1]
+            out += (N if name == "vnr" else P).format(name)
+        else:
+            out += re.escape(part)
+    return re.compile("^" + out + "/?$")
+
+
+COMPILED = [(m, _compile(t), t, h, v) for m, t, h, v in ROUTES]
+
+
+@dataclass
+class Rule:
+    pattern: re.Pattern[str] | None
+    value: float
+    count: int | None = None  # remaining uses for count-based rules
+
+    def matches(self, method: str, path: str, template: str) -> bool:
+        if self.pattern is None:
+            return True
+        return any(self.pattern.search(s) for s in
+                   (path, f"{method} {path}", f"{method} {template}", template))
+
+
+@dataclass
+class Faults:
+    latency: list[Rule] = field(default_factory=list)
+    failure: list[Rule] = field(default_factory=list)
+    drop: list[Rule] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.latency.clear()
+        self.failure.clear()
+        self.drop.clear()
+
+
+def _rule(route: str | None, value: float, count: int | None = None) -> Rule:
+    return Rule(re.compile(route) if route else None, value, count)
+
+
+class SimHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, addr: tuple[str, int], app: App) -> None:
+        self.app = app
+        super().__init__(addr, Handler)
+
+
+class App:
+    """Request dispatch shared by the HTTP handler threads."""
+
+    def __init__(self, ctrl: Controller, admin: Callable[[str, str, dict, Any], Any]) -> None:
+        self.ctrl = ctrl
+        self.admin = admin
+        self.faults = Faults()
+        self.faults_lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.counts_lock = threading.Lock()
+        self.rng = random.Random()
+
+    def _pick(self, rules: list[Rule], method: str, path: str, template: str) -> Rule | None:
+        with self.faults_lock:
+            for rule in rules:
+                if rule.matches(method, path, template):
+                    if rule.count is not None:
+                        if rule.count <= 0:
+                            continue
+                        rule.count -= 1
+                        return rule
+                    if rules is self.faults.latency or self.rng.random() < rule.value:
+                        return rule
+        return None
+
+    def dispatch(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any, bool]:
+        """Returns (status, json body or None, drop_connection)."""
+        parts = urlsplit(raw_path)
+        path = unquote(parts.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if path.startswith("/sim/") or path == "/sim":
+            try:
+                return 200, self.admin(method, path, query, body), False
+            except KeyError as e:
+                return 404, {"error": f"not found: {e}"}, False
+            except (ValueError, TypeError) as e:
+                return 400, {"error": str(e)}, False
+        matched_path = False
+        for m, rx, template, hname, since in COMPILED:
+            mo = rx.match(path)
+            if not mo:
+                continue
+            if since is not None and self.ctrl.rest_version < since:
+                continue
+            matched_path = True
+            if m != method:
+                continue
+            return self._run(method, path, template, hname, mo.groupdict(), query, body)
+        if matched_path:
+            return 405, [make_rc(C.FAIL_UNKNOWN_ERROR,
+                                 f"HTTP method {method} not allowed for path '{path}'.")], False
+        return 404, [make_rc(C.FAIL_UNKNOWN_ERROR, f"Path '{path}' not found on server.")], False
+
+    def _run(self, method: str, path: str, template: str, hname: str, params: dict,
+             query: dict, body: bytes) -> tuple[int, Any, bool]:
+        key = f"{method} {template}"
+        with self.counts_lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+        lat = self._pick(self.faults.latency, method, path, template)
+        if lat is not None and lat.value > 0:
+            time.sleep(lat.value)
+        if self._pick(self.faults.failure, method, path, template) is not None:
+            return 500, [make_rc(C.FAIL_UNKNOWN_ERROR,
+                                 "Injected failure (simulator fault knob).", report=True)], False
+        drop = self._pick(self.faults.drop, method, path, template) is not None
+        req = Request(method=method, path=path, params=params, query=query, raw_body=body,
+                      template=template)
+        handler = getattr(self.ctrl, hname)
+        try:
+            with self.ctrl.lock:
+                status, out = handler(req)
+            for fn in req.after:
+                fn()
+        except ApiError as e:
+            if e.body is not None:
+                return e.status or 500, e.body, drop
+            return e.status or C.http_status(e.entries, 500), e.entries, drop
+        except Exception as e:  # an unhandled bug: what the real server does too
+            log.exception("handler %s failed", hname)
+            return 500, [make_rc(C.FAIL_UNKNOWN_ERROR, f"Unhandled exception: {e}",
+                                 report=True)], drop
+        if isinstance(out, list) and out and isinstance(out[0], dict) and "ret_code" in out[0]:
+            status = C.http_status(out, status)
+        return status, out, drop
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SimHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s - " + format, self.address_string(), *args)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        status, out, drop = self.server.app.dispatch(self.command, self.path, body)
+        if drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if out is None:
+            data = b""
+        elif isinstance(out, (bytes, str)):
+            data = out.encode() if isinstance(out, str) else out
+        else:
+            data = json.dumps(out).encode()
+        self.send_response(status)
+        if out is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._headers_buffer.append(b"\r\n")
+        if self.command != "HEAD":
+            self._headers_buffer.append(data)
+        self.flush_headers()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle

@@ -1,0 +1,359 @@
+"""The :class:`Simulator` object: configuration, lifecycle, fault knobs (Python and /sim HTTP)."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .controller import DEFAULT_POOL, DISK_STATES, Controller
+from .devices import DeviceManager
+from .server import App, Faults, SimHTTPServer, _rule
+
+log = logging.getLogger("csi_linstor.sim")
+
+TIB_KIB = 1024 * 1024 * 1024
+
+
+@dataclass
+class PoolSpec:
+    name: str
+    provider_kind: str = "FILE_THIN"
+    capacity_kib: int = TIB_KIB
+    nodes: list[str] | None = None  # None: every node
+
+
+def default_pools() -> list[PoolSpec]:
+    return [PoolSpec(DEFAULT_POOL), PoolSpec("sp1")]
+
+
+@dataclass
+class SimConfig:
+    nodes: int | list[str] = 3
+    pools: list[PoolSpec] = field(default_factory=default_pools)
+    node_props: dict[str, dict[str, str]] = field(default_factory=dict)
+    device_dir: Path | None = None  # default /dev
+    state_dir: Path | None = None  # default: a private temp dir, removed on stop()
+    rest_api_version: str = "1.27.0"
+    version: str = "1.33.3"
+    clone_polls: int = 1  # GET clone status answers CLONING this many times, then COMPLETE
+    thin_alloc_fraction: float = 0.0  # share of a volume's size a thin pool loses
+    real_devices: bool = True  # False: no loop devices (model-only), device paths still reported
+
+    def node_names(self) -> list[str]:
+        if isinstance(self.nodes, int):
+            return [f"node-{i}" for i in range(1, self.nodes + 1)]
+        return list(self.nodes)
+
+    def add_pool(self, name: str, provider_kind: str = "LVM", capacity_kib: int = TIB_KIB,
+                 nodes: list[str] | None = None) -> SimConfig:
+        """Add a pool (e.g. a thick ``LVM`` pool, which cannot snapshot). Returns self."""
+        self.pools.append(PoolSpec(name, provider_kind, capacity_kib, nodes))
+        return self
+
+
+_live: weakref.WeakSet[Simulator] = weakref.WeakSet()
+
+
+def _atexit() -> None:
+    for sim in list(_live):
+        try:
+            sim.stop()
+        except Exception:  # pragma: no cover
+            log.exception("simulator cleanup at exit failed")
+
+
+atexit.register(_atexit)
+
+
+class Simulator:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self._own_state_dir = self.config.state_dir is None
+        self.state_dir = Path(self.config.state_dir or tempfile.mkdtemp(prefix="csi-linstor-sim-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.device_dir = Path(self.config.device_dir or "/dev")
+        self.device_dir.mkdir(parents=True, exist_ok=True)
+        self.devices = DeviceManager(self.state_dir, self.device_dir,
+                                     enabled=self.config.real_devices)
+        self.controller = Controller(self.config, self.devices)
+        self.app = App(self.controller, self._admin)
+        self._server: SimHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self.url: str | None = None
+        _live.add(self)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self._server is not None:
+            assert self.url is not None
+            return self.url
+        self._server = SimHTTPServer((host, port), self.app)
+        real_port = self._server.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{real_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="csi-linstor-sim", daemon=True)
+        self._thread.start()
+        log.info("LINSTOR simulator listening on %s (nodes: %s, devices in %s)", self.url,
+                 ",".join(self.config.node_names()), self.device_dir)
+        return self.url
+
+    def stop(self) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        with self.controller.lock:
+            self.devices.close()
+            for rd in self.controller.rds.values():
+                for vd in rd.vds.values():
+                    vd.device = None
+        if self._own_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        _live.discard(self)
+        log.info("LINSTOR simulator stopped")
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- knobs --------------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.faults
+
+    def set_latency(self, seconds: float, route: str | None = None) -> None:
+        """Delay matching requests. ``route`` is a regex searched in the path, in
+        ``"METHOD /path"`` and in ``"METHOD /route/{template}"``; None = every request.
+        ``seconds=0`` removes the rule for that route."""
+        with self.app.faults_lock:
+            self.faults.latency[:] = [r for r in self.faults.latency
+                                      if (r.pattern.pattern if r.pattern else None) != route]
+            if seconds > 0:
+                self.faults.latency.append(_rule(route, seconds))
+
+    def set_failure_rate(self, rate: float, route: str | None = None) -> None:
+        """Answer this share of matching requests with 500 FAIL_UNKNOWN_ERROR (not applied)."""
+        with self.app.faults_lock:
+            self.faults.failure[:] = [r for r in self.faults.failure
+                                      if (r.pattern.pattern if r.pattern else None) != route]
+            if rate > 0:
+                self.faults.failure.append(_rule(route, rate))
+
+    def fail_next(self, count: int = 1, route: str | None = None) -> None:
+        """Fail the next ``count`` matching requests with 500 FAIL_UNKNOWN_ERROR."""
+        with self.app.faults_lock:
+            self.faults.failure.append(_rule(route, 1.0, count))
+
+    def set_drop_rate(self, rate: float, route: str | None = None) -> None:
+        """Apply this share of matching requests, then close the connection without a reply."""
+        with self.app.faults_lock:
+            self.faults.drop[:] = [r for r in self.faults.drop
+                                   if (r.pattern.pattern if r.pattern else None) != route]
+            if rate > 0:
+                self.faults.drop.append(_rule(route, rate))
+
+    def drop_next(self, count: int = 1, route: str | None = None) -> None:
+        """Apply the next ``count`` matching requests, then drop the connection unanswered."""
+        with self.app.faults_lock:
+            self.faults.drop.append(_rule(route, 1.0, count))
+
+    def set_node_online(self, node: str, online: bool) -> None:
+        with self.controller.lock:
+            self.controller.nodes[node.upper()].online = bool(online)
+
+    def set_node_props(self, node: str, props: dict[str, str]) -> None:
+        with self.controller.lock:
+            self.controller.nodes[node.upper()].props.update(props)
+
+    def _res(self, rd: str, node: str) -> Any:
+        return self.controller.rds[rd.upper()].resources[node.upper()]
+
+    def set_disk_state(self, rd: str, node: str, state: str | None) -> None:
+        """Override a replica's disk state (e.g. Outdated, Inconsistent); None = UpToDate."""
+        if state is not None and state not in DISK_STATES:
+            raise ValueError(f"unknown disk state {state!r}")
+        with self.controller.lock:
+            self._res(rd, node).disk_state = state
+
+    def set_in_use(self, rd: str, node: str, in_use: bool) -> None:
+        with self.controller.lock:
+            self._res(rd, node).in_use = bool(in_use)
+
+    def set_quorum(self, rd: str, node: str, quorum: bool) -> None:
+        with self.controller.lock:
+            self._res(rd, node).quorum = bool(quorum)
+
+    def set_suspended(self, rd: str, node: str, suspended: bool) -> None:
+        with self.controller.lock:
+            self._res(rd, node).suspended = bool(suspended)
+
+    def set_reported(self, rd: str, node: str, reported: bool) -> None:
+        """Whether the satellite reported state for this replica (``state`` omitted if not)."""
+        with self.controller.lock:
+            self._res(rd, node).reported = bool(reported)
+
+    def set_clone_behaviour(self, polls: int | None = None, fail: bool | None = None) -> None:
+        """Clones started from now on answer CLONING ``polls`` times, then COMPLETE/FAILED."""
+        with self.controller.lock:
+            if polls is not None:
+                self.controller.clone_polls = int(polls)
+            if fail is not None:
+                self.controller.clone_fail = bool(fail)
+
+    def set_snapshot_failure(self, fail: bool) -> None:
+        """New snapshots get flag FAILED_DEPLOYMENT instead of SUCCESSFUL."""
+        with self.controller.lock:
+            self.controller.snapshot_fail = bool(fail)
+
+    def reset_faults(self) -> None:
+        """Turn every knob off: latency, failures, drops, offline nodes, replica states."""
+        with self.app.faults_lock:
+            self.faults.clear()
+        c = self.controller
+        with c.lock:
+            for n in c.nodes.values():
+                n.online = True
+            for rd in c.rds.values():
+                for res in rd.resources.values():
+                    res.disk_state = None
+                    res.in_use = False
+                    res.quorum = True
+                    res.suspended = False
+                    res.reported = True
+            c.clone_polls = self.config.clone_polls
+            c.clone_fail = False
+            c.snapshot_fail = False
+
+    def request_counts(self) -> dict[str, int]:
+        """REST calls served, keyed ``"METHOD /route/{template}"``."""
+        with self.app.counts_lock:
+            return dict(self.app.counts)
+
+    def reset_counts(self) -> None:
+        with self.app.counts_lock:
+            self.app.counts.clear()
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def list_resource_definitions(self) -> list[str]:
+        with self.controller.lock:
+            return sorted(rd.name for rd in self.controller.rds.values())
+
+    def list_snapshots(self) -> list[str]:
+        """``"<rd>/<snapshot>"`` for every snapshot."""
+        with self.controller.lock:
+            return sorted(f"{rd.name}/{s.name}" for rd in self.controller.rds.values()
+                          for s in rd.snapshots.values())
+
+    def device_path(self, rd: str, vnr: int = 0) -> str:
+        with self.controller.lock:
+            vd = self.controller.rds[rd.upper()].vds[vnr]
+            if vd.device is not None and self.controller.rds[rd.upper()].resources:
+                vd.device.ensure()
+            return str(self.device_dir / f"drbd{vd.minor}")
+
+    def drbd_status(self, rd: str, node: str) -> list[dict]:
+        with self.controller.lock:
+            return self.controller.drbd_status(rd, node)
+
+    # -- /sim admin HTTP API ------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, query: dict, body: bytes) -> Any:
+        data = json.loads(body) if body.strip() else {}
+        route = data.get("route")
+        parts = [p for p in path.split("/") if p][1:]
+        if parts == ["stats"] and method == "GET":
+            counts = self.request_counts()
+            return {"counts": counts, "total": sum(counts.values())}
+        if parts in (["stats", "reset"], ["stats"]) and method in ("POST", "DELETE"):
+            self.reset_counts()
+            return {}
+        if parts == ["latency"] and method == "POST":
+            self.set_latency(float(data["seconds"]), route)
+            return {}
+        if parts == ["failure-rate"] and method == "POST":
+            self.set_failure_rate(float(data["rate"]), route)
+            return {}
+        if parts == ["fail-next"] and method == "POST":
+            self.fail_next(int(data.get("count", 1)), route)
+            return {}
+        if parts == ["drop"] and method == "POST":
+            if "count" in data:
+                self.drop_next(int(data["count"]), route)
+            else:
+                self.set_drop_rate(float(data["rate"]), route)
+            return {}
+        if parts == ["reset-faults"] and method == "POST":
+            self.reset_faults()
+            return {}
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "online" and method == "POST":
+            self.set_node_online(parts[1], bool(data["online"]))
+            return {}
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "props" and method == "POST":
+            self.set_node_props(parts[1], dict(data))
+            return {}
+        if len(parts) == 3 and parts[0] == "resources" and method == "POST":
+            rd, node = parts[1], parts[2]
+            if "disk_state" in data:
+                self.set_disk_state(rd, node, data["disk_state"])
+            if "in_use" in data:
+                self.set_in_use(rd, node, data["in_use"])
+            if "quorum" in data:
+                self.set_quorum(rd, node, data["quorum"])
+            if "suspended" in data:
+                self.set_suspended(rd, node, data["suspended"])
+            if "reported" in data:
+                self.set_reported(rd, node, data["reported"])
+            return {}
+        if parts == ["clone"] and method == "POST":
+            self.set_clone_behaviour(data.get("polls"), data.get("fail"))
+            return {}
+        if parts == ["snapshot-failure"] and method == "POST":
+            self.set_snapshot_failure(bool(data["fail"]))
+            return {}
+        if parts == ["state"] and method == "GET":
+            return {"resource_definitions": self.list_resource_definitions(),
+                    "snapshots": self.list_snapshots()}
+        if len(parts) == 2 and parts[0] == "drbd-status" and method == "GET":
+            node = (query.get("node") or [""])[0]
+            if not node:
+                raise ValueError("query parameter 'node' is required")
+            return self.drbd_status(parts[1], node)
+        raise KeyError(f"{method} {path}")
+
+
+def leftover_loop_devices(state_dir: Path) -> list[str]:
+    """Loop devices whose backing file lives in ``state_dir`` (for leak checks)."""
+    out = []
+    base = Path("/sys/block")
+    prefix = str(Path(state_dir).resolve())
+    for d in base.glob("loop*"):
+        try:
+            bf = (d / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if bf.startswith(prefix + os.sep) or re.sub(r" \(deleted\)$", "", bf).startswith(prefix):
+            out.append(f"/dev/{d.name}")
+    return out
