@@ -1,0 +1,99 @@
+"""Mount and unmount, convergently: look at the mount table first, act only on the difference."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+
+from csi_linstor.deadline import Deadline
+from csi_linstor.errors import FailedPrecondition, Internal
+from csi_linstor.nodeops import devices, runner
+from csi_linstor.nodeops.mountinfo import MountTable
+
+log = logging.getLogger(__name__)
+
+# Stacked mounts on one path are unmounted one by one; more than this means something else mounts.
+_MAX_STACKED = 16
+
+
+def mount(device: str, path: str, fstype: str, options: list[str], deadline: Deadline) -> None:
+    """``mount -t fstype -o options device path``; ``-w`` for read-write so mount(8) never falls
+    back to read-only silently (e.g. when a DRBD device cannot be promoted)."""
+    argv = ["mount", "-t", fstype]
+    if "ro" not in options:
+        argv.append("-w")
+    if options:
+        argv += ["-o", ",".join(options)]
+    argv += [device, path]
+    runner.run(argv, deadline, cap=120.0, what="mount")
+
+
+def bind(source: str, path: str, readonly: bool, deadline: Deadline) -> None:
+    """Bind ``source`` onto ``path``; read-only binds are made ro by a remount, then verified."""
+    runner.run(["mount", "--bind", source, path], deadline, cap=60.0, what="mount --bind")
+    if not readonly:
+        return
+    try:
+        top = MountTable.read().top(path)
+        if top is None or not top.readonly:
+            runner.run(
+                ["mount", "-o", "remount,bind,ro", path], deadline, cap=60.0, what="mount remount"
+            )
+        top = MountTable.read().top(path)
+        if top is None or not top.readonly:
+            raise Internal(f"the bind mount at {path} did not become read-only")
+    except BaseException:
+        unmount_all(path, deadline)  # never leave a writable bind where a read-only one was asked
+        raise
+
+
+def unmount_all(path: str, deadline: Deadline) -> int:
+    """Unmount every mount stacked on ``path``; returns how many were unmounted."""
+    count = 0
+    while True:
+        if MountTable.read().top(path) is None:
+            return count
+        if count >= _MAX_STACKED:
+            raise Internal(f"{path} is still mounted after {count} unmounts; something re-mounts it")
+        runner.run(["umount", path], deadline, cap=120.0, what="umount")
+        count += 1
+
+
+def remove_path(path: str) -> None:
+    """Remove the (unmounted) file or empty directory at ``path``; gone already is fine."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if e.errno == errno.ENOTEMPTY:
+            raise FailedPrecondition(
+                f"{path} is not mounted but not empty; refusing to delete what is in it"
+            ) from None
+        raise Internal(f"cannot remove {path}: {e}") from None
+
+
+def unpublish_path(path: str, deadline: Deadline) -> None:
+    """Undo a publish at ``path``: drop read-only loop devices we created, unmount, remove."""
+    count = 0
+    while MountTable.read().top(path) is not None:
+        if count >= _MAX_STACKED:
+            raise Internal(f"{path} is still mounted after {count} unmounts; something re-mounts it")
+        dev = devices.block_rdev(path)
+        if dev is not None and devices.is_readonly_loop_over_device(dev):
+            loop = devices.node_path(dev)
+            if loop is not None:
+                log.info("detaching read-only loop device %s published at %s", loop, path)
+                devices.detach_loop(loop, deadline)
+        runner.run(["umount", path], deadline, cap=120.0, what="umount")
+        count += 1
+    remove_path(path)
