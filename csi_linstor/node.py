@@ -1,36 +1,261 @@
-"""Node service. Placeholder: every RPC answers UNIMPLEMENTED until issue 5 fills it in."""
+"""Node service: a thin servicer over the convergent operations in ``csi_linstor.nodeops``.
+
+It turns each request into one operation call and builds the reply. Device paths come from the
+publish context (``linstor.csi.linbit.com/device-path``) or, when that is missing, from LINSTOR
+(this node's volume ``device_path``). Every external command runs through
+``nodeops.runner.run`` bounded by the RPC deadline.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
-from csi_linstor.rpc import Call, Runtime, rpc, unimplemented
+from csi_linstor.deadline import Deadline
+from csi_linstor.drbd import Drbd
+from csi_linstor.errors import CsiError, FailedPrecondition, InvalidArgument, NotFound
+from csi_linstor.nodeops import devices, fs
+from csi_linstor.nodeops import volume as ops
+from csi_linstor.nodeops.devices import VolumeRef
+from csi_linstor.rpc import Call, Runtime, rpc
+
+log = logging.getLogger(__name__)
+
+PREFIX = "linstor.csi.linbit.com/"
+KEY_DEVICE_PATH = PREFIX + "device-path"
+KEY_FS_TYPE = PREFIX + "fs-type"
+KEY_MOUNT_OPTIONS = PREFIX + "mount-options"
+KEY_FS_OPTS = PREFIX + "fs-opts"
+KEY_POST_MOUNT_XFS_OPTS = PREFIX + "post-mount-xfs-opts"
+
+Mode = csi_pb2.VolumeCapability.AccessMode
+READ_ONLY_MODES = (Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY)
+# Modes that allow one publish per node (CSI's second-publish table: FAILED_PRECONDITION).
+SINGLE_PUBLISH_MODES = (
+    Mode.SINGLE_NODE_WRITER,
+    Mode.SINGLE_NODE_READER_ONLY,
+    Mode.SINGLE_NODE_SINGLE_WRITER,
+)
+# A local filesystem cannot be written from several nodes at once.
+MULTI_NODE_WRITER_MODES = (Mode.MULTI_NODE_SINGLE_WRITER, Mode.MULTI_NODE_MULTI_WRITER)
+
+RPC = csi_pb2.NodeServiceCapability.RPC
+# Exactly what works (see tests/node). Not advertised: VOLUME_MOUNT_GROUP. ext4 and xfs have no gid=
+# mount option, and a chgrp of the root directory alone would not make existing files group-writable
+# the way kubelet's own recursive fsGroup handling does; without the capability kubelet applies
+# fsGroup itself.
+CAPABILITIES = (
+    RPC.STAGE_UNSTAGE_VOLUME,
+    RPC.GET_VOLUME_STATS,
+    RPC.EXPAND_VOLUME,
+    RPC.VOLUME_CONDITION,
+    RPC.SINGLE_NODE_MULTI_WRITER,
+)
+
+
+def _volume_lock(request: Any) -> str:
+    return f"node:{request.volume_id}"
+
+
+def _access(cap: csi_pb2.VolumeCapability, *, node_stage: bool) -> tuple[bool, int]:
+    """(is_block, mode) of a capability, checked for what a node can do."""
+    kind = cap.WhichOneof("access_type")
+    if kind is None:
+        raise InvalidArgument("volume_capability needs an access type (block or mount)")
+    if not cap.HasField("access_mode") or cap.access_mode.mode == Mode.UNKNOWN:
+        raise InvalidArgument("volume_capability.access_mode is required")
+    mode = cap.access_mode.mode
+    if kind == "mount" and mode in MULTI_NODE_WRITER_MODES:
+        raise FailedPrecondition(
+            f"access mode {Mode.Name(mode)} is not supported for filesystem volumes: a local "
+            "filesystem cannot be written from several nodes"
+        )
+    return kind == "block", mode
 
 
 class NodeServicer(csi_pb2_grpc.NodeServicer):
-    def __init__(self, runtime: Runtime, config: Any, linstor: Any,
-                 topology: Callable[[Any], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: Any,
+        linstor: Any,
+        topology: Callable[[Deadline], dict[str, str]],
+    ) -> None:
         self.runtime = runtime
         self.config = config
         self.linstor = linstor
         self.topology = topology
+        self.drbd = Drbd(list(getattr(config, "drbdsetup", ("drbdsetup",))))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def _node(self) -> str:
+        return self.config.node
+
+    @property
+    def _wait(self) -> float:
+        return float(getattr(self.config, "device_wait_seconds", 10.0))
+
+    def _device_path(self, ref: VolumeRef, publish_context: Any, deadline: Deadline) -> str:
+        path = publish_context.get(KEY_DEVICE_PATH, "")
+        if path:
+            return path
+        if self.linstor is None:
+            raise FailedPrecondition(
+                f"publish_context has no {KEY_DEVICE_PATH} and no LINSTOR client is configured"
+            )
+        url = f"/v1/resource-definitions/{ref.rd}/resources/{self._node}/volumes/{ref.vnr}"
+        try:
+            data = self.linstor.get(url, deadline=deadline)
+        except CsiError as e:
+            if e.code == NotFound.code:
+                raise NotFound(
+                    f"volume {ref.rd}/{ref.vnr} has no resource on node {self._node} in LINSTOR: {e}"
+                ) from None
+            raise
+        if isinstance(data, list):
+            data = data[0] if data else {}
+        path = (data or {}).get("device_path", "")
+        if not path:
+            raise FailedPrecondition(
+                f"LINSTOR reports no device path for volume {ref.rd}/{ref.vnr} on node {self._node}"
+            )
+        return path
+
+    # -- identity of the node ----------------------------------------------------------------
 
     @rpc()
     def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest,
                             call: Call) -> csi_pb2.NodeGetCapabilitiesResponse:
-        return csi_pb2.NodeGetCapabilitiesResponse()
+        return csi_pb2.NodeGetCapabilitiesResponse(
+            capabilities=[
+                csi_pb2.NodeServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES
+            ]
+        )
 
     @rpc()
     def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest,
                     call: Call) -> csi_pb2.NodeGetInfoResponse:
         return csi_pb2.NodeGetInfoResponse(
-            node_id=self.config.node,
+            node_id=self._node,
+            max_volumes_per_node=int(getattr(self.config, "max_volumes_per_node", 0) or 0),
             accessible_topology=csi_pb2.Topology(segments=self.topology(call.deadline)),
         )
 
+    # -- stage -------------------------------------------------------------------------------
 
-for _name in ("NodeStageVolume", "NodeUnstageVolume", "NodePublishVolume",
-              "NodeUnpublishVolume", "NodeGetVolumeStats", "NodeExpandVolume"):
-    setattr(NodeServicer, _name, unimplemented(_name))
+    @rpc(required=("volume_id", "staging_target_path", "volume_capability"), lock=_volume_lock)
+    def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest,
+                        call: Call) -> csi_pb2.NodeStageVolumeResponse:
+        ref = VolumeRef.parse(request.volume_id)
+        is_block, mode = _access(request.volume_capability, node_stage=True)
+        device = self._device_path(ref, request.publish_context, call.deadline)
+        common = dict(drbd=self.drbd, device_wait_seconds=self._wait, node=self._node)
+        if is_block:
+            ops.stage_block(ref, device, request.staging_target_path, call.deadline, **common)
+            return csi_pb2.NodeStageVolumeResponse()
+        mnt = request.volume_capability.mount
+        fstype = fs.normalize_fstype(
+            request.publish_context.get(KEY_FS_TYPE, "") or mnt.fs_type or "ext4"
+        )
+        vc = request.volume_context
+        req = ops.MountRequest(
+            fstype=fstype,
+            fs_opts=vc.get(KEY_FS_OPTS, ""),
+            context_options=[o for o in vc.get(KEY_MOUNT_OPTIONS, "").split(",") if o.strip()],
+            mount_flags=list(mnt.mount_flags),
+            readonly=mode in READ_ONLY_MODES,
+        )
+        if mnt.volume_mount_group:
+            call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")
+        ops.stage_mount(ref, device, request.staging_target_path, req, call.deadline, **common)
+        return csi_pb2.NodeStageVolumeResponse()
+
+    @rpc(required=("volume_id", "staging_target_path"), lock=_volume_lock)
+    def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest,
+                          call: Call) -> csi_pb2.NodeUnstageVolumeResponse:
+        ops.unstage(request.staging_target_path, call.deadline)
+        return csi_pb2.NodeUnstageVolumeResponse()
+
+    # -- publish -----------------------------------------------------------------------------
+
+    @rpc(required=("volume_id", "target_path", "volume_capability"), lock=_volume_lock)
+    def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest,
+                          call: Call) -> csi_pb2.NodePublishVolumeResponse:
+        ref = VolumeRef.parse(request.volume_id)
+        is_block, mode = _access(request.volume_capability, node_stage=False)
+        if not request.staging_target_path:
+            raise FailedPrecondition(
+                "staging_target_path is not set: this driver stages volumes "
+                "(STAGE_UNSTAGE_VOLUME); call NodeStageVolume first"
+            )
+        readonly = request.readonly or mode in READ_ONLY_MODES
+        single = mode in SINGLE_PUBLISH_MODES
+        if is_block:
+            device = self._device_path(ref, request.publish_context, call.deadline)
+            ops.publish_block(
+                ref, device, request.staging_target_path, request.target_path, readonly,
+                call.deadline, single_publish=single, device_wait_seconds=self._wait,
+                node=self._node,
+            )
+            return csi_pb2.NodePublishVolumeResponse()
+        expected = None
+        device = request.publish_context.get(KEY_DEVICE_PATH, "")
+        if device:
+            expected = devices.block_rdev(device)
+        if request.volume_capability.mount.volume_mount_group:
+            call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")
+        ops.publish_mount(
+            request.staging_target_path, request.target_path, readonly, call.deadline,
+            expected_dev=expected, single_publish=single,
+            post_mount_xfs_opts=request.volume_context.get(KEY_POST_MOUNT_XFS_OPTS, ""),
+        )
+        return csi_pb2.NodePublishVolumeResponse()
+
+    @rpc(required=("volume_id", "target_path"), lock=_volume_lock)
+    def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest,
+                            call: Call) -> csi_pb2.NodeUnpublishVolumeResponse:
+        ops.unpublish(request.target_path, call.deadline)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    # -- stats and expand --------------------------------------------------------------------
+
+    @rpc(required=("volume_id", "volume_path"))
+    def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest,
+                           call: Call) -> csi_pb2.NodeGetVolumeStatsResponse:
+        ref = VolumeRef.parse(request.volume_id)
+        result = ops.stats(ref, request.volume_path, call.deadline, drbd=self.drbd)
+        Unit = csi_pb2.VolumeUsage.Unit
+        usage = []
+        if result.usage is not None:
+            u = result.usage
+            usage.append(csi_pb2.VolumeUsage(
+                unit=Unit.BYTES, total=u.bytes_total, used=u.bytes_used or 0,
+                available=u.bytes_available or 0,
+            ))
+            if u.inodes_total is not None:
+                usage.append(csi_pb2.VolumeUsage(
+                    unit=Unit.INODES, total=u.inodes_total, used=u.inodes_used or 0,
+                    available=u.inodes_available or 0,
+                ))
+        return csi_pb2.NodeGetVolumeStatsResponse(
+            usage=usage,
+            volume_condition=csi_pb2.VolumeCondition(
+                abnormal=result.abnormal, message=result.message
+            ),
+        )
+
+    @rpc(required=("volume_id", "volume_path"), lock=_volume_lock)
+    def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest,
+                         call: Call) -> csi_pb2.NodeExpandVolumeResponse:
+        ref = VolumeRef.parse(request.volume_id)
+        block = None
+        if request.HasField("volume_capability"):
+            kind = request.volume_capability.WhichOneof("access_type")
+            block = kind == "block" if kind else None
+        required = request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
+        result = ops.expand(ref, request.volume_path, required, call.deadline, block=block)
+        return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=result.capacity_bytes)
