@@ -43,7 +43,7 @@ class Driver:
             self.sim = Simulator(SimConfig(nodes=cfg.sim_nodes, device_dir=cfg.sim_device_dir,
                                            state_dir=cfg.sim_state_dir))
             url = self.sim.start(host="127.0.0.1", port=0)
-            node = cfg.node or self.sim.node_names()[0]
+            node = cfg.node or self.sim.config.node_names()[0]
             drbdsetup = cfg.drbdsetup
             if drbdsetup == ("drbdsetup",):
                 drbdsetup = (sys.executable, "-m", "csi_linstor.sim.drbdsetup",
