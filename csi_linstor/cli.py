@@ -85,21 +85,21 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
     g.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                    help="log verbosity (default: %(default)s)")
-    l = p.add_argument_group("LINSTOR")
-    l.add_argument("--linstor-endpoint", default=None, metavar="URL[,URL]",
+    ls = p.add_argument_group("LINSTOR")
+    ls.add_argument("--linstor-endpoint", default=None, metavar="URL[,URL]",
                    help="LINSTOR controller URL(s), comma-separated for failover; falls back to "
                         "$LS_CONTROLLERS; 'embedded' starts the built-in simulator")
-    l.add_argument("--bearer-token", default=None, type=Path, metavar="FILE",
+    ls.add_argument("--bearer-token", default=None, type=Path, metavar="FILE",
                    help="file holding a bearer token (or JSON {\"token\": ...}) for LINSTOR")
-    l.add_argument("--linstor-root-ca", default=None, metavar="PEM|FILE",
+    ls.add_argument("--linstor-root-ca", default=None, metavar="PEM|FILE",
                    help="CA to verify the controller's certificate (env LS_ROOT_CA)")
-    l.add_argument("--linstor-client-cert", default=None, metavar="PEM|FILE",
+    ls.add_argument("--linstor-client-cert", default=None, metavar="PEM|FILE",
                    help="client certificate for mutual TLS (env LS_USER_CERTIFICATE)")
-    l.add_argument("--linstor-client-key", default=None, metavar="PEM|FILE",
+    ls.add_argument("--linstor-client-key", default=None, metavar="PEM|FILE",
                    help="client key for mutual TLS (env LS_USER_KEY)")
-    l.add_argument("--linstor-skip-tls-verification", action="store_true",
+    ls.add_argument("--linstor-skip-tls-verification", action="store_true",
                    help="do not verify the controller's certificate (insecure)")
-    l.add_argument("--linstor-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    ls.add_argument("--linstor-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="cap on one LINSTOR request, within the RPC's deadline "
                         "(default: %(default)s)")
     t = p.add_argument_group("topology and volumes")

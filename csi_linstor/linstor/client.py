@@ -113,17 +113,19 @@ class LinstorClient:
         self.session.headers["User-Agent"] = user_agent
         self.session.headers["Accept"] = "application/json"
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        # Passed with every request: a session-level value would lose to REQUESTS_CA_BUNDLE.
+        self._verify: bool | str = True
         if tls:
             self._tmp = tempfile.TemporaryDirectory(prefix="csi-linstor-tls-")
             tmp = Path(self._tmp.name)
             ca = _pem_file(root_ca, tmp, "ca.pem")
             cert = _pem_file(user_certificate, tmp, "cert.pem")
             key = _pem_file(user_key, tmp, "key.pem")
-            self.session.verify = False if skip_tls_verify else (ca or True)
+            self._verify = False if skip_tls_verify else (ca or True)
             if cert and key:
                 self.session.cert = (cert, key)
         elif skip_tls_verify:
-            self.session.verify = False
+            self._verify = False
         if bearer_token_file is not None:
             self.session.headers["Authorization"] = f"Bearer {read_bearer_token(bearer_token_file)}"
 
@@ -161,7 +163,7 @@ class LinstorClient:
                 response = self.session.request(
                     method, base + path, params=params,
                     json=body if body is not None else None,
-                    timeout=(connect, read),
+                    timeout=(connect, read), verify=self._verify,
                 )
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
