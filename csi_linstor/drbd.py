@@ -154,10 +154,12 @@ class Drbd:
         self._lock = threading.Lock()
 
     def query(self, resource: str, deadline: Deadline) -> DrbdResourceState | None:
-        """The resource's state on this node; None when unknown (no DRBD here, or no such resource)."""
+        """The resource's state on this node; None when unknown (no DRBD, or no such resource)."""
         argv = [*self.argv_prefix, "status", "--json", resource]
         try:
-            res = runner.run(argv, deadline, cap=15.0, what="drbdsetup status", ok=(0, NO_SUCH_RESOURCE))
+            res = runner.run(
+                argv, deadline, cap=15.0, what="drbdsetup status", ok=(0, NO_SUCH_RESOURCE)
+            )
         except FileNotFoundError:
             with self._lock:
                 if not self._warned:

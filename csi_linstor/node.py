@@ -113,7 +113,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         except CsiError as e:
             if e.code == NotFound.code:
                 raise NotFound(
-                    f"volume {ref.rd}/{ref.vnr} has no resource on node {self._node} in LINSTOR: {e}"
+                    f"volume {ref.rd}/{ref.vnr} has no resource on node {self._node} in LINSTOR: "
+                    f"{e}"
                 ) from None
             raise
         if isinstance(data, list):
@@ -128,17 +129,17 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     # -- identity of the node ----------------------------------------------------------------
 
     @rpc()
-    def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest,
-                            call: Call) -> csi_pb2.NodeGetCapabilitiesResponse:
+    def NodeGetCapabilities(
+        self, request: csi_pb2.NodeGetCapabilitiesRequest, call: Call
+    ) -> csi_pb2.NodeGetCapabilitiesResponse:
         return csi_pb2.NodeGetCapabilitiesResponse(
-            capabilities=[
-                csi_pb2.NodeServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES
-            ]
+            capabilities=[csi_pb2.NodeServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES]
         )
 
     @rpc()
-    def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest,
-                    call: Call) -> csi_pb2.NodeGetInfoResponse:
+    def NodeGetInfo(
+        self, request: csi_pb2.NodeGetInfoRequest, call: Call
+    ) -> csi_pb2.NodeGetInfoResponse:
         return csi_pb2.NodeGetInfoResponse(
             node_id=self._node,
             max_volumes_per_node=int(getattr(self.config, "max_volumes_per_node", 0) or 0),
@@ -148,8 +149,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     # -- stage -------------------------------------------------------------------------------
 
     @rpc(required=("volume_id", "staging_target_path", "volume_capability"), lock=_volume_lock)
-    def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest,
-                        call: Call) -> csi_pb2.NodeStageVolumeResponse:
+    def NodeStageVolume(
+        self, request: csi_pb2.NodeStageVolumeRequest, call: Call
+    ) -> csi_pb2.NodeStageVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
         is_block, mode = _access(request.volume_capability, node_stage=True)
         device = self._device_path(ref, request.publish_context, call.deadline)
@@ -175,16 +177,18 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeStageVolumeResponse()
 
     @rpc(required=("volume_id", "staging_target_path"), lock=_volume_lock)
-    def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest,
-                          call: Call) -> csi_pb2.NodeUnstageVolumeResponse:
+    def NodeUnstageVolume(
+        self, request: csi_pb2.NodeUnstageVolumeRequest, call: Call
+    ) -> csi_pb2.NodeUnstageVolumeResponse:
         ops.unstage(request.staging_target_path, call.deadline)
         return csi_pb2.NodeUnstageVolumeResponse()
 
     # -- publish -----------------------------------------------------------------------------
 
     @rpc(required=("volume_id", "target_path", "volume_capability"), lock=_volume_lock)
-    def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest,
-                          call: Call) -> csi_pb2.NodePublishVolumeResponse:
+    def NodePublishVolume(
+        self, request: csi_pb2.NodePublishVolumeRequest, call: Call
+    ) -> csi_pb2.NodePublishVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
         is_block, mode = _access(request.volume_capability, node_stage=False)
         if not request.staging_target_path:
@@ -197,8 +201,14 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         if is_block:
             device = self._device_path(ref, request.publish_context, call.deadline)
             ops.publish_block(
-                ref, device, request.staging_target_path, request.target_path, readonly,
-                call.deadline, single_publish=single, device_wait_seconds=self._wait,
+                ref,
+                device,
+                request.staging_target_path,
+                request.target_path,
+                readonly,
+                call.deadline,
+                single_publish=single,
+                device_wait_seconds=self._wait,
                 node=self._node,
             )
             return csi_pb2.NodePublishVolumeResponse()
@@ -209,38 +219,52 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         if request.volume_capability.mount.volume_mount_group:
             call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")
         ops.publish_mount(
-            request.staging_target_path, request.target_path, readonly, call.deadline,
-            expected_dev=expected, single_publish=single,
+            request.staging_target_path,
+            request.target_path,
+            readonly,
+            call.deadline,
+            expected_dev=expected,
+            single_publish=single,
             post_mount_xfs_opts=request.volume_context.get(KEY_POST_MOUNT_XFS_OPTS, ""),
         )
         return csi_pb2.NodePublishVolumeResponse()
 
     @rpc(required=("volume_id", "target_path"), lock=_volume_lock)
-    def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest,
-                            call: Call) -> csi_pb2.NodeUnpublishVolumeResponse:
+    def NodeUnpublishVolume(
+        self, request: csi_pb2.NodeUnpublishVolumeRequest, call: Call
+    ) -> csi_pb2.NodeUnpublishVolumeResponse:
         ops.unpublish(request.target_path, call.deadline)
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     # -- stats and expand --------------------------------------------------------------------
 
     @rpc(required=("volume_id", "volume_path"))
-    def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest,
-                           call: Call) -> csi_pb2.NodeGetVolumeStatsResponse:
+    def NodeGetVolumeStats(
+        self, request: csi_pb2.NodeGetVolumeStatsRequest, call: Call
+    ) -> csi_pb2.NodeGetVolumeStatsResponse:
         ref = VolumeRef.parse(request.volume_id)
         result = ops.stats(ref, request.volume_path, call.deadline, drbd=self.drbd)
         Unit = csi_pb2.VolumeUsage.Unit
         usage = []
         if result.usage is not None:
             u = result.usage
-            usage.append(csi_pb2.VolumeUsage(
-                unit=Unit.BYTES, total=u.bytes_total, used=u.bytes_used or 0,
-                available=u.bytes_available or 0,
-            ))
+            usage.append(
+                csi_pb2.VolumeUsage(
+                    unit=Unit.BYTES,
+                    total=u.bytes_total,
+                    used=u.bytes_used or 0,
+                    available=u.bytes_available or 0,
+                )
+            )
             if u.inodes_total is not None:
-                usage.append(csi_pb2.VolumeUsage(
-                    unit=Unit.INODES, total=u.inodes_total, used=u.inodes_used or 0,
-                    available=u.inodes_available or 0,
-                ))
+                usage.append(
+                    csi_pb2.VolumeUsage(
+                        unit=Unit.INODES,
+                        total=u.inodes_total,
+                        used=u.inodes_used or 0,
+                        available=u.inodes_available or 0,
+                    )
+                )
         return csi_pb2.NodeGetVolumeStatsResponse(
             usage=usage,
             volume_condition=csi_pb2.VolumeCondition(
@@ -249,13 +273,16 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         )
 
     @rpc(required=("volume_id", "volume_path"), lock=_volume_lock)
-    def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest,
-                         call: Call) -> csi_pb2.NodeExpandVolumeResponse:
+    def NodeExpandVolume(
+        self, request: csi_pb2.NodeExpandVolumeRequest, call: Call
+    ) -> csi_pb2.NodeExpandVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
         block = None
         if request.HasField("volume_capability"):
             kind = request.volume_capability.WhichOneof("access_type")
             block = kind == "block" if kind else None
-        required = request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
+        required = (
+            request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
+        )
         result = ops.expand(ref, request.volume_path, required, call.deadline, block=block)
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=result.capacity_bytes)

@@ -27,7 +27,9 @@ class VolumeRef:
         """``<rd>`` is volume 0; ``<rd>/<vnr>`` names another volume of the same resource."""
         rd, sep, vnr_text = volume_id.partition("/")
         if not rd or "/" in vnr_text:
-            raise NotFound(f"volume id {volume_id!r} is not a LINSTOR volume id (<rd> or <rd>/<vnr>)")
+            raise NotFound(
+                f"volume id {volume_id!r} is not a LINSTOR volume id (<rd> or <rd>/<vnr>)"
+            )
         if not sep:
             return cls(rd, 0)
         if not vnr_text.isdigit() or not 0 <= int(vnr_text) < 65536:
@@ -66,7 +68,9 @@ def size_bytes(dev: tuple[int, int], deadline: Deadline, path: str | None = None
     return int(out.strip())
 
 
-def wait_for_device(path: str, deadline: Deadline, wait_seconds: float, *, what: str) -> tuple[int, int]:
+def wait_for_device(
+    path: str, deadline: Deadline, wait_seconds: float, *, what: str
+) -> tuple[int, int]:
     """Wait (bounded by the deadline and ``wait_seconds``) until ``path`` is a block device."""
     if not path.startswith("/"):
         raise InvalidArgument(f"device path {path!r} for {what} is not absolute")
@@ -123,7 +127,9 @@ def create_readonly_loop(device: str, deadline: Deadline) -> str:
     out = runner.run(["losetup", "--read-only", "--find", "--show", device], deadline, cap=30.0)
     path = out.stdout.strip()
     if not path.startswith("/dev/"):
-        raise FailedPrecondition(f"losetup did not report the loop device it created: {out.stdout!r}")
+        raise FailedPrecondition(
+            f"losetup did not report the loop device it created: {out.stdout!r}"
+        )
     return path
 
 

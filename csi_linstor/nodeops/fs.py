@@ -62,7 +62,9 @@ class Probe:
 def normalize_fstype(fstype: str) -> str:
     fstype = (fstype or "ext4").strip().lower()
     if fstype not in SUPPORTED:
-        raise InvalidArgument(f"fs type {fstype!r} is not supported; use one of {', '.join(SUPPORTED)}")
+        raise InvalidArgument(
+            f"fs type {fstype!r} is not supported; use one of {', '.join(SUPPORTED)}"
+        )
     return fstype
 
 
@@ -87,7 +89,9 @@ def probe(device: str, deadline: Deadline) -> Probe:
             raw[key] = value
     if res.returncode == 0 and raw:
         return Probe(raw.get("TYPE"), raw.get("USAGE"), raw.get("PTTYPE"), raw)
-    wipe = runner.run(["wipefs", "--no-act", "--noheadings", "--output", "TYPE", device], deadline, cap=60.0)
+    wipe = runner.run(
+        ["wipefs", "--no-act", "--noheadings", "--output", "TYPE", device], deadline, cap=60.0
+    )
     types = [t.strip() for t in wipe.stdout.splitlines() if t.strip()]
     if types:
         return Probe(types[0], None, None, {"wipefs": ",".join(types)})
@@ -110,11 +114,13 @@ def mkfs(device: str, fstype: str, fs_opts: str, deadline: Deadline) -> None:
 
 
 def fsck(device: str, fstype: str, deadline: Deadline) -> None:
-    """Repair what ``fsck -p`` may repair without asking; nothing for xfs (xfs_repair is no fsck)."""
+    """Repair what ``fsck -p`` repairs without asking; nothing for xfs (xfs_repair is no fsck)."""
     if fstype not in EXT_FAMILY:
         return
     try:
-        res = runner.run(["fsck", "-T", "-t", fstype, "-p", device], deadline, cap=600.0, ok=_FSCK_OK)
+        res = runner.run(
+            ["fsck", "-T", "-t", fstype, "-p", device], deadline, cap=600.0, ok=_FSCK_OK
+        )
     except CommandError as e:
         if e.returncode is not None and e.returncode & _FSCK_UNCORRECTED:
             raise FailedPrecondition(

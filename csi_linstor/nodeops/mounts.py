@@ -56,7 +56,9 @@ def unmount_all(path: str, deadline: Deadline) -> int:
         if MountTable.read().top(path) is None:
             return count
         if count >= _MAX_STACKED:
-            raise Internal(f"{path} is still mounted after {count} unmounts; something re-mounts it")
+            raise Internal(
+                f"{path} is still mounted after {count} unmounts; something re-mounts it"
+            )
         runner.run(["umount", path], deadline, cap=120.0, what="umount")
         count += 1
 
@@ -87,7 +89,9 @@ def unpublish_path(path: str, deadline: Deadline) -> None:
     count = 0
     while MountTable.read().top(path) is not None:
         if count >= _MAX_STACKED:
-            raise Internal(f"{path} is still mounted after {count} unmounts; something re-mounts it")
+            raise Internal(
+                f"{path} is still mounted after {count} unmounts; something re-mounts it"
+            )
         dev = devices.block_rdev(path)
         if dev is not None and devices.is_readonly_loop_over_device(dev):
             loop = devices.node_path(dev)

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def drbd_problem(drbd: Drbd | None, ref: VolumeRef, deadline: Deadline) -> str | None:
-    """Why DRBD says the volume cannot do I/O here; None when it can or when DRBD state is unknown."""
+    """Why DRBD says the volume cannot do I/O here; None when it can or DRBD state is unknown."""
     if drbd is None:
         return None
     state = drbd.query(ref.rd, deadline)
@@ -163,13 +163,19 @@ def _check_staged(top: MountEntry, dev: tuple[int, int], staging: str, req: Moun
         )
 
 
-def _grow_ext_offline_if_needed(device: str, dev: tuple[int, int], fstype: str,
-                                deadline: Deadline) -> None:
+def _grow_ext_offline_if_needed(
+    device: str, dev: tuple[int, int], fstype: str, deadline: Deadline
+) -> None:
     fs_bytes, bsize = fs.ext_size(device, deadline)
     dev_bytes = devices.size_bytes(dev, deadline, device)
     if dev_bytes - fs_bytes >= bsize:
-        log.info("growing the %s filesystem on %s offline: %d -> %d bytes",
-                 fstype, device, fs_bytes, dev_bytes)
+        log.info(
+            "growing the %s filesystem on %s offline: %d -> %d bytes",
+            fstype,
+            device,
+            fs_bytes,
+            dev_bytes,
+        )
         fs.grow_ext_offline(device, fstype, deadline)
 
 
@@ -221,7 +227,8 @@ def unstage(staging: str, deadline: Deadline) -> None:
         others = [e.mount_point for e in table.of_device(*entry.dev) if e not in staged]
         if others and entry.dev[0] != 0:
             raise FailedPrecondition(
-                f"the volume staged at {staging} is still published at {', '.join(sorted(others))}; "
+                f"the volume staged at {staging} is still published at "
+                f"{', '.join(sorted(others))}; "
                 "unpublish those targets first"
             )
     mounts.unmount_all(staging, deadline)
@@ -231,7 +238,11 @@ def unstage(staging: str, deadline: Deadline) -> None:
 # Publish
 
 
-SINGLE_PUBLISH_MODES = ("SINGLE_NODE_WRITER", "SINGLE_NODE_READER_ONLY", "SINGLE_NODE_SINGLE_WRITER")
+SINGLE_PUBLISH_MODES = (
+    "SINGLE_NODE_WRITER",
+    "SINGLE_NODE_READER_ONLY",
+    "SINGLE_NODE_SINGLE_WRITER",
+)
 
 
 def publish_mount(
@@ -283,8 +294,9 @@ def publish_mount(
             log.info("skipping post-mount xfs_io on read-only %s", target)
             return
         try:
-            runner.run(["xfs_io", "-c", post_mount_xfs_opts, target], deadline, cap=60.0,
-                       what="xfs_io")
+            runner.run(
+                ["xfs_io", "-c", post_mount_xfs_opts, target], deadline, cap=60.0, what="xfs_io"
+            )
         except BaseException:
             mounts.unpublish_path(target, deadline)
             raise
@@ -330,8 +342,12 @@ def publish_block(
         at = devices.block_rdev(target)
         if readonly:
             backing = devices.loop_backing_file(at) if at else None
-            ok = (at is not None and devices.is_readonly_loop_over_device(at)
-                  and backing is not None and devices.block_rdev(backing) == dev)
+            ok = (
+                at is not None
+                and devices.is_readonly_loop_over_device(at)
+                and backing is not None
+                and devices.block_rdev(backing) == dev
+            )
         else:
             ok = at == dev
         if not ok:
@@ -397,7 +413,9 @@ def stats(ref: VolumeRef, path: str, deadline: Deadline, *, drbd: Drbd | None) -
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise NotFound(f"{path} does not exist: volume {ref.rd} is not staged or published there") from None
+        raise NotFound(
+            f"{path} does not exist: volume {ref.rd} is not staged or published there"
+        ) from None
     table = MountTable.read()
     usage: Usage | None = None
     problems: list[str] = []
@@ -455,23 +473,32 @@ def expand(
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise NotFound(f"{path} does not exist: volume {ref.rd} is not staged or published there") from None
+        raise NotFound(
+            f"{path} does not exist: volume {ref.rd} is not staged or published there"
+        ) from None
     if stat.S_ISBLK(st.st_mode) or block:
         dev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if stat.S_ISBLK(st.st_mode) else None
         if dev is None:
             top = MountTable.read().top(path)
-            raise NotFound(f"{path} is not a published block device ({top.source if top else 'nothing mounted'})")
+            raise NotFound(
+                f"{path} is not a published block device "
+                f"({top.source if top else 'nothing mounted'})"
+            )
         size = devices.size_bytes(dev, deadline, path)
         _check_required(size, required_bytes, path)
         return Expanded(size)
     top = MountTable.read().top(path)
     if top is None:
-        raise NotFound(f"{path} is not a mount point: volume {ref.rd} is not staged or published there")
+        raise NotFound(
+            f"{path} is not a mount point: volume {ref.rd} is not staged or published there"
+        )
     device = devices.node_path(top.dev)
     if device is None and devices.block_rdev(top.source) == top.dev:
         device = top.source
     if device is None:
-        raise FailedPrecondition(f"cannot find the device node of {top.source} ({top.major}:{top.minor})")
+        raise FailedPrecondition(
+            f"cannot find the device node of {top.source} ({top.major}:{top.minor})"
+        )
     size = devices.size_bytes(top.dev, deadline, device)
     _check_required(size, required_bytes, path)
     if top.fstype in fs.EXT_FAMILY:

@@ -25,8 +25,22 @@ from csi_linstor.nodeops.mountinfo import MountTable
 from csi_linstor.rpc import Runtime
 from tests.node.node_helpers import FakeContext
 
-NEEDED = ("losetup", "mkfs.ext4", "mkfs.xfs", "blkid", "wipefs", "resize2fs", "xfs_growfs",
-          "xfs_io", "mount", "umount", "fsck", "e2fsck", "dumpe2fs", "xfs_info")
+NEEDED = (
+    "losetup",
+    "mkfs.ext4",
+    "mkfs.xfs",
+    "blkid",
+    "wipefs",
+    "resize2fs",
+    "xfs_growfs",
+    "xfs_io",
+    "mount",
+    "umount",
+    "fsck",
+    "e2fsck",
+    "dumpe2fs",
+    "xfs_info",
+)
 
 if os.geteuid() != 0:
     pytest.skip("node tests need root (loop devices and mounts)", allow_module_level=True)
@@ -72,7 +86,7 @@ def _session_leak_check() -> Iterator[None]:
 
 
 def _cleanup(root: Path, loops: list[str]) -> None:
-    """Unmount everything under ``root`` (newest first), detach loops over our devices, then ours."""
+    """Unmount everything under ``root`` (newest first), detach loops over ours, then ours."""
     for _ in range(32):
         under = MountTable.read().under(str(root))
         if not under:
@@ -120,8 +134,9 @@ def loops(tmp_path: Path) -> Iterator[Callable[[int], Loop]]:
         image = tmp_path / f"disk{len(created)}.img"
         with open(image, "wb") as f:
             f.truncate(size_mib * 1024 * 1024)
-        path = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
-                              capture_output=True, text=True).stdout.strip()
+        path = subprocess.run(
+            ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
+        ).stdout.strip()
         created.append(path)
         return Loop(path, image)
 

@@ -16,8 +16,9 @@ FS_TYPE = "linstor.csi.linbit.com/fs-type"
 Mode = csi_pb2.VolumeCapability.AccessMode
 
 
-def mount_cap(fs_type: str = "", mode: int = Mode.SINGLE_NODE_WRITER,
-              flags: tuple[str, ...] = ()) -> csi_pb2.VolumeCapability:
+def mount_cap(
+    fs_type: str = "", mode: int = Mode.SINGLE_NODE_WRITER, flags: tuple[str, ...] = ()
+) -> csi_pb2.VolumeCapability:
     return csi_pb2.VolumeCapability(
         mount=csi_pb2.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(flags)),
         access_mode=Mode(mode=mode),
@@ -30,25 +31,44 @@ def block_cap(mode: int = Mode.SINGLE_NODE_WRITER) -> csi_pb2.VolumeCapability:
     )
 
 
-def stage_req(device: str, staging: Any, cap: csi_pb2.VolumeCapability, *, vol: str = "pvc-1",
-              fs_type: str | None = None, context: dict[str, str] | None = None,
-              ) -> csi_pb2.NodeStageVolumeRequest:
+def stage_req(
+    device: str,
+    staging: Any,
+    cap: csi_pb2.VolumeCapability,
+    *,
+    vol: str = "pvc-1",
+    fs_type: str | None = None,
+    context: dict[str, str] | None = None,
+) -> csi_pb2.NodeStageVolumeRequest:
     pc = {DEVICE_PATH: device}
     if fs_type is not None:
         pc[FS_TYPE] = fs_type
     return csi_pb2.NodeStageVolumeRequest(
-        volume_id=vol, publish_context=pc, staging_target_path=str(staging),
-        volume_capability=cap, volume_context=context or {},
+        volume_id=vol,
+        publish_context=pc,
+        staging_target_path=str(staging),
+        volume_capability=cap,
+        volume_context=context or {},
     )
 
 
-def publish_req(device: str, staging: Any, target: Any, cap: csi_pb2.VolumeCapability, *,
-                readonly: bool = False, vol: str = "pvc-1",
-                context: dict[str, str] | None = None) -> csi_pb2.NodePublishVolumeRequest:
+def publish_req(
+    device: str,
+    staging: Any,
+    target: Any,
+    cap: csi_pb2.VolumeCapability,
+    *,
+    readonly: bool = False,
+    vol: str = "pvc-1",
+    context: dict[str, str] | None = None,
+) -> csi_pb2.NodePublishVolumeRequest:
     return csi_pb2.NodePublishVolumeRequest(
-        volume_id=vol, publish_context={DEVICE_PATH: device},
+        volume_id=vol,
+        publish_context={DEVICE_PATH: device},
         staging_target_path=str(staging) if staging is not None else "",
-        target_path=str(target), volume_capability=cap, readonly=readonly,
+        target_path=str(target),
+        volume_capability=cap,
+        readonly=readonly,
         volume_context=context or {},
     )
 
@@ -65,8 +85,9 @@ def stats_req(path: Any, vol: str = "pvc-1") -> csi_pb2.NodeGetVolumeStatsReques
     return csi_pb2.NodeGetVolumeStatsRequest(volume_id=vol, volume_path=str(path))
 
 
-def expand_req(path: Any, required: int = 0, vol: str = "pvc-1",
-               cap: csi_pb2.VolumeCapability | None = None) -> csi_pb2.NodeExpandVolumeRequest:
+def expand_req(
+    path: Any, required: int = 0, vol: str = "pvc-1", cap: csi_pb2.VolumeCapability | None = None
+) -> csi_pb2.NodeExpandVolumeRequest:
     req = csi_pb2.NodeExpandVolumeRequest(volume_id=vol, volume_path=str(path))
     if required:
         req.capacity_range.required_bytes = required
@@ -97,5 +118,3 @@ class FakeContext:
 
     def abort(self, code: grpc.StatusCode, message: str) -> None:
         raise RpcFailed(code, message)
-
-

@@ -27,8 +27,9 @@ from tests.node.node_helpers import (
 
 
 def blkid_type(dev: str) -> str:
-    return subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["blkid", "-p", "-o", "value", "-s", "TYPE", dev], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -176,8 +177,11 @@ def test_never_formats_a_device_with_a_signature(node, loops, tmp_path) -> None:
     staging, _, _ = dirs(tmp_path)
     # a DOS partition table: one Linux partition from sector 2048
     mbr = bytearray(512)
-    entry = bytes([0x00, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") + \
-        (4096).to_bytes(4, "little")
+    entry = (
+        bytes([0x00, 0, 0, 0, 0x83, 0, 0, 0])
+        + (2048).to_bytes(4, "little")
+        + (4096).to_bytes(4, "little")
+    )
     mbr[446:462] = entry
     mbr[510:512] = b"\x55\xaa"
     with open(loop.path, "r+b") as f:
@@ -202,14 +206,18 @@ def test_never_formats_a_device_with_a_signature(node, loops, tmp_path) -> None:
 def test_mount_options_and_fs_opts(node, loops, tmp_path) -> None:
     loop = loops(64)
     staging, _, _ = dirs(tmp_path)
-    ctx = {"linstor.csi.linbit.com/mount-options": "noatime,nodiratime",
-           "linstor.csi.linbit.com/fs-opts": "-L myvol -m 0"}
-    node.NodeStageVolume(stage_req(loop.path, staging, mount_cap("ext4", flags=("nosuid",)),
-                                   context=ctx))
+    ctx = {
+        "linstor.csi.linbit.com/mount-options": "noatime,nodiratime",
+        "linstor.csi.linbit.com/fs-opts": "-L myvol -m 0",
+    }
+    node.NodeStageVolume(
+        stage_req(loop.path, staging, mount_cap("ext4", flags=("nosuid",)), context=ctx)
+    )
     top = MountTable.read().top(str(staging))
     assert "noatime" in top.options and "nosuid" in top.options
-    label = subprocess.run(["blkid", "-p", "-o", "value", "-s", "LABEL", loop.path],
-                           capture_output=True, text=True).stdout.strip()
+    label = subprocess.run(
+        ["blkid", "-p", "-o", "value", "-s", "LABEL", loop.path], capture_output=True, text=True
+    ).stdout.strip()
     assert label == "myvol"
     node.NodeUnstageVolume(unstage_req(staging))
 

@@ -83,8 +83,9 @@ def test_xfs_grown_at_stage_and_post_mount_opts(node, loops, tmp_path) -> None:
     v = os.statvfs(staging)
     assert v.f_blocks * v.f_frsize > (XFS_MIB + 150) * MIB  # minus the internal log
     node.NodePublishVolume(publish_req(loop.path, staging, target, cap, context=ctx))
-    out = subprocess.run(["xfs_io", "-c", "extsize", str(target)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["xfs_io", "-c", "extsize", str(target)], capture_output=True, text=True, check=True
+    ).stdout
     assert "[1048576]" in out
     _teardown(node, staging, target)
 
@@ -176,16 +177,19 @@ def test_stats_mount_and_conditions(node, loops, tmp_path) -> None:
     assert not resp.usage
 
 
-def test_drbd_state_refuses_stage_and_marks_stats(make_node, loops, tmp_path,
-                                                  fake_drbdsetup) -> None:
+def test_drbd_state_refuses_stage_and_marks_stats(
+    make_node, loops, tmp_path, fake_drbdsetup
+) -> None:
     loop = loops(64)
     staging = tmp_path / "staging"
     staging.mkdir()
     script = fake_drbdsetup(status(quorum=False))
     node = make_node(drbdsetup=(script,))
-    for payload, words in [(status(quorum=False), "no quorum"),
-                           (status(disk="Outdated", peer_disk="Outdated"), "Outdated"),
-                           (status(suspended=True), "suspended")]:
+    for payload, words in [
+        (status(quorum=False), "no quorum"),
+        (status(disk="Outdated", peer_disk="Outdated"), "Outdated"),
+        (status(suspended=True), "suspended"),
+    ]:
         fake_drbdsetup(payload)
         with pytest.raises(RpcFailed) as ei:
             node.NodeStageVolume(stage_req(loop.path, staging, mount_cap()))
@@ -217,7 +221,8 @@ def test_drbd_through_simulator_stand_in_argv(make_node, loops, tmp_path) -> Non
         "assert sys.argv[1:3] == ['--node', 'node-a'], sys.argv\n"
         "assert sys.argv[3:6] == ['status', '--json', 'pvc-1'], sys.argv\n"
         "print(json.dumps([{'name': 'pvc-1', 'suspended': False, 'devices': [{'volume': 0, "
-        "'disk-state': 'Outdated', 'quorum': True}], 'connections': []}]))\n")
+        "'disk-state': 'Outdated', 'quorum': True}], 'connections': []}]))\n"
+    )
     node = make_node(drbdsetup=(sys.executable, str(fake), "--node", "node-a"))
     loop = loops(64)
     staging = tmp_path / "staging"
@@ -258,16 +263,20 @@ def test_device_path_falls_back_to_linstor(make_node, loops, tmp_path) -> None:
 
 
 def test_info_and_capabilities(make_node) -> None:
-    node = make_node(max_volumes_per_node=4096,
-                     topology=lambda d: {"linbit.com/hostname": NODE, "zone": "z1"})
+    node = make_node(
+        max_volumes_per_node=4096, topology=lambda d: {"linbit.com/hostname": NODE, "zone": "z1"}
+    )
     info = node.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
     assert info.node_id == NODE and info.max_volumes_per_node == 4096
     assert dict(info.accessible_topology.segments) == {"linbit.com/hostname": NODE, "zone": "z1"}
     caps = node.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest())
     RPC = csi_pb2.NodeServiceCapability.RPC
     assert {c.rpc.type for c in caps.capabilities} == {
-        RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.EXPAND_VOLUME,
-        RPC.VOLUME_CONDITION, RPC.SINGLE_NODE_MULTI_WRITER,
+        RPC.STAGE_UNSTAGE_VOLUME,
+        RPC.GET_VOLUME_STATS,
+        RPC.EXPAND_VOLUME,
+        RPC.VOLUME_CONDITION,
+        RPC.SINGLE_NODE_MULTI_WRITER,
     }
 
 
@@ -279,11 +288,13 @@ def test_over_a_real_grpc_socket(loops, tmp_path) -> None:
     from tests.node.conftest import make_config
 
     sock = tmp_path / "csi.sock"
-    servicer = NodeServicer(Runtime(), make_config(), None,
-                            lambda d: {"linbit.com/hostname": NODE})
-    server = CsiServer(parse_endpoint(f"unix://{sock}"),
-                       lambda s: csi_pb2_grpc.add_NodeServicer_to_server(servicer, s),
-                       workers=4, grace=1)
+    servicer = NodeServicer(Runtime(), make_config(), None, lambda d: {"linbit.com/hostname": NODE})
+    server = CsiServer(
+        parse_endpoint(f"unix://{sock}"),
+        lambda s: csi_pb2_grpc.add_NodeServicer_to_server(servicer, s),
+        workers=4,
+        grace=1,
+    )
     server.start()
     try:
         with grpc.insecure_channel(f"unix:{sock}") as ch:

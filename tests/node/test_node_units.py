@@ -77,18 +77,49 @@ def test_volume_ref() -> None:
             VolumeRef.parse(bad)
 
 
-def status(disk: str = "UpToDate", quorum: bool = True, suspended: bool = False,
-           peer_disk: str = "UpToDate", conn: str = "Connected", vol: int = 0) -> list:
-    return [{
-        "name": "pvc-1", "node-id": 0, "role": "Secondary", "suspended": suspended,
-        "suspended-quorum": suspended, "write-ordering": "flush",
-        "devices": [{"volume": vol, "minor": 1000, "disk-state": disk,
-                     "client": disk == "Diskless", "quorum": quorum, "size": 1024}],
-        "connections": [{"peer-node-id": 1, "name": "node-b", "connection-state": conn,
-                         "peer-role": "Secondary",
-                         "peer_devices": [{"volume": vol, "replication-state": "Established",
-                                           "peer-disk-state": peer_disk}]}],
-    }]
+def status(
+    disk: str = "UpToDate",
+    quorum: bool = True,
+    suspended: bool = False,
+    peer_disk: str = "UpToDate",
+    conn: str = "Connected",
+    vol: int = 0,
+) -> list:
+    return [
+        {
+            "name": "pvc-1",
+            "node-id": 0,
+            "role": "Secondary",
+            "suspended": suspended,
+            "suspended-quorum": suspended,
+            "write-ordering": "flush",
+            "devices": [
+                {
+                    "volume": vol,
+                    "minor": 1000,
+                    "disk-state": disk,
+                    "client": disk == "Diskless",
+                    "quorum": quorum,
+                    "size": 1024,
+                }
+            ],
+            "connections": [
+                {
+                    "peer-node-id": 1,
+                    "name": "node-b",
+                    "connection-state": conn,
+                    "peer-role": "Secondary",
+                    "peer_devices": [
+                        {
+                            "volume": vol,
+                            "replication-state": "Established",
+                            "peer-disk-state": peer_disk,
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
 
 
 def test_drbd_problems() -> None:
@@ -118,7 +149,8 @@ def test_drbd_query_through_configured_command(tmp_path, fake_drbdsetup) -> None
     assert Drbd(["/nonexistent/drbdsetup"]).query("pvc-1", Deadline(10)) is None
     # the argv prefix is used as given, words and all (like the simulator's stand-in)
     script = tmp_path / "echo-args.py"
-    script.write_text("import json, sys\nprint(json.dumps([{'name': sys.argv[-1], "
-                      "'x': sys.argv[1:]}]))\n")
+    script.write_text(
+        "import json, sys\nprint(json.dumps([{'name': sys.argv[-1], 'x': sys.argv[1:]}]))\n"
+    )
     state = Drbd([sys.executable, str(script)]).query("pvc-9", Deadline(10))
     assert state is not None and state.name == "pvc-9"
