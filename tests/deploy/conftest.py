@@ -25,7 +25,9 @@ from deploy_helpers import (  # noqa: E402
 def helm() -> str:
     path = find_helm()
     if path is None:
-        pytest.skip("helm not found on PATH or in ~/go/bin: run .ci/deploy-checks.sh, which installs it")
+        pytest.skip(
+            "helm not found on PATH or in ~/go/bin: run .ci/deploy-checks.sh, which installs it"
+        )
     return path
 
 
@@ -33,8 +35,19 @@ def helm() -> str:
 def render(helm: str) -> RenderFn:
     cache: dict[tuple, HelmResult] = {}
 
-    def _render(*args: str, endpoint: bool = True, values_files: tuple[Path, ...] = ()) -> HelmResult:
-        cmd = [helm, "template", "csi-linstor", str(CHART), "-n", "linstor", "--kube-version", KUBE_VERSION]
+    def _render(
+        *args: str, endpoint: bool = True, values_files: tuple[Path, ...] = ()
+    ) -> HelmResult:
+        cmd = [
+            helm,
+            "template",
+            "csi-linstor",
+            str(CHART),
+            "-n",
+            "linstor",
+            "--kube-version",
+            KUBE_VERSION,
+        ]
         for f in values_files:
             cmd += ["-f", str(f)]
         if endpoint:
@@ -42,7 +55,9 @@ def render(helm: str) -> RenderFn:
         cmd += list(args)
         key = tuple(cmd)
         if key not in cache:
-            cache[key] = HelmResult(subprocess.run(cmd, capture_output=True, text=True, timeout=120))
+            cache[key] = HelmResult(
+                subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            )
         return cache[key]
 
     return _render
@@ -63,5 +78,7 @@ def full_render(render: RenderFn) -> HelmResult:
 
 
 @pytest.fixture(scope="session", params=["default", "full"])
-def any_render(request: pytest.FixtureRequest, default_render: HelmResult, full_render: HelmResult) -> HelmResult:
+def any_render(
+    request: pytest.FixtureRequest, default_render: HelmResult, full_render: HelmResult
+) -> HelmResult:
     return default_render if request.param == "default" else full_render

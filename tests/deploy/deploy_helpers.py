@@ -45,7 +45,8 @@ class HelmResult:
         objs = self.of_kind(kind)
         if component is not None:
             objs = [
-                o for o in objs
+                o
+                for o in objs
                 if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
             ]
         assert len(objs) == 1, f"expected one {kind} ({component}), got {len(objs)}"

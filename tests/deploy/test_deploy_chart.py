@@ -30,7 +30,9 @@ def container(workload: dict, name: str) -> dict:
 def expand(value: str, c: dict) -> str:
     """Expand $(VAR) the way the kubelet does, from the container's literal env values."""
     env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
-    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+    return re.sub(
+        r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value
+    )
 
 
 def flag(c: dict, name: str) -> str | None:
@@ -68,7 +70,7 @@ def test_sidecars_talk_to_the_driver_socket(any_render: HelmResult) -> None:
         driver = container(w, DRIVER)
         endpoint = flag(driver, "csi-endpoint")
         assert endpoint and endpoint.startswith("unix://"), endpoint
-        sock = endpoint[len("unix://"):]
+        sock = endpoint[len("unix://") :]
         sock_dir = sock.rsplit("/", 1)[0]
         driver_mounts = {m["mountPath"]: m["name"] for m in driver["volumeMounts"]}
         assert sock_dir in driver_mounts, f"driver does not mount {sock_dir}"
@@ -76,7 +78,9 @@ def test_sidecars_talk_to_the_driver_socket(any_render: HelmResult) -> None:
         assert sidecars
         for c in sidecars:
             addr = flag(c, "csi-address")
-            assert addr == sock, f"{w['kind']}/{c['name']}: --csi-address={addr}, driver listens on {sock}"
+            assert addr == sock, (
+                f"{w['kind']}/{c['name']}: --csi-address={addr}, driver listens on {sock}"
+            )
             mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
             assert mounts.get(sock_dir) == driver_mounts[sock_dir], (
                 f"{c['name']} does not share the socket volume with the driver"
@@ -131,8 +135,13 @@ def test_leader_election_in_every_controller_sidecar(any_render: HelmResult) -> 
 
 def test_provisioner_flags(default_render: HelmResult) -> None:
     p = container(default_render.one("Deployment", "controller"), "csi-provisioner")
-    for a in ("--feature-gates=Topology=true", "--extra-create-metadata", "--default-fstype=ext4",
-              "--enable-capacity", "--capacity-ownerref-level=2"):
+    for a in (
+        "--feature-gates=Topology=true",
+        "--extra-create-metadata",
+        "--default-fstype=ext4",
+        "--enable-capacity",
+        "--capacity-ownerref-level=2",
+    ):
         assert a in p["args"], a
     assert flag(p, "timeout") == "1m"
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in p["env"]}
@@ -151,8 +160,12 @@ def worker_flags(dep: dict) -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("extra", [(), ("--set", "workers=4"), ("--set", "controller.sidecarWorkerThreads=100")])
-def test_sidecar_workers_never_exceed_driver_workers(render: RenderFn, extra: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "extra", [(), ("--set", "workers=4"), ("--set", "controller.sidecarWorkerThreads=100")]
+)
+def test_sidecar_workers_never_exceed_driver_workers(
+    render: RenderFn, extra: tuple[str, ...]
+) -> None:
     r = render(*extra)
     assert r.returncode == 0, r.stderr
     dep = r.one("Deployment", "controller")
@@ -186,7 +199,10 @@ def test_group_snapshots(default_render: HelmResult, full_render: HelmResult) ->
     def groups(r: HelmResult) -> set[str]:
         return {g for rule in r.one("ClusterRole")["rules"] for g in rule["apiGroups"]}
 
-    assert gate not in container(default_render.one("Deployment", "controller"), "csi-snapshotter")["args"]
+    assert (
+        gate
+        not in container(default_render.one("Deployment", "controller"), "csi-snapshotter")["args"]
+    )
     assert "groupsnapshot.storage.k8s.io" not in groups(default_render)
     assert gate in container(full_render.one("Deployment", "controller"), "csi-snapshotter")["args"]
     assert "groupsnapshot.storage.k8s.io" in groups(full_render)
@@ -197,12 +213,17 @@ def test_endpoint_tls_and_bearer_token(default_render: HelmResult, full_render: 
     for w in workloads(default_render):
         d = container(w, DRIVER)
         assert flag(d, "linstor-endpoint") == "http://linstor-controller.linstor.svc:3370"
-        assert not [e for e in d["env"] if e["name"].startswith("LS_") and e["name"] != "LS_CONTROLLERS"]
+        assert not [
+            e for e in d["env"] if e["name"].startswith("LS_") and e["name"] != "LS_CONTROLLERS"
+        ]
         assert flag(d, "bearer-token") is None
     for w in workloads(full_render):
         d = container(w, DRIVER)
-        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in d["env"] if "valueFrom" in e
-                and "secretKeyRef" in e["valueFrom"]}
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in d["env"]
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        }
         assert refs == {
             "LS_ROOT_CA": {"name": "linstor-csi-client-tls", "key": "ca.crt"},
             "LS_USER_CERTIFICATE": {"name": "linstor-csi-client-tls", "key": "tls.crt"},
@@ -234,26 +255,39 @@ def test_node_daemonset(default_render: HelmResult) -> None:
     assert "/dev" in mounts and "/run/mount" in mounts
     vols = {v["name"]: v for v in spec["volumes"]}
     assert vols["plugin-dir"]["hostPath"] == {
-        "path": "/var/lib/kubelet/plugins/linstor.csi.linbit.com", "type": "DirectoryOrCreate"}
+        "path": "/var/lib/kubelet/plugins/linstor.csi.linbit.com",
+        "type": "DirectoryOrCreate",
+    }
     assert vols["registration-dir"]["hostPath"]["path"] == "/var/lib/kubelet/plugins_registry"
     reg = container(ds, "csi-node-driver-registrar")
-    assert flag(reg, "kubelet-registration-path") == "/var/lib/kubelet/plugins/linstor.csi.linbit.com/csi.sock"
+    assert (
+        flag(reg, "kubelet-registration-path")
+        == "/var/lib/kubelet/plugins/linstor.csi.linbit.com/csi.sock"
+    )
     container(ds, "liveness-probe")
 
 
 def test_node_kubelet_dir_and_driver_name(render: RenderFn) -> None:
-    r = render("--set", "kubeletDir=/var/lib/k0s/kubelet", "--set", "driverName=linstor.example.com")
+    r = render(
+        "--set", "kubeletDir=/var/lib/k0s/kubelet", "--set", "driverName=linstor.example.com"
+    )
     assert r.returncode == 0, r.stderr
     ds = r.one("DaemonSet", "node")
     vols = {v["name"]: v for v in pod_spec(ds)["volumes"]}
-    assert vols["plugin-dir"]["hostPath"]["path"] == "/var/lib/k0s/kubelet/plugins/linstor.example.com"
+    assert (
+        vols["plugin-dir"]["hostPath"]["path"] == "/var/lib/k0s/kubelet/plugins/linstor.example.com"
+    )
     assert vols["registration-dir"]["hostPath"]["path"] == "/var/lib/k0s/kubelet/plugins_registry"
     assert vols["kubelet-dir"]["hostPath"]["path"] == "/var/lib/k0s/kubelet"
     reg = container(ds, "csi-node-driver-registrar")
-    assert flag(reg, "kubelet-registration-path") == "/var/lib/k0s/kubelet/plugins/linstor.example.com/csi.sock"
+    assert (
+        flag(reg, "kubelet-registration-path")
+        == "/var/lib/k0s/kubelet/plugins/linstor.example.com/csi.sock"
+    )
     d = container(ds, DRIVER)
     assert {m["mountPath"]: m.get("mountPropagation") for m in d["volumeMounts"]}[
-        "/var/lib/k0s/kubelet"] == "Bidirectional"
+        "/var/lib/k0s/kubelet"
+    ] == "Bidirectional"
     assert flag(d, "driver-name") == "linstor.example.com"
     assert r.one("CSIDriver")["metadata"]["name"] == "linstor.example.com"
 
@@ -293,7 +327,9 @@ def test_rbac_has_no_wildcards(any_render: HelmResult) -> None:
     for role in roles:
         for rule in role["rules"]:
             for field in ("verbs", "resources", "apiGroups"):
-                assert "*" not in rule.get(field, []), f"{role['kind']}/{role['metadata']['name']}: {rule}"
+                assert "*" not in rule.get(field, []), (
+                    f"{role['kind']}/{role['metadata']['name']}: {rule}"
+                )
             assert not rule.get("nonResourceURLs")
 
 
@@ -301,7 +337,10 @@ def test_rbac_bindings(any_render: HelmResult) -> None:
     sas = {sa["metadata"]["name"]: sa for sa in any_render.of_kind("ServiceAccount")}
     node_sa = any_render.one("ServiceAccount", "node")
     assert node_sa["automountServiceAccountToken"] is False
-    assert pod_spec(any_render.one("DaemonSet", "node"))["serviceAccountName"] == node_sa["metadata"]["name"]
+    assert (
+        pod_spec(any_render.one("DaemonSet", "node"))["serviceAccountName"]
+        == node_sa["metadata"]["name"]
+    )
     ctrl_sa = any_render.one("ServiceAccount", "controller")["metadata"]["name"]
     assert pod_spec(any_render.one("Deployment", "controller"))["serviceAccountName"] == ctrl_sa
     for b in any_render.of_kind("ClusterRoleBinding") + any_render.of_kind("RoleBinding"):
@@ -330,18 +369,27 @@ def test_endpoint_is_required(render: RenderFn) -> None:
 
 @pytest.mark.parametrize(
     "typo",
-    ["linstor.endpiont=http://x:3370", "controller.replica=2", "node.tolerations[0].efect=NoSchedule",
-     "workerz=3", "groupSnapshots.enable=true"],
+    [
+        "linstor.endpiont=http://x:3370",
+        "controller.replica=2",
+        "node.tolerations[0].efect=NoSchedule",
+        "workerz=3",
+        "groupSnapshots.enable=true",
+    ],
 )
 def test_schema_rejects_typos(render: RenderFn, typo: str) -> None:
     r = render("--set", typo)
     assert r.returncode != 0, f"--set {typo} was accepted"
     bad_key = typo.split("=")[0].rsplit(".", 1)[-1]
-    assert "additional properties" in r.stderr.lower() or "not allowed" in r.stderr.lower(), r.stderr
+    assert "additional properties" in r.stderr.lower() or "not allowed" in r.stderr.lower(), (
+        r.stderr
+    )
     assert bad_key in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("bad", ["logLevel=verbose", "sidecars.provisioner.image.tag=latest", "workers=0"])
+@pytest.mark.parametrize(
+    "bad", ["logLevel=verbose", "sidecars.provisioner.image.tag=latest", "workers=0"]
+)
 def test_schema_rejects_bad_values(render: RenderFn, bad: str) -> None:
     r = render("--set", bad)
     assert r.returncode != 0, f"--set {bad} was accepted"
@@ -356,9 +404,12 @@ def test_storage_and_snapshot_classes(default_render: HelmResult, full_render: H
         assert sc["provisioner"] == "linstor.csi.linbit.com"
         assert all(isinstance(v, str) for v in sc["parameters"].values())
     assert scs["linstor-r3-ha"]["reclaimPolicy"] == "Retain"
-    assert scs["linstor-replicated-sc"]["parameters"]["linstor.csi.linbit.com/placementCount"] == "2"
+    assert (
+        scs["linstor-replicated-sc"]["parameters"]["linstor.csi.linbit.com/placementCount"] == "2"
+    )
     assert scs["linstor-replicated-sc"]["metadata"]["annotations"] == {
-        "storageclass.kubernetes.io/is-default-class": "true"}
+        "storageclass.kubernetes.io/is-default-class": "true"
+    }
     (vsc,) = full_render.of_kind("VolumeSnapshotClass")
     assert vsc["driver"] == "linstor.csi.linbit.com" and vsc["deletionPolicy"] == "Delete"
 

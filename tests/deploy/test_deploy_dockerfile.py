@@ -30,7 +30,7 @@ def final_stage() -> list[tuple[str, str]]:
     ins = instructions(DOCKERFILE.read_text())
     starts = [i for i, (w, _) in enumerate(ins) if w == "FROM"]
     assert len(starts) >= 2, "expected a multi-stage build (builder + runtime)"
-    return ins[starts[-1]:]
+    return ins[starts[-1] :]
 
 
 def test_entrypoint_runs_the_console_script_under_tini() -> None:
@@ -61,7 +61,9 @@ def test_builder_builds_a_wheel_and_runtime_installs_it() -> None:
     copies = [a for w, a in final_stage() if w == "COPY"]
     assert any(a.startswith("--from=builder") for a in copies)
     for compiler in ("gcc", "build-essential", "g++", "python3-dev"):
-        assert not re.search(rf"\b{re.escape(compiler)}\b", final_runs), f"{compiler} in the runtime stage"
+        assert not re.search(rf"\b{re.escape(compiler)}\b", final_runs), (
+            f"{compiler} in the runtime stage"
+        )
 
 
 def test_node_tools_installed_without_recommends() -> None:
@@ -87,6 +89,6 @@ def test_non_root_user_matches_chart() -> None:
 
 
 def test_dockerignore_keeps_the_build_inputs() -> None:
-    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()]
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
     for needed in ("!pyproject.toml", "!csi_linstor/", "!proto/", "!README.md"):
         assert needed in lines, needed

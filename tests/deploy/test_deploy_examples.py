@@ -17,8 +17,13 @@ YAML_FILES = sorted(EXAMPLES.glob("*.yaml"))
 def test_examples_present() -> None:
     names = {p.name for p in YAML_FILES}
     assert {
-        "storageclass-r2.yaml", "storageclass-r3.yaml", "app-with-ha-storage.yaml", "snapshot.yaml",
-        "snapshotclass.yaml", "pvc-restore-from-snapshot.yaml", "statefulset.yaml",
+        "storageclass-r2.yaml",
+        "storageclass-r3.yaml",
+        "app-with-ha-storage.yaml",
+        "snapshot.yaml",
+        "snapshotclass.yaml",
+        "pvc-restore-from-snapshot.yaml",
+        "statefulset.yaml",
     } <= names
     assert (EXAMPLES / "README.md").is_file()
 
@@ -50,10 +55,14 @@ def test_storage_class_parameters_kept() -> None:
     }
 
 
-@pytest.mark.skipif(not SHARED_EXAMPLES.is_dir(), reason="shared/examples is not beside the repository")
+@pytest.mark.skipif(
+    not SHARED_EXAMPLES.is_dir(), reason="shared/examples is not beside the repository"
+)
 def test_examples_identical_to_shared_copies() -> None:
     for src in sorted(SHARED_EXAMPLES.iterdir()):
         if src.suffix in (".yaml", ".md"):
             dst = EXAMPLES / src.name
             assert dst.is_file(), f"deploy/examples lacks {src.name}"
-            assert dst.read_bytes() == src.read_bytes(), f"deploy/examples/{src.name} differs from shared"
+            assert dst.read_bytes() == src.read_bytes(), (
+                f"deploy/examples/{src.name} differs from shared"
+            )

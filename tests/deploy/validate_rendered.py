@@ -104,7 +104,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True, type=Path)
     ap.add_argument(
-        "--k8s", required=True, help="comma separated, e.g. 1.30,1.31,newest (newest schemas shipped)"
+        "--k8s",
+        required=True,
+        help="comma separated, e.g. 1.30,1.31,newest (newest schemas shipped)",
     )
     ap.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args()
@@ -112,8 +114,10 @@ def main() -> int:
     versions = resolve_versions(args.k8s.split(","))
     objs = split(args.files, args.workdir)
     builtin = [
-        p for p, d in objs
-        if crd_schema(d["apiVersion"], d["kind"]) is None and not d["apiVersion"].startswith(CRD_GROUPS)
+        p
+        for p, d in objs
+        if crd_schema(d["apiVersion"], d["kind"]) is None
+        and not d["apiVersion"].startswith(CRD_GROUPS)
     ]
     failed = 0
 
@@ -139,11 +143,17 @@ def main() -> int:
                 for e in errors:
                     print(f"FAIL {p.name}: {'/'.join(map(str, e.path))}: {e.message}")
             else:
-                print(f"ok   {d['kind']}/{d['metadata']['name']} against the {d['apiVersion']} CRD schema")
+                print(
+                    f"ok   {d['kind']}/{d['metadata']['name']} against the {d['apiVersion']} CRD schema"
+                )
         elif d["apiVersion"].startswith(CRD_GROUPS):
-            print(f"skip {d['kind']}/{d['metadata'].get('name')}: no CRD schema copy for {d['apiVersion']}")
+            print(
+                f"skip {d['kind']}/{d['metadata'].get('name')}: no CRD schema copy for {d['apiVersion']}"
+            )
 
-    print(f"validated {len(objs)} objects from {len(args.files)} file(s) for Kubernetes {', '.join(versions)}")
+    print(
+        f"validated {len(objs)} objects from {len(args.files)} file(s) for Kubernetes {', '.join(versions)}"
+    )
     return 1 if failed else 0
 
 
