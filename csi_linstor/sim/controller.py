@@ -271,7 +271,7 @@ def make_rc(code: int, message: str, *, op: int = 0, obj: int = 0,
             refs: dict[str, str] | None = None, cause: str | None = None,
             details: str | None = None, correction: str | None = None,
             report: bool = False) -> dict:
-    full = C.with_context(code, op, obj)
+    full = C.with_context(code, op, obj) if code else 0  # a bare MASK_SUCCESS stays 0
     e: dict[str, Any] = {"ret_code": C.to_wire(full), "message": message}
     if cause:
         e["cause"] = cause
