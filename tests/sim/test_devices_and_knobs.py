@@ -1,0 +1,239 @@
+"""Real block devices behind volumes, fault knobs, /sim admin API, drbdsetup stand-in, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from csi_linstor.sim import consts as C
+from csi_linstor.sim import drbdsetup, leftover_loop_devices
+from tests.sim.helpers import Api, assert_clean, rc_is
+
+MIB = 1024 * 1024
+
+
+def _write(dev: str, offset: int, data: bytes) -> None:
+    fd = os.open(dev, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(dev: str, offset: int, n: int) -> bytes:
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, offset)
+    finally:
+        os.close(fd)
+
+
+def _size(dev: str) -> int:
+    return int(subprocess.run(["blockdev", "--getsize64", dev], check=True,
+                              capture_output=True, text=True).stdout)
+
+
+def _vol_path(api: Api, rd: str) -> str:
+    node = api.get(f"/v1/resource-definitions/{rd}/resources").json()[0]["node_name"]
+    return api.get(f"/v1/resource-definitions/{rd}/resources/{node}/volumes/0").json()[
+        "device_path"]
+
+
+def test_snapshot_restore_data(sim: Any, api: Api) -> None:
+    api.rg("rg1")
+    api.spawn("data1", size_kib=8 * 1024)
+    dev = _vol_path(api, "data1")
+    assert Path(dev).parent == sim.device_dir and _size(dev) == 8 * MIB
+    _write(dev, MIB, b"original" * 512)
+    assert api.post("/v1/resource-definitions/data1/snapshots", {"name": "s1"}).status_code == 201
+    _write(dev, MIB, b"CHANGED!" * 512)
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "data2",
+                                                                  "resource_group_name": "rg1"}})
+    base = "/v1/resource-definitions/data1"
+    assert api.post(base + "/snapshot-restore-volume-definition/s1",
+                    {"to_resource": "data2"}).status_code == 200
+    assert api.post(base + "/snapshot-restore-resource/s1",
+                    {"to_resource": "data2"}).status_code == 200
+    dev2 = _vol_path(api, "data2")
+    assert dev2 != dev
+    assert _read(dev2, MIB, 4096) == b"original" * 512
+    assert _read(dev, MIB, 4096) == b"CHANGED!" * 512
+    # every replica (and a diskless attachment) reports the same device
+    api.post("/v1/resource-definitions/data2/resources/node-3/make-available", {})
+    paths = {v["volumes"][0]["device_path"] for v in
+             api.get("/v1/view/resources?resources=data2").json()}
+    assert paths == {dev2}
+
+
+def test_clone_copies_data_and_resize_grows(sim: Any, api: Api) -> None:
+    api.rg("rg1")
+    api.spawn("cl1", size_kib=4 * 1024)
+    dev = sim.device_path("cl1")
+    _write(dev, 0, b"clone-me" * 64)
+    assert api.post("/v1/resource-definitions/cl1/clone", {"name": "cl2"}).status_code == 201
+    assert _read(sim.device_path("cl2"), 0, 512) == b"clone-me" * 64
+    r = api.put("/v1/resource-definitions/cl1/volume-definitions/0", {"size_kib": 16 * 1024})
+    assert r.status_code == 200
+    assert _size(dev) == 16 * MIB
+    assert _read(dev, 0, 512) == b"clone-me" * 64
+
+
+def test_delete_keeps_device_while_replica_exists(sim: Any, api: Api) -> None:
+    api.rg("rg1")
+    api.spawn("k1")
+    dev = sim.device_path("k1")
+    nodes = [x["node_name"] for x in api.get("/v1/resource-definitions/k1/resources").json()]
+    _write(dev, 0, b"keep" * 128)
+    assert api.delete(f"/v1/resource-definitions/k1/resources/{nodes[0]}").status_code == 200
+    assert os.path.exists(dev) and _read(dev, 0, 512) == b"keep" * 128
+    assert api.delete("/v1/resource-definitions/k1").status_code == 200
+    assert not os.path.exists(dev)
+    assert not leftover_loop_devices(sim.state_dir)
+
+
+def test_stop_cleans_everything(sim_factory: Any) -> None:
+    sim = sim_factory()
+    api = Api(sim.url)
+    api.rg("rg1")
+    for i in range(3):
+        api.spawn(f"cln{i}")
+    api.post("/v1/resource-definitions/cln0/snapshots", {"name": "s"})
+    assert len(leftover_loop_devices(sim.state_dir)) == 3
+    assert len(list(sim.device_dir.iterdir())) == 3
+    sim.stop()
+    sim.stop()  # idempotent
+    assert_clean(sim)
+    out = subprocess.run(["losetup", "-J"], capture_output=True, text=True).stdout
+    files = [d.get("back-file", "") for d in (json.loads(out)["loopdevices"] if out.strip()
+                                               else [])]
+    assert not [f for f in files if str(sim.state_dir) in f]
+
+
+def test_fault_knobs_python_api(sim: Any, api: Api) -> None:
+    sim.set_latency(0.3, route="controller/version")
+    t = time.monotonic()
+    api.get("/v1/controller/version")
+    assert time.monotonic() - t >= 0.3
+    t = time.monotonic()
+    api.get("/v1/nodes")
+    assert time.monotonic() - t < 0.3
+    sim.set_latency(0, route="controller/version")
+    sim.fail_next(1, route="^POST /v1/resource-definitions$")
+    r = api.post("/v1/resource-definitions", {"resource_definition": {"name": "f1"}})
+    assert r.status_code == 500
+    e = r.json()[0]
+    assert rc_is(e["ret_code"], C.FAIL_UNKNOWN_ERROR) and e["error_report_ids"]
+    assert api.get("/v1/resource-definitions/f1").status_code == 404  # not applied
+    sim.set_failure_rate(1.0, route="nodes")
+    assert api.get("/v1/nodes").status_code == 500
+    sim.reset_faults()
+    assert api.get("/v1/nodes").status_code == 200
+    sim.drop_next(1, route="resource-definitions")
+    with pytest.raises(requests.ConnectionError):
+        api.post("/v1/resource-definitions", {"resource_definition": {"name": "f2"}})
+    assert api.get("/v1/resource-definitions/f2").status_code == 200  # applied
+    sim.reset_counts()
+    api.get("/v1/resource-definitions/f2")
+    api.get("/v1/resource-definitions/f2")
+    assert sim.request_counts() == {"GET /v1/resource-definitions/{rd}": 2}
+
+
+def test_admin_http_api(sim: Any, api: Api) -> None:
+    api.rg("rg1")
+    api.spawn("ad1")
+    node = api.get("/v1/resource-definitions/ad1/resources").json()[0]["node_name"]
+    s = requests.Session()
+    u = sim.url
+    assert s.post(u + "/sim/stats/reset").status_code == 200
+    api.get("/v1/nodes")
+    stats = s.get(u + "/sim/stats").json()
+    assert stats == {"counts": {"GET /v1/nodes": 1}, "total": 1}
+    s.post(u + f"/sim/resources/ad1/{node}", json={"in_use": True, "disk_state": "Outdated",
+                                                   "quorum": False, "suspended": True})
+    st = s.get(u + f"/sim/drbd-status/ad1?node={node}").json()[0]
+    assert st["role"] == "Primary" and st["suspended"] is True
+    assert st["devices"][0]["disk-state"] == "Outdated" and st["devices"][0]["quorum"] is False
+    s.post(u + "/sim/nodes/node-2/online", json={"online": False})
+    assert api.get("/v1/nodes/node-2").json()["connection_status"] == "OFFLINE"
+    s.post(u + "/sim/failure-rate", json={"rate": 1.0, "route": "view/resources"})
+    assert api.get("/v1/view/resources").status_code == 500
+    s.post(u + "/sim/latency", json={"seconds": 0.2})
+    t = time.monotonic()
+    api.get("/v1/nodes")
+    assert time.monotonic() - t >= 0.2
+    assert s.post(u + "/sim/reset-faults").status_code == 200
+    assert api.get("/v1/view/resources").status_code == 200
+    assert api.get("/v1/nodes/node-2").json()["connection_status"] == "ONLINE"
+    assert s.get(u + "/sim/state").json()["resource_definitions"] == ["ad1"]
+    assert s.get(u + "/sim/nope").status_code == 404
+
+
+def test_drbd_status_and_drbdsetup(sim: Any, api: Api, capsys: Any,
+                                   monkeypatch: Any) -> None:
+    api.rg("rg1")
+    api.spawn("ds1", size_kib=2048)
+    api.post("/v1/resource-definitions/ds1/resources/node-3/make-available", {})
+    sim.set_in_use("ds1", "node-3", True)
+    assert drbdsetup.main(["--sim-url", sim.url, "--node", "node-3", "status", "--json",
+                           "ds1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 1
+    r = out[0]
+    assert r["name"] == "ds1" and r["role"] == "Primary" and r["suspended"] is False
+    assert r["devices"][0]["minor"] == 1000 and r["devices"][0]["client"] is True
+    assert r["devices"][0]["disk-state"] == "Diskless" and r["devices"][0]["size"] == 2048
+    assert len(r["connections"]) == 2
+    c = r["connections"][0]
+    assert c["connection-state"] == "Connected" and c["peer-role"] == "Secondary"
+    assert c["peer_devices"][0]["peer-disk-state"] == "UpToDate"
+    monkeypatch.setenv("CSI_LINSTOR_SIM_URL", sim.url)
+    monkeypatch.setenv("CSI_LINSTOR_SIM_NODE", "node-1")
+    sim.set_node_online("node-3", False)
+    assert drbdsetup.main(["status", "--json", "ds1"]) == 0
+    out = json.loads(capsys.readouterr().out)[0]
+    peer3 = next(c for c in out["connections"] if c["name"] == "node-3")
+    assert peer3["connection-state"] == "Connecting"
+    assert drbdsetup.main(["status", "--json", "nope"]) == 10
+    assert "nope: No such resource" in capsys.readouterr().err
+    assert requests.get(sim.url + "/sim/drbd-status/nope?node=node-1").json() == []
+
+
+def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from csi_linstor.sim.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", "--listen", "127.0.0.1:0", "--nodes", "2",
+         "--device-dir", str(tmp_path / "dev"), "--state-dir", str(tmp_path / "st"),
+         "--rest-api-version", "1.26.0", "--log-level", "warning"],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        url = p.stdout.readline().strip() if p.stdout else ""
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(url + "/v1/controller/version").json()["rest_api_version"] \
+            == "1.26.0"
+        assert [n["name"] for n in requests.get(url + "/v1/nodes").json()] == ["node-1",
+                                                                              "node-2"]
+        requests.post(url + "/v1/resource-groups", json={"name": "g1",
+                                                        "select_filter": {"place_count": 2}})
+        r = requests.post(url + "/v1/resource-groups/g1/spawn",
+                          json={"resource_definition_name": "x1", "volume_sizes": [1024]})
+        assert r.status_code == 201
+        assert leftover_loop_devices(tmp_path / "st")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert not leftover_loop_devices(tmp_path / "st")
+    assert not list((tmp_path / "dev").iterdir())
