@@ -416,3 +416,20 @@ def test_storage_and_snapshot_classes(default_render: HelmResult, full_render: H
 
 def test_full_values_file_exists() -> None:
     assert FULL_VALUES.is_file()
+
+
+def effective_uid(w: dict, c: dict) -> int | None:
+    sc = c.get("securityContext", {})
+    if "runAsUser" in sc:
+        return sc["runAsUser"]
+    return pod_spec(w).get("securityContext", {}).get("runAsUser")
+
+
+def test_sidecars_run_as_the_socket_owner(any_render: HelmResult) -> None:
+    """The driver creates its CSI socket with mode 0600: every container that connects to it
+    must run as the driver's uid (set explicitly, not left to the image's USER)."""
+    for w in workloads(any_render):
+        uid = effective_uid(w, container(w, DRIVER))
+        assert uid is not None, f"{w['kind']}: driver uid is not set"
+        for c in containers(w):
+            assert effective_uid(w, c) == uid, f"{w['kind']}/{c['name']} runs as another uid"
