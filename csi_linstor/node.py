@@ -59,7 +59,7 @@ def _volume_lock(request: Any) -> str:
     return f"node:{request.volume_id}"
 
 
-def _access(cap: csi_pb2.VolumeCapability, *, node_stage: bool) -> tuple[bool, int]:
+def _access(cap: csi_pb2.VolumeCapability) -> tuple[bool, int]:
     """(is_block, mode) of a capability, checked for what a node can do."""
     kind = cap.WhichOneof("access_type")
     if kind is None:
@@ -153,7 +153,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeStageVolumeRequest, call: Call
     ) -> csi_pb2.NodeStageVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
-        is_block, mode = _access(request.volume_capability, node_stage=True)
+        is_block, mode = _access(request.volume_capability)
         device = self._device_path(ref, request.publish_context, call.deadline)
         common = dict(drbd=self.drbd, device_wait_seconds=self._wait, node=self._node)
         if is_block:
@@ -190,7 +190,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodePublishVolumeRequest, call: Call
     ) -> csi_pb2.NodePublishVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
-        is_block, mode = _access(request.volume_capability, node_stage=False)
+        is_block, mode = _access(request.volume_capability)
         if not request.staging_target_path:
             raise FailedPrecondition(
                 "staging_target_path is not set: this driver stages volumes "
@@ -284,5 +284,12 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         required = (
             request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
         )
-        result = ops.expand(ref, request.volume_path, required, call.deadline, block=block)
+        result = ops.expand(
+            ref,
+            request.volume_path,
+            required,
+            call.deadline,
+            block=block,
+            resolve_device=lambda: self._device_path(ref, {}, call.deadline),
+        )
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=result.capacity_bytes)

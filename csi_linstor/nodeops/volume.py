@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from csi_linstor.deadline import Deadline
@@ -469,6 +469,7 @@ def expand(
     deadline: Deadline,
     *,
     block: bool | None,
+    resolve_device: Callable[[], str] | None = None,
 ) -> Expanded:
     try:
         st = os.stat(path)
@@ -476,15 +477,25 @@ def expand(
         raise NotFound(
             f"{path} does not exist: volume {ref.rd} is not staged or published there"
         ) from None
-    if stat.S_ISBLK(st.st_mode) or block:
-        dev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if stat.S_ISBLK(st.st_mode) else None
-        if dev is None:
-            top = MountTable.read().top(path)
-            raise NotFound(
-                f"{path} is not a published block device "
-                f"({top.source if top else 'nothing mounted'})"
-            )
+    if stat.S_ISBLK(st.st_mode):
+        dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        if devices.is_readonly_loop_over_device(dev):
+            # a read-only block publish: its loop device keeps the old size until told
+            loop = devices.node_path(dev) or path
+            runner.run(["losetup", "--set-capacity", loop], deadline, cap=30.0, what="losetup")
         size = devices.size_bytes(dev, deadline, path)
+        _check_required(size, required_bytes, path)
+        return Expanded(size)
+    if block:
+        # Block volume, but the path is not the device (e.g. a staging directory): measure the
+        # volume's device itself. Nothing to grow on the node for block.
+        device = resolve_device() if resolve_device is not None else None
+        dev = devices.block_rdev(device) if device else None
+        if dev is None:
+            raise NotFound(
+                f"{path} is not a published block device and the volume's device is unknown"
+            )
+        size = devices.size_bytes(dev, deadline, device)
         _check_required(size, required_bytes, path)
         return Expanded(size)
     top = MountTable.read().top(path)

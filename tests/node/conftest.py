@@ -62,8 +62,19 @@ def _mounts() -> set[tuple[str, str, str]]:
     return {(e.mount_point, e.source, f"{e.major}:{e.minor}") for e in MountTable.read()}
 
 
-def _state() -> tuple[dict[str, str], set[tuple[str, str, str]]]:
-    return _loops(), _mounts()
+def _state(base: str) -> tuple[dict[str, str], set[tuple[str, str, str]]]:
+    """Loop devices and mounts that belong to this test session (under its base temp dir).
+
+    Other engineers and CI jobs may create loop devices and mounts on the same machine at the
+    same time; only what hangs off our own temp dir counts.
+    """
+    base = base.rstrip("/") + "/"
+    all_loops = _loops()
+    ours = {n: b for n, b in all_loops.items() if b.startswith(base)}
+    # read-only loop devices over our loop devices (read-only block publishes)
+    ours.update({n: b for n, b in all_loops.items() if b in ours})
+    mounts = {m for m in _mounts() if (m[0] + "/").startswith(base) or m[1] in ours}
+    return ours, mounts
 
 
 def _diff(before: Any, after: Any) -> list[str]:
@@ -78,10 +89,11 @@ def _diff(before: Any, after: Any) -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_leak_check() -> Iterator[None]:
-    before = _state()
+def _session_leak_check(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    base = str(tmp_path_factory.getbasetemp())
+    before = _state(base)
     yield
-    problems = _diff(before, _state())
+    problems = _diff(before, _state(base))
     assert not problems, "node tests leaked:\n" + "\n".join(problems)
 
 
@@ -103,10 +115,11 @@ def _cleanup(root: Path, loops: list[str]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _leak_check(tmp_path: Path) -> Iterator[None]:
-    before = _state()
+def _leak_check(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    base = str(tmp_path_factory.getbasetemp())
+    before = _state(base)
     yield
-    problems = _diff(before, _state())
+    problems = _diff(before, _state(base))
     if problems:
         _cleanup(tmp_path, [])
     assert not problems, "test leaked:\n" + "\n".join(problems)

@@ -136,7 +136,7 @@ def test_ext4_online_growth(node, loops, tmp_path) -> None:
     _teardown(node, staging, target)
 
 
-def test_expand_missing_path_and_block(node, loops, tmp_path) -> None:
+def test_expand_missing_path_and_block(node, make_node, loops, tmp_path) -> None:
     with pytest.raises(RpcFailed) as ei:
         node.NodeExpandVolume(expand_req(tmp_path / "missing"))
     assert ei.value.code == grpc.StatusCode.NOT_FOUND
@@ -144,13 +144,26 @@ def test_expand_missing_path_and_block(node, loops, tmp_path) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()
     target = tmp_path / "dev"
-    cap = block_cap()
+    cap = block_cap(Mode.SINGLE_NODE_MULTI_WRITER)
     node.NodeStageVolume(stage_req(loop.path, staging, cap))
     node.NodePublishVolume(publish_req(loop.path, staging, target, cap))
+    ro_target = tmp_path / "ro-dev"
+    node.NodePublishVolume(publish_req(loop.path, staging, ro_target, cap, readonly=True))
     loop.grow(96)
     resp = node.NodeExpandVolume(expand_req(target, required=96 * MIB, cap=cap))
     assert resp.capacity_bytes == 96 * MIB
-    node.NodeUnpublishVolume(unpublish_req(target))
+    # the read-only publish (a loop device over the volume) follows the growth too
+    resp = node.NodeExpandVolume(expand_req(ro_target, required=96 * MIB, cap=cap))
+    assert resp.capacity_bytes == 96 * MIB
+    with open(ro_target, "rb") as f:
+        assert f.seek(0, os.SEEK_END) == 96 * MIB
+    # a block volume asked about through its (unmounted) staging directory: the device's size
+    # (the device path comes from LINSTOR: NodeExpandVolume carries no publish context)
+    with_linstor = make_node(linstor=FakeLinstor(loop.path))
+    resp = with_linstor.NodeExpandVolume(expand_req(staging, cap=cap))
+    assert resp.capacity_bytes == 96 * MIB
+    for t in (target, ro_target):
+        node.NodeUnpublishVolume(unpublish_req(t))
     node.NodeUnstageVolume(unstage_req(staging))
 
 
