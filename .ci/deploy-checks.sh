@@ -39,7 +39,9 @@ if ! helm_ok; then
 fi
 echo "helm: $(command -v helm) $(helm version --short 2>/dev/null || true)"
 
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+# checked and run as a module of $PY: a pip-installed console script may not be on PATH
+# (pyenv shims, user installs)
+if ! "$PY" -c 'import kubernetes_validate' >/dev/null 2>&1; then
   log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   "$PY" -m pip install --quiet "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
 fi
@@ -47,7 +49,7 @@ if ! "$PY" -c 'import yaml, jsonschema, pytest' >/dev/null 2>&1; then
   log "installing PyYAML, jsonschema, pytest"
   "$PY" -m pip install --quiet PyYAML jsonschema pytest
 fi
-echo "kubernetes-validate: $(kubernetes-validate --version 2>&1 | tail -n1)"
+echo "kubernetes-validate: $("$PY" -m kubernetes_validate --version 2>&1 | tail -n1)"
 
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/csi-linstor-deploy-checks.XXXXXX")"
 trap 'rm -rf "$OUT"' EXIT

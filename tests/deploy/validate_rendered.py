@@ -123,7 +123,16 @@ def main() -> int:
 
     for v in versions if builtin else []:
         r = subprocess.run(
-            ["kubernetes-validate", "--strict", "--quiet", "-k", v, *map(str, builtin)],
+            [
+                sys.executable,
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "--quiet",
+                "-k",
+                v,
+                *map(str, builtin),
+            ],
             capture_output=True,
             text=True,
         )
