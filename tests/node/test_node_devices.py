@@ -203,9 +203,12 @@ def test_never_formats_a_device_with_a_signature(node, loops, tmp_path) -> None:
     assert blkid_type(xfs.path) == "xfs"
 
 
-def test_mount_options_and_fs_opts(node, loops, tmp_path) -> None:
+def test_mount_options_fs_opts_and_odd_paths(node, loops, tmp_path) -> None:
     loop = loops(64)
-    staging, _, _ = dirs(tmp_path)
+    staging = tmp_path / "staging with spaces\\and a backslash"  # octal-escaped in mountinfo
+    staging.mkdir()
+    target = tmp_path / "pod 1" / "mount"
+    target.parent.mkdir()
     ctx = {
         "linstor.csi.linbit.com/mount-options": "noatime,nodiratime",
         "linstor.csi.linbit.com/fs-opts": "-L myvol -m 0",
@@ -219,7 +222,16 @@ def test_mount_options_and_fs_opts(node, loops, tmp_path) -> None:
         ["blkid", "-p", "-o", "value", "-s", "LABEL", loop.path], capture_output=True, text=True
     ).stdout.strip()
     assert label == "myvol"
+    cap = mount_cap("ext4", flags=("nosuid",))
+    node.NodeStageVolume(stage_req(loop.path, staging, cap, context=ctx))  # idempotent
+    node.NodePublishVolume(publish_req(loop.path, staging, target, cap))
+    node.NodePublishVolume(publish_req(loop.path, staging, target, cap))
+    assert MountTable.read().top(str(target)) is not None
+    assert node.NodeGetVolumeStats(stats_req(target)).usage
+    node.NodeUnpublishVolume(unpublish_req(target))
+    assert not target.exists()
     node.NodeUnstageVolume(unstage_req(staging))
+    assert MountTable.read().top(str(staging)) is None
 
 
 def test_block_lifecycle_and_readonly_block(node, loops, tmp_path) -> None:
