@@ -17,7 +17,6 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.drbd import Drbd
 from csi_linstor.errors import (
     AlreadyExists,
-    CommandError,
     CsiError,
     FailedPrecondition,
     NotFound,
@@ -236,13 +235,6 @@ def unstage(staging: str, deadline: Deadline) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Publish
-
-
-SINGLE_PUBLISH_MODES = (
-    "SINGLE_NODE_WRITER",
-    "SINGLE_NODE_READER_ONLY",
-    "SINGLE_NODE_SINGLE_WRITER",
-)
 
 
 def publish_mount(
@@ -538,7 +530,6 @@ def _check_required(size: int, required_bytes: int, path: str) -> None:
 
 
 __all__ = [
-    "CommandError",
     "MountRequest",
     "Stats",
     "Usage",
