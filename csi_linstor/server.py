@@ -75,8 +75,10 @@ class CsiServer:
         else:
             self._bind()
         self.server.start()
-        log.info("serving CSI on %s", self.endpoint if self.port == 0 or self.endpoint.port
-                 else f"tcp://{self.endpoint.host}:{self.port}")
+        where = str(self.endpoint)
+        if self.endpoint.scheme == "tcp" and self.endpoint.port == 0:
+            where = f"tcp://{self.endpoint.host}:{self.port}"  # the port the kernel picked
+        log.info("serving CSI on %s", where)
 
     def _bind(self) -> None:
         try:
