@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import json
 import logging
 import random
@@ -155,6 +157,9 @@ class App:
         self.faults_lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.counts_lock = threading.Lock()
+        # The last request bodies (method, route template, body) for contract tests that check
+        # every body a client sent against LINSTOR's OpenAPI schemas. Bounded; cheap.
+        self.bodies: collections.deque[tuple[str, str, Any]] = collections.deque(maxlen=20000)
         self.rng = random.Random()
 
     def _pick(self, rules: list[Rule], method: str, path: str, template: str) -> Rule | None:
@@ -203,6 +208,11 @@ class App:
         key = f"{method} {template}"
         with self.counts_lock:
             self.counts[key] = self.counts.get(key, 0) + 1
+            if body.strip():
+                try:
+                    self.bodies.append((method, template, json.loads(body)))
+                except ValueError:
+                    self.bodies.append((method, template, body.decode("utf-8", "replace")))
         lat = self._pick(self.faults.latency, method, path, template)
         if lat is not None and lat.value > 0:
             time.sleep(lat.value)

@@ -255,6 +255,11 @@ class Simulator:
         with self.app.counts_lock:
             self.app.counts.clear()
 
+    def request_bodies(self) -> list[tuple[str, str, Any]]:
+        """Bodies of the REST requests served (most recent 20000): (method, template, JSON)."""
+        with self.app.counts_lock:
+            return list(self.app.bodies)
+
     # -- inspection ---------------------------------------------------------------------------
 
     def list_resource_definitions(self) -> list[str]:
@@ -333,6 +338,8 @@ class Simulator:
         if parts == ["snapshot-failure"] and method == "POST":
             self.set_snapshot_failure(bool(data["fail"]))
             return {}
+        if parts == ["requests"] and method == "GET":
+            return [{"method": m, "route": t, "body": b} for m, t, b in self.request_bodies()]
         if parts == ["state"] and method == "GET":
             return {"resource_definitions": self.list_resource_definitions(),
                     "snapshots": self.list_snapshots()}

@@ -98,3 +98,22 @@ def test_csi_sanity(area: str, driver) -> None:
         f"driver log: {base / 'driver.log'}\n{out[-6000:]}"
     )
     assert passed > 0, f"csi-sanity {area} ran no spec"
+
+
+@pytest.mark.sanity
+def test_every_request_body_the_driver_sent_matches_linstors_openapi(driver) -> None:
+    """After the sanity runs: the simulator's record of request bodies vs the REST spec."""
+    import requests
+
+    from tests.contract.requests import request_violations
+    from tests.contract.schema import require_spec
+
+    require_spec()
+    base, _sock = driver
+    match = re.search(r"embedded LINSTOR simulator at (http://\S+)",
+                      (base / "driver.log").read_text())
+    assert match, "driver log does not name the embedded simulator's URL"
+    recorded = requests.get(match.group(1) + "/sim/requests", timeout=10).json()
+    checked, problems = request_violations(recorded)
+    assert not problems, "\n".join(problems[:30])
+    assert checked > 0 or not recorded
