@@ -1,0 +1,121 @@
+"""Identifier rules, frozen for compatibility with LINBIT's Go driver (existing PVs carry them).
+
+- Volume id = LINSTOR resource-definition name: the CSI request name when it is a valid LINSTOR
+  name, else ``vol-<uuid5>``; with ``usePvcName`` ``<pvc-namespace>-<pvc-name>`` when valid.
+- LINSTOR snapshot name: the CSI snapshot name when valid, else ``snapshot-<uuid5>``.
+- Snapshot id: ``InCluster:///<resource>/<snapshot>`` (a URL; ``S3://remote/...`` and
+  ``Linstor://remote/...`` are recognised but not served by this driver).
+- Group snapshot id (this driver's own format): ``InCluster:///group/<snapshot>``; every member
+  is the LINSTOR snapshot ``<snapshot>`` of one source resource definition.
+- Generated resource-group name: ``sc-<uuid5>`` over the JSON the Go driver marshals (see
+  ``params.py``).
+
+The uuid5 here is pborman/uuid's ``NewSHA1(uuid.UUID([]byte(ns)), data)``: SHA-1 over the *whole*
+namespace byte string (not 16 bytes of a parsed UUID) followed by the data, first 16 bytes, with
+the version (5) and RFC 4122 variant bits set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+
+from csi_linstor.errors import InvalidArgument
+
+DRIVER_NAMESPACE = b"linstor.csi.linbit.com"
+RESOURCE_GROUP_NAMESPACE = b"resourcegroup.linstor.csi.linbit.com"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
+_LETTER = re.compile(r"[A-Za-z]")
+
+SNAPSHOT_TYPES = ("InCluster", "S3", "Linstor")
+GROUP_PREFIX = "group"
+
+
+def go_uuid5(namespace: bytes, data: bytes) -> str:
+    """pborman/uuid NewSHA1(UUID(namespace), data) as a canonical string."""
+    digest = bytearray(hashlib.sha1(namespace + data).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+def is_valid_name(name: str) -> bool:
+    """LINSTOR's resource/snapshot name rule (also the Go driver's check)."""
+    return bool(_NAME.match(name)) and bool(_LETTER.search(name)) and name.lower() != "all"
+
+
+def volume_id(name: str, *, use_pvc_name: bool = False, pvc_name: str = "",
+              pvc_namespace: str = "") -> str:
+    """The resource-definition name (= CSI volume id) for CreateVolume ``name``."""
+    if use_pvc_name and pvc_name and pvc_namespace:
+        candidate = f"{pvc_namespace}-{pvc_name}"
+        if is_valid_name(candidate):
+            return candidate
+    if is_valid_name(name):
+        return name
+    return "vol-" + go_uuid5(DRIVER_NAMESPACE, name.encode())
+
+
+def snapshot_name(name: str) -> str:
+    """The LINSTOR snapshot name for CreateSnapshot ``name``."""
+    if is_valid_name(name):
+        return name
+    return "snapshot-" + go_uuid5(DRIVER_NAMESPACE, name.encode())
+
+
+@dataclass(frozen=True)
+class SnapshotId:
+    type: str  # InCluster, S3, Linstor
+    remote: str
+    resource: str
+    snapshot: str
+
+    def __str__(self) -> str:
+        return f"{self.type}://{self.remote}/{self.resource}/{self.snapshot}"
+
+
+def snapshot_id(resource: str, snapshot: str) -> str:
+    return str(SnapshotId("InCluster", "", resource, snapshot))
+
+
+def parse_snapshot_id(text: str) -> SnapshotId | None:
+    """Parse a snapshot id; None when it is not in the URL format (legacy / foreign / garbage).
+
+    Volume-number forms (``<rd>/<vnr>/<snap>``, consistency groups) are not produced by this
+    driver and are treated as unknown.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in SNAPSHOT_TYPES:
+        return None
+    remote, slash, path = rest.partition("/")
+    if not slash:
+        return None
+    parts = path.split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    if not is_valid_name(parts[0]) or not is_valid_name(parts[1]):
+        return None
+    return SnapshotId(scheme, remote, parts[0], parts[1])
+
+
+def group_snapshot_id(snapshot: str) -> str:
+    return f"InCluster:///{GROUP_PREFIX}/{snapshot}"
+
+
+def parse_group_snapshot_id(text: str) -> str | None:
+    """The LINSTOR snapshot name of a group snapshot id; None when malformed."""
+    prefix = f"InCluster:///{GROUP_PREFIX}/"
+    if not text.startswith(prefix):
+        return None
+    name = text[len(prefix):]
+    return name if is_valid_name(name) else None
+
+
+def require_volume_id(text: str) -> str:
+    """Volume ids this driver can hold; a malformed one cannot exist (callers map to NOT_FOUND/OK)."""
+    if not is_valid_name(text):
+        raise InvalidArgument(f"volume id {text!r} is not a valid LINSTOR resource name")
+    return text

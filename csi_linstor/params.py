@@ -1,0 +1,562 @@
+"""StorageClass and VolumeSnapshotClass parameters: one typed object and one parser each.
+
+Compatible with LINBIT's Go driver (``pkg/volume/parameter.go``):
+
+- keys are ``linstor.csi.linbit.com/<key>`` or bare ``<key>``; the key part is case-insensitive;
+- ``property.linstor.csi.linbit.com/<LINSTOR property>`` and bare ``DrbdOptions/<x>`` become
+  resource-group properties;
+- every other namespace (``csi.storage.k8s.io/*``, ``qos.linbit.com/*``, ...) is ignored, except
+  that ``csi.storage.k8s.io/pvc/name`` and ``.../pvc/namespace`` are read for ``usePvcName``;
+- an unknown key in the two driver namespaces, a malformed value or a contradiction is an
+  INVALID_ARGUMENT naming the key;
+- lists are space-separated as in the Go driver; commas are accepted too;
+- the generated resource-group name ``sc-<uuid5>`` hashes the exact JSON golinstor marshals for
+  ``ResourceGroupModify`` (struct field order, ``omitempty``, sorted map keys, Go's HTML-safe
+  string escaping), so volumes share resource groups with those the Go driver created.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from csi_linstor.errors import InvalidArgument
+from csi_linstor.ids import RESOURCE_GROUP_NAMESPACE, go_uuid5
+
+log = logging.getLogger("csi_linstor.params")
+
+PARAMETER_NAMESPACE = "linstor.csi.linbit.com"
+PROPERTY_NAMESPACE = "property.linstor.csi.linbit.com"
+SNAPSHOT_NAMESPACE = "snap.linstor.csi.linbit.com"
+DRBD_OPTIONS = "DrbdOptions"
+PVC_NAME_KEY = "csi.storage.k8s.io/pvc/name"
+PVC_NAMESPACE_KEY = "csi.storage.k8s.io/pvc/namespace"
+
+HOSTNAME_KEY = "linbit.com/hostname"
+DEFAULT_DISKLESS_POOL = "DfltDisklessStorPool"
+
+LAYERS = ("DRBD", "STORAGE", "LUKS", "NVME", "CACHE", "WRITECACHE", "EXOS", "OPENFLEX", "BCACHE")
+PLACEMENT_POLICIES = ("Manual", "AutoPlace", "FollowTopology", "Balanced", "AutoPlaceTopology")
+
+# Keys of the Go driver that this driver accepts and ignores (RWX over NFS is not offered).
+_IGNORED_KEYS = {
+    "sizekib": "sizeKiB is ignored: the size comes from the claim",
+    "nfsconfigtemplate": "nfsConfigTemplate is ignored: RWX over NFS is not offered by this driver",
+    "nfsservicename": "nfsServiceName is ignored: RWX over NFS is not offered by this driver",
+    "nfssquash": "nfsSquash is ignored: RWX over NFS is not offered by this driver",
+    "nfsrecoveryvolumesize": "nfsRecoveryVolumeSize is ignored: RWX over NFS is not offered",
+}
+
+# canonical spelling per lower-cased key
+KEYS = {k.lower(): k for k in (
+    "allowRemoteVolumeAccess", "autoPlace", "clientList", "disklessOnRemaining",
+    "disklessStoragePool", "doNotPlaceWithRegex", "encryption", "fsOpts", "layerList",
+    "mountOpts", "nodeList", "placementCount", "placementPolicy", "replicasOnDifferent",
+    "replicasOnSame", "xReplicasOnDifferent", "sizeKiB", "storagePool", "postMountXfsOpts",
+    "resourceGroup", "usePvcName", "overProvision", "nfsConfigTemplate", "nfsServiceName",
+    "nfsSquash", "nfsRecoveryVolumeSize",
+)}
+
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote access policy
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteAccessPolicy:
+    """Which nodes may reach a volume over the network: a list of ``fromSame`` rules.
+
+    ``[()]`` (one empty rule) is "anywhere"; ``[("linbit.com/hostname",)]`` is "only on a node
+    with a replica". A node may attach when, for some rule, it has the same value for every
+    listed key as some node holding a diskful replica.
+    """
+
+    rules: tuple[tuple[str, ...], ...]
+
+    @property
+    def anywhere(self) -> bool:
+        return any(len(rule) == 0 for rule in self.rules)
+
+    @property
+    def local_only(self) -> bool:
+        return not self.anywhere and all(rule == (HOSTNAME_KEY,) for rule in self.rules)
+
+    def render(self) -> str:
+        """The volume-context value, as the Go driver writes it."""
+        if self.anywhere and len(self.rules) == 1:
+            return "true"
+        if self.rules == ((HOSTNAME_KEY,),):
+            return "false"
+        return yaml.safe_dump([{"fromSame": list(rule)} if rule else {} for rule in self.rules],
+                              default_flow_style=False)
+
+    def accessible_segments(self, segments: Mapping[str, str]) -> list[dict[str, str]]:
+        """Segments a node with ``segments`` makes accessible (Go ``AccessibleSegments``)."""
+        result = []
+        for rule in self.rules:
+            result.append({k: segments[k] for k in rule if k in segments})
+        return prune_patterns(result)
+
+    def allows(self, replica_segments: list[Mapping[str, str]], node: Mapping[str, str]) -> bool:
+        for rule in self.rules:
+            for seg in replica_segments:
+                if all(k in node and k in seg and node[k] == seg[k] for k in rule):
+                    return True
+        return False
+
+
+ANYWHERE = RemoteAccessPolicy(((),))
+LOCAL_ONLY = RemoteAccessPolicy(((HOSTNAME_KEY,),))
+
+
+def prune_patterns(patterns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Drop duplicates and patterns covered by a more general one (Go ``PrunePattern``)."""
+    result: list[dict[str, str]] = []
+    for pattern in sorted(patterns, key=len):
+        if any(all(pattern.get(k) == v for k, v in kept.items()) for kept in result):
+            continue
+        result.append(pattern)
+    return result
+
+
+def parse_remote_access(key: str, value: str) -> RemoteAccessPolicy:
+    text = value.strip()
+    if text in _TRUE:
+        return ANYWHERE
+    if text in _FALSE:
+        return LOCAL_ONLY
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InvalidArgument(f"parameter {key}: {value!r} is neither true/false nor a YAML list "
+                              f"of {{fromSame: [keys]}} rules: {err}") from err
+    if not isinstance(data, list) or not data:
+        raise InvalidArgument(f"parameter {key}: {value!r} must be true, false or a non-empty "
+                              "YAML list like '- fromSame: [topology.kubernetes.io/zone]'")
+    rules = []
+    for item in data:
+        if item is None:
+            item = {}
+        if not isinstance(item, dict) or set(item) - {"fromSame"}:
+            raise InvalidArgument(f"parameter {key}: each rule must be a mapping with only "
+                                  f"'fromSame', got {item!r}")
+        keys = item.get("fromSame") or []
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise InvalidArgument(f"parameter {key}: fromSame must be a list of topology keys, "
+                                  f"got {keys!r}")
+        rules.append(tuple(keys))
+    return RemoteAccessPolicy(tuple(rules))
+
+
+# ---------------------------------------------------------------------------------------------
+# StorageClass parameters
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolumeParameters:
+    placement_count: int = 1
+    storage_pools: tuple[str, ...] = ()
+    diskless_storage_pool: str = DEFAULT_DISKLESS_POOL
+    layer_list: tuple[str, ...] = ("DRBD", "STORAGE")
+    replicas_on_same: tuple[str, ...] = ()
+    replicas_on_different: tuple[str, ...] = ()
+    x_replicas_on_different: tuple[tuple[str, int], ...] = ()
+    do_not_place_with_regex: str = ""
+    diskless_on_remaining: bool = False
+    node_list: tuple[str, ...] = ()
+    client_list: tuple[str, ...] = ()
+    placement_policy: str = "AutoPlaceTopology"
+    remote_access: RemoteAccessPolicy = ANYWHERE
+    encryption: bool = False
+    fs_opts: str = ""
+    mount_opts: str = ""
+    post_mount_xfs_opts: str = ""
+    resource_group: str = ""
+    resource_group_generated: bool = True
+    use_pvc_name: bool = False
+    over_provision: float | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+    pvc_name: str = ""
+    pvc_namespace: str = ""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def manual(self) -> bool:
+        return self.placement_policy == "Manual"
+
+    @property
+    def props(self) -> dict[str, str]:
+        return dict(self.properties)
+
+    def select_filter(self) -> dict[str, Any]:
+        """The resource group's select_filter (REST body), in golinstor's field order."""
+        return _select_filter(self.placement_count, self.storage_pools, self.do_not_place_with_regex,
+                              self.replicas_on_same, self.replicas_on_different,
+                              self.x_replicas_on_different, self.layer_list,
+                              self.diskless_on_remaining)
+
+
+def _select_filter(place_count: int, pools: tuple[str, ...], regex: str, same: tuple[str, ...],
+                   different: tuple[str, ...], x_different: tuple[tuple[str, int], ...],
+                   layers: tuple[str, ...], diskless_on_remaining: bool) -> dict[str, Any]:
+    """AutoSelectFilter with Go ``omitempty`` semantics, fields in struct order."""
+    out: dict[str, Any] = {}
+    if place_count:
+        out["place_count"] = place_count
+    if pools:
+        out["storage_pool_list"] = list(pools)
+    if regex:
+        out["not_place_with_rsc_regex"] = regex
+    if same:
+        out["replicas_on_same"] = list(same)
+    if different:
+        out["replicas_on_different"] = list(different)
+    if x_different:
+        out["x_replicas_on_different_map"] = {k: v for k, v in sorted(x_different)}
+    if layers:
+        out["layer_stack"] = list(layers)
+    if diskless_on_remaining:
+        out["diskless_on_remaining"] = True
+    return out
+
+
+def go_json(value: Any) -> bytes:
+    """``encoding/json.Marshal`` of plain maps/lists/strings/ints/bools, byte for byte."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Go escapes <, >, & (HTML safety) and U+2028/2029; Python does not.
+    text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    # Python writes other control characters as \u00XX like Go, except \b and \f, which Go
+    # (>= 1.22) also writes short. Nothing to adjust.
+    return text.encode("utf-8")
+
+
+def resource_group_json(p: VolumeParameters) -> bytes:
+    """golinstor ``ResourceGroupModify`` JSON as the Go driver hashes it for the RG name."""
+    body: dict[str, Any] = {}
+    if p.properties:
+        body["override_props"] = dict(sorted(p.properties))
+    # select_filter is a struct: omitempty never drops it.
+    body["select_filter"] = p.select_filter()
+    return go_json(body)
+
+
+def generated_resource_group(p: VolumeParameters) -> str:
+    return "sc-" + go_uuid5(RESOURCE_GROUP_NAMESPACE, resource_group_json(p))
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    return tuple(part for part in re.split(r"[\s,]+", value.strip()) if part)
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidArgument(f"parameter {key}: {value!r} is not a boolean (use true or false)")
+
+
+def _with_prefix(prefix: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(k if k.startswith("Aux/") else f"{prefix.rstrip('/')}/{k}" for k in keys)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    namespace, sep, raw = key.partition("/")
+    if not sep:
+        return "", key
+    return namespace, raw
+
+
+def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: str = "Aux",
+                            default_remote_access: str = "true") -> VolumeParameters:
+    """Parse CreateVolume/GetCapacity ``parameters`` into a VolumeParameters.
+
+    Raises InvalidArgument naming the offending key.
+    """
+    values: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    warnings: list[str] = []
+    explicit_count = False
+    remote_access: RemoteAccessPolicy | None = None
+    pvc_name = params.get(PVC_NAME_KEY, "")
+    pvc_namespace = params.get(PVC_NAMESPACE_KEY, "")
+
+    for key in sorted(params):
+        value = params[key]
+        namespace, raw = split_key(key)
+        if namespace == DRBD_OPTIONS:
+            properties[f"{DRBD_OPTIONS}/{raw}"] = value
+            continue
+        if namespace == PROPERTY_NAMESPACE:
+            if not raw:
+                raise InvalidArgument(f"parameter {key}: names no LINSTOR property")
+            properties[raw] = value
+            continue
+        if namespace not in ("", PARAMETER_NAMESPACE):
+            continue  # another component's parameter (csi.storage.k8s.io/*, qos.linbit.com/*...)
+        name = KEYS.get(raw.lower())
+        if name is None:
+            raise InvalidArgument(
+                f"unknown parameter {key!r}: this driver knows "
+                f"{', '.join(sorted(set(KEYS.values()) - {'nfsConfigTemplate', 'nfsServiceName', 'nfsSquash', 'nfsRecoveryVolumeSize'}))}"
+                f", {PROPERTY_NAMESPACE}/<LINSTOR property> and DrbdOptions/<option>")
+        canonical = name.lower()
+        if canonical in ("autoplace", "placementcount"):
+            canonical = "placementcount"
+        if canonical in seen:
+            raise InvalidArgument(f"parameters {seen[canonical]!r} and {key!r} both set {name}; "
+                                  "set it once")
+        seen[canonical] = key
+        if canonical in _IGNORED_KEYS:
+            warnings.append(_IGNORED_KEYS[canonical])
+            log.warning("StorageClass parameter %s: %s", key, _IGNORED_KEYS[canonical])
+            continue
+        if canonical == "placementcount":
+            text = value.strip() or "1"
+            try:
+                count = int(text, 10)
+            except ValueError as err:
+                raise InvalidArgument(f"parameter {key}: {value!r} is not an integer") from err
+            if not 1 <= count <= 32:
+                raise InvalidArgument(f"parameter {key}: {count} replicas is out of range 1-32")
+            values["placement_count"] = count
+            explicit_count = True
+        elif canonical == "storagepool":
+            pools = split_list(value)
+            if not pools:
+                raise InvalidArgument(f"parameter {key}: names no storage pool")
+            values["storage_pools"] = pools
+        elif canonical == "disklessstoragepool":
+            if not value.strip():
+                raise InvalidArgument(f"parameter {key}: is empty")
+            values["diskless_storage_pool"] = value.strip()
+        elif canonical == "layerlist":
+            layers = []
+            for item in split_list(value):
+                if item.upper() not in LAYERS:
+                    raise InvalidArgument(f"parameter {key}: unknown layer {item!r}; known layers: "
+                                          f"{' '.join(x.lower() for x in LAYERS)}")
+                layers.append(item.upper())
+            if not layers:
+                raise InvalidArgument(f"parameter {key}: names no layer")
+            values["layer_list"] = tuple(layers)
+        elif canonical == "replicasonsame":
+            values["replicas_on_same"] = _with_prefix(property_namespace, split_list(value))
+        elif canonical == "replicasondifferent":
+            values["replicas_on_different"] = _with_prefix(property_namespace, split_list(value))
+        elif canonical == "xreplicasondifferent":
+            values["x_replicas_on_different"] = _parse_x_replicas(key, value, property_namespace)
+        elif canonical == "donotplacewithregex":
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise InvalidArgument(f"parameter {key}: {value!r} is not a regex: {err}") from err
+            values["do_not_place_with_regex"] = value
+        elif canonical == "disklessonremaining":
+            values["diskless_on_remaining"] = _parse_bool(key, value)
+        elif canonical == "nodelist":
+            values["node_list"] = split_list(value)
+        elif canonical == "clientlist":
+            values["client_list"] = split_list(value)
+        elif canonical == "placementpolicy":
+            match = [p for p in PLACEMENT_POLICIES if p.lower() == value.strip().lower()]
+            if not match:
+                raise InvalidArgument(f"parameter {key}: {value!r} is not one of "
+                                      f"{', '.join(PLACEMENT_POLICIES)}")
+            if match[0] == "Balanced":
+                raise InvalidArgument(f"parameter {key}: Balanced needs Kubernetes API access, "
+                                      "which this driver does not use; use AutoPlaceTopology")
+            values["placement_policy"] = match[0]
+        elif canonical == "allowremotevolumeaccess":
+            remote_access = parse_remote_access(key, value)
+        elif canonical == "encryption":
+            values["encryption"] = _parse_bool(key, value)
+        elif canonical == "fsopts":
+            values["fs_opts"] = value
+        elif canonical == "mountopts":
+            values["mount_opts"] = value
+        elif canonical == "postmountxfsopts":
+            values["post_mount_xfs_opts"] = value
+        elif canonical == "resourcegroup":
+            if value.strip():
+                values["resource_group"] = value.strip()
+        elif canonical == "usepvcname":
+            values["use_pvc_name"] = _parse_bool(key, value)
+        elif canonical == "overprovision":
+            try:
+                ratio = float(value)
+            except ValueError as err:
+                raise InvalidArgument(f"parameter {key}: {value!r} is not a number") from err
+            if not ratio > 0 or ratio != ratio or ratio == float("inf"):
+                raise InvalidArgument(f"parameter {key}: must be a positive number, got {value!r}")
+            values["over_provision"] = ratio
+
+    p = VolumeParameters(properties=tuple(sorted(properties.items())), pvc_name=pvc_name,
+                         pvc_namespace=pvc_namespace, warnings=tuple(warnings), **values)
+    layers = p.layer_list
+    if p.encryption and "LUKS" not in layers:
+        raise InvalidArgument(
+            "parameter encryption: true needs the luks layer, e.g. layerList: \"drbd luks storage\""
+            ", and a LINSTOR master passphrase; the Go driver silently ignored this parameter")
+    if p.resource_group_generated and "resource_group" not in values:
+        p = _replace(p, resource_group=generated_resource_group(p))
+    else:
+        p = _replace(p, resource_group_generated=False)
+    if remote_access is None:
+        if "DRBD" in layers or "NVME" in layers:
+            remote_access = ANYWHERE if default_remote_access == "true" else LOCAL_ONLY
+        else:
+            remote_access = LOCAL_ONLY
+    elif not remote_access.local_only and "DRBD" not in layers and "NVME" not in layers:
+        raise InvalidArgument("parameter allowRemoteVolumeAccess: remote access needs the drbd "
+                              f"(or nvme) layer, but layerList is {' '.join(layers).lower()}")
+    p = _replace(p, remote_access=remote_access)
+    if p.node_list or p.client_list:
+        if explicit_count and p.node_list and len(p.node_list) > p.placement_count:
+            raise InvalidArgument(
+                f"parameter nodeList names {len(p.node_list)} nodes but placementCount is "
+                f"{p.placement_count}; drop placementCount or make them agree")
+        if p.client_list and "DRBD" not in layers and "NVME" not in layers:
+            raise InvalidArgument("parameter clientList: diskless clients need the drbd (or "
+                                  "nvme) layer")
+        overlap = set(p.node_list) & set(p.client_list)
+        if overlap:
+            raise InvalidArgument(f"parameters nodeList and clientList both name {sorted(overlap)}")
+        p = _replace(p, placement_count=len(p.node_list) if p.node_list else 0,
+                     replicas_on_same=(), replicas_on_different=(), do_not_place_with_regex="",
+                     placement_policy="Manual")
+    elif p.placement_policy == "Manual":
+        raise InvalidArgument("parameter placementPolicy: Manual needs nodeList or clientList")
+    if p.use_pvc_name and not (pvc_name and pvc_namespace):
+        warnings.append("usePvcName needs the provisioner's --extra-create-metadata; "
+                        "using the volume name")
+    return p
+
+
+def _replace(p: VolumeParameters, **changes: Any) -> VolumeParameters:
+    from dataclasses import replace
+
+    return replace(p, **changes)
+
+
+def _parse_x_replicas(key: str, value: str, prefix: str) -> tuple[tuple[str, int], ...]:
+    try:
+        data = yaml.safe_load(value) if value.strip() else {}
+    except yaml.YAMLError as err:
+        raise InvalidArgument(f"parameter {key}: not a YAML map of key: count: {err}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"parameter {key}: must be a YAML map like "
+                              "'topology.kubernetes.io/zone: 2', got {value!r}")
+    out = []
+    for k, v in data.items():
+        if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InvalidArgument(f"parameter {key}: entry {k!r}: {v!r} must map a topology key "
+                                  "to a positive integer")
+        out.append((_with_prefix(prefix, (k,))[0], v))
+    return tuple(sorted(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutable parameters (VolumeAttributesClass)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MutableParameters:
+    placement_count: int | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.placement_count is None and not self.properties
+
+
+def parse_mutable_parameters(params: Mapping[str, str]) -> MutableParameters:
+    """ControllerModifyVolume / CreateVolume ``mutable_parameters``.
+
+    Mutable: ``placementCount`` (``autoPlace``) and ``property.linstor.csi.linbit.com/<prop>``
+    (set on the resource definition). Every other key is INVALID_ARGUMENT naming it.
+    """
+    count: int | None = None
+    props: dict[str, str] = {}
+    for key in sorted(params):
+        value = params[key]
+        namespace, raw = split_key(key)
+        if namespace == PROPERTY_NAMESPACE and raw:
+            props[raw] = value
+            continue
+        if namespace in ("", PARAMETER_NAMESPACE) and raw.lower() in ("placementcount",
+                                                                       "autoplace"):
+            try:
+                count = int(value.strip(), 10)
+            except ValueError as err:
+                raise InvalidArgument(f"mutable parameter {key}: {value!r} is not an "
+                                      "integer") from err
+            if not 1 <= count <= 32:
+                raise InvalidArgument(f"mutable parameter {key}: {count} is out of range 1-32")
+            continue
+        raise InvalidArgument(
+            f"mutable parameter {key!r} cannot be changed on an existing volume; mutable are "
+            f"placementCount and {PROPERTY_NAMESPACE}/<LINSTOR property>")
+    return MutableParameters(count, tuple(sorted(props.items())))
+
+
+# ---------------------------------------------------------------------------------------------
+# VolumeSnapshotClass parameters
+# ---------------------------------------------------------------------------------------------
+
+SNAPSHOT_KEYS = {k.lower(): k for k in (
+    "type", "remote-name", "delete-local", "allow-incremental", "max-increments",
+    "full-snapshot-after", "s3-endpoint", "s3-bucket", "s3-signing-region", "s3-use-path-style",
+    "linstor-target-url", "linstor-target-cluster-id", "linstor-target-storage-pool",
+)}
+
+
+@dataclass(frozen=True)
+class SnapshotParameters:
+    type: str = "InCluster"
+
+
+def parse_snapshot_parameters(params: Mapping[str, str]) -> SnapshotParameters:
+    """``snap.linstor.csi.linbit.com/*`` keys; other namespaces are ignored.
+
+    Only ``type: InCluster`` is served; S3 and Linstor shipping are INVALID_ARGUMENT.
+    """
+    kind = "InCluster"
+    for key in sorted(params):
+        namespace, raw = split_key(key)
+        if namespace != SNAPSHOT_NAMESPACE:
+            continue
+        name = SNAPSHOT_KEYS.get(raw.lower())
+        if name is None:
+            raise InvalidArgument(f"unknown snapshot class parameter {key!r}; known: "
+                                  f"{', '.join(SNAPSHOT_KEYS.values())}")
+        value = params[key]
+        if name == "type":
+            match = [t for t in ("InCluster", "S3", "Linstor") if t.lower() == value.lower()]
+            if not match:
+                raise InvalidArgument(f"snapshot class parameter {key}: {value!r} is not one of "
+                                      "InCluster, S3, Linstor")
+            kind = match[0]
+        elif name == "delete-local" and value.strip().lower() in ("1", "t", "true"):
+            raise InvalidArgument(f"snapshot class parameter {key}: delete-local is only for "
+                                  "S3/Linstor snapshots, which this driver does not support yet")
+    if kind != "InCluster":
+        raise InvalidArgument(f"snapshot class parameter {SNAPSHOT_NAMESPACE}/type: {kind} "
+                              "snapshots are not supported by this driver yet; use InCluster")
+    return SnapshotParameters(kind)
