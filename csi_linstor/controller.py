@@ -1,11 +1,145 @@
-"""Controller service. Placeholder: every RPC answers UNIMPLEMENTED until issue 4 fills it in."""
+"""Controller service: thin servicers that parse the request, call one operation, build the reply.
+
+Capabilities advertised are exactly what is implemented: CREATE_DELETE_VOLUME,
+PUBLISH_UNPUBLISH_VOLUME, LIST_VOLUMES, GET_CAPACITY, CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS,
+CLONE_VOLUME, EXPAND_VOLUME, GET_VOLUME, VOLUME_CONDITION, SINGLE_NODE_MULTI_WRITER,
+MODIFY_VOLUME, GET_SNAPSHOT. Not advertised: PUBLISH_READONLY (a read-only attach is accepted,
+but LINSTOR keeps no per-attachment state to detect an incompatible re-publish) and
+LIST_VOLUMES_PUBLISHED_NODES (an attach to a node with a diskful replica leaves no trace in
+LINSTOR, so the list would be incomplete).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import timestamp_pb2, wrappers_pb2
+
+from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
-from csi_linstor.rpc import Call, Runtime, rpc, unimplemented
+from csi_linstor.deadline import Deadline
+from csi_linstor.errors import Aborted, InvalidArgument, NotFound
+from csi_linstor.params import (
+    ANYWHERE,
+    VolumeParameters,
+    parse_mutable_parameters,
+    parse_remote_access,
+    parse_snapshot_parameters,
+    parse_volume_parameters,
+)
+from csi_linstor.rpc import Call, Runtime, rpc
+from csi_linstor.snapshots import SnapshotInfo, Snapshots
+from csi_linstor.topology import NodeIndex
+from csi_linstor.volumes import FS_TYPES, CreateSpec, Source, Volume, Volumes
+
+Cap = csi_pb2.ControllerServiceCapability.RPC
+Mode = csi_pb2.VolumeCapability.AccessMode
+
+CTX_PREFIX = "linstor.csi.linbit.com/"
+CTX_USES = CTX_PREFIX + "uses-volume-context"
+CTX_MOUNT_OPTS = CTX_PREFIX + "mount-options"
+CTX_XFS_OPTS = CTX_PREFIX + "post-mount-xfs-opts"
+CTX_REMOTE = CTX_PREFIX + "remote-access-policy"
+CTX_FS_OPTS = CTX_PREFIX + "fs-opts"
+PUB_USES = CTX_PREFIX + "uses-publish-context"
+PUB_DEVICE = CTX_PREFIX + "device-path"
+PUB_FS = CTX_PREFIX + "fs-type"
+
+CAPABILITIES = (
+    Cap.CREATE_DELETE_VOLUME, Cap.PUBLISH_UNPUBLISH_VOLUME, Cap.LIST_VOLUMES, Cap.GET_CAPACITY,
+    Cap.CREATE_DELETE_SNAPSHOT, Cap.LIST_SNAPSHOTS, Cap.CLONE_VOLUME, Cap.EXPAND_VOLUME,
+    Cap.GET_VOLUME, Cap.VOLUME_CONDITION, Cap.SINGLE_NODE_MULTI_WRITER, Cap.MODIFY_VOLUME,
+    Cap.GET_SNAPSHOT,
+)
+
+SINGLE_NODE_MODES = (Mode.SINGLE_NODE_WRITER, Mode.SINGLE_NODE_READER_ONLY,
+                     Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER)
+
+
+# ---------------------------------------------------------------------------------------------
+# Capabilities
+# ---------------------------------------------------------------------------------------------
+
+
+def check_capabilities(caps: Any, layers: tuple[str, ...] | None = None) -> tuple[str, str]:
+    """Validate volume capabilities; returns (access type, fs type). INVALID_ARGUMENT otherwise."""
+    access = ""
+    fs = ""
+    for cap in caps:
+        kind = cap.WhichOneof("access_type")
+        if kind is None:
+            raise InvalidArgument("volume capability needs an access type (mount or block)")
+        if access and kind != access:
+            raise InvalidArgument("volume capabilities mix mount and block access")
+        access = kind
+        mode = cap.access_mode.mode
+        if mode == Mode.UNKNOWN:
+            raise InvalidArgument("volume capability needs an access mode")
+        if kind == "mount":
+            want = cap.mount.fs_type or "ext4"
+            if want not in FS_TYPES:
+                raise InvalidArgument(f"filesystem {want!r} is not supported; use one of "
+                                      f"{', '.join(FS_TYPES)}")
+            if fs and want != fs:
+                raise InvalidArgument(f"volume capabilities ask for both {fs} and {want}")
+            fs = want
+            if mode in (Mode.MULTI_NODE_MULTI_WRITER, Mode.MULTI_NODE_SINGLE_WRITER):
+                raise InvalidArgument(
+                    f"access mode {Mode.Mode.Name(mode)} is only supported for raw block volumes "
+                    "(filesystem volumes cannot be written from several nodes)")
+        elif mode in (Mode.MULTI_NODE_MULTI_WRITER, Mode.MULTI_NODE_SINGLE_WRITER):
+            if layers is not None and (not layers or layers[0] != "DRBD"):
+                raise InvalidArgument(f"access mode {Mode.Mode.Name(mode)} needs the drbd layer "
+                                      "on top of layerList")
+    return access, fs
+
+
+def unsupported_reason(caps: Any, vol: Volume) -> str:
+    try:
+        access, fs = check_capabilities(caps)
+    except InvalidArgument as err:
+        return err.message
+    if access != vol.access_type:
+        return f"volume {vol.id} is a {vol.access_type} volume, not {access}"
+    if fs and vol.fs_type and fs != vol.fs_type:
+        return f"volume {vol.id} has filesystem {vol.fs_type}, not {fs}"
+    return ""
+
+
+def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def snapshot_message(info: SnapshotInfo, group_id: str = "") -> csi_pb2.Snapshot:
+    return csi_pb2.Snapshot(size_bytes=info.size_bytes, snapshot_id=info.id,
+                            source_volume_id=info.resource,
+                            creation_time=_timestamp(info.created_ms),
+                            ready_to_use=info.ready, group_snapshot_id=group_id or info.group_id)
+
+
+def paginate(items: list[Any], key: Any, max_entries: int, token: str) -> tuple[list[Any], str]:
+    """Name-keyed paging: a token is ``after:<key>``; an invalid token is ABORTED."""
+    if max_entries < 0:
+        raise InvalidArgument("max_entries must not be negative")
+    start = 0
+    if token:
+        if not token.startswith("after:") or len(token) <= len("after:"):
+            raise Aborted(f"starting_token {token!r} is not a token this driver issued; "
+                          "restart the listing without a token")
+        after = token[len("after:"):]
+        start = next((i for i, item in enumerate(items) if key(item) > after), len(items))
+    page = items[start:]
+    if max_entries and len(page) > max_entries:
+        page = page[:max_entries]
+        return page, "after:" + key(page[-1])
+    return page, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The servicer
+# ---------------------------------------------------------------------------------------------
 
 
 class ControllerServicer(csi_pb2_grpc.ControllerServicer):
@@ -13,15 +147,317 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         self.runtime = runtime
         self.config = config
         self.linstor = linstor
+        ns = getattr(config, "property_namespace", "Aux")
+        self.volumes = Volumes(linstor, ns)
+        self.snapshots = Snapshots(linstor, self.volumes)
+        from csi_linstor.group_controller import GroupControllerServicer
+
+        self.group_controller = GroupControllerServicer(runtime, self.snapshots)
+
+    def _params(self, parameters: Any) -> VolumeParameters:
+        return parse_volume_parameters(
+            dict(parameters), property_namespace=getattr(self.config, "property_namespace", "Aux"),
+            default_remote_access=getattr(self.config, "default_remote_access_policy", "true"))
+
+    @staticmethod
+    def _volume_context(p: VolumeParameters) -> dict[str, str]:
+        ctx = {CTX_USES: "true", CTX_MOUNT_OPTS: p.mount_opts,
+               CTX_XFS_OPTS: p.post_mount_xfs_opts, CTX_REMOTE: p.remote_access.render()}
+        if p.fs_opts:
+            ctx[CTX_FS_OPTS] = p.fs_opts
+        return ctx
+
+    @staticmethod
+    def _topology(segments: list[dict[str, str]]) -> list[csi_pb2.Topology]:
+        return [csi_pb2.Topology(segments=s) for s in segments]
+
+    # -- capabilities -------------------------------------------------------------------------
 
     @rpc()
     def ControllerGetCapabilities(self, request: csi_pb2.ControllerGetCapabilitiesRequest,
                                   call: Call) -> csi_pb2.ControllerGetCapabilitiesResponse:
-        return csi_pb2.ControllerGetCapabilitiesResponse()
+        return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=[
+            csi_pb2.ControllerServiceCapability(
+                rpc=csi_pb2.ControllerServiceCapability.RPC(type=c)) for c in CAPABILITIES])
+
+    # -- volumes ------------------------------------------------------------------------------
+
+    @rpc(required=("name", "volume_capabilities"), lock=lambda r: f"create:{r.name}")
+    def CreateVolume(self, request: csi_pb2.CreateVolumeRequest,
+                     call: Call) -> csi_pb2.CreateVolumeResponse:
+        p = self._params(request.parameters)
+        access, fs = check_capabilities(request.volume_capabilities, p.layer_list)
+        mutable = parse_mutable_parameters(dict(request.mutable_parameters))
+        source = None
+        if request.HasField("volume_content_source"):
+            src = request.volume_content_source
+            kind = src.WhichOneof("type")
+            if kind == "snapshot":
+                if not src.snapshot.snapshot_id:
+                    raise InvalidArgument("volume_content_source.snapshot.snapshot_id is empty")
+                source = Source("snapshot", src.snapshot.snapshot_id)
+            elif kind == "volume":
+                if not src.volume.volume_id:
+                    raise InvalidArgument("volume_content_source.volume.volume_id is empty")
+                if not ids.is_valid_name(src.volume.volume_id):
+                    raise NotFound(f"source volume {src.volume.volume_id} does not exist")
+                source = Source("volume", src.volume.volume_id)
+            else:
+                raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
+        rd = ids.volume_id(request.name, use_pvc_name=p.use_pvc_name, pvc_name=p.pvc_name,
+                           pvc_namespace=p.pvc_namespace)
+        req_top = request.accessibility_requirements
+        spec = CreateSpec(
+            name=request.name, rd=rd,
+            required_bytes=request.capacity_range.required_bytes,
+            limit_bytes=request.capacity_range.limit_bytes,
+            access_type=access, fs_type=fs if access == "mount" else "", params=p,
+            requisite=[dict(t.segments) for t in req_top.requisite],
+            preferred=[dict(t.segments) for t in req_top.preferred],
+            source=source, mutable_count=mutable.placement_count,
+            mutable_props=dict(mutable.properties))
+        for warning in p.warnings:
+            call.log.warning("CreateVolume %s: %s", request.name, warning)
+        vol = self.volumes.create(spec, call.deadline, call.log)
+        topology = self.volumes.accessible_topology(rd, p.remote_access, call.deadline)
+        return csi_pb2.CreateVolumeResponse(volume=csi_pb2.Volume(
+            capacity_bytes=vol.capacity_bytes, volume_id=vol.id,
+            volume_context=self._volume_context(p),
+            content_source=request.volume_content_source if source else None,
+            accessible_topology=self._topology(topology)))
+
+    @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
+    def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest,
+                     call: Call) -> csi_pb2.DeleteVolumeResponse:
+        self.volumes.delete(request.volume_id, call.deadline)
+        return csi_pb2.DeleteVolumeResponse()
+
+    @rpc(required=("volume_id", "node_id", "volume_capability"),
+         lock=lambda r: f"vol:{r.volume_id}")
+    def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest,
+                                call: Call) -> csi_pb2.ControllerPublishVolumeResponse:
+        access, fs = check_capabilities([request.volume_capability])
+        if not ids.is_valid_name(request.volume_id):
+            raise NotFound(f"volume {request.volume_id} does not exist")
+        ctx = dict(request.volume_context)
+        policy = ANYWHERE
+        if ctx.get(CTX_REMOTE):
+            policy = parse_remote_access(CTX_REMOTE, ctx[CTX_REMOTE])
+        path = self.volumes.publish(request.volume_id, request.node_id, policy, call.deadline)
+        return csi_pb2.ControllerPublishVolumeResponse(publish_context={
+            PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else ""})
+
+    @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
+    def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest,
+                                  call: Call) -> csi_pb2.ControllerUnpublishVolumeResponse:
+        self.volumes.unpublish(request.volume_id, request.node_id or None, call.deadline)
+        return csi_pb2.ControllerUnpublishVolumeResponse()
+
+    @rpc(required=("volume_id", "volume_capabilities"))
+    def ValidateVolumeCapabilities(self, request: csi_pb2.ValidateVolumeCapabilitiesRequest,
+                                   call: Call) -> csi_pb2.ValidateVolumeCapabilitiesResponse:
+        vol = self.volumes.find(request.volume_id, call.deadline)
+        if vol is None or not vol.complete:
+            raise NotFound(f"volume {request.volume_id} does not exist")
+        reason = unsupported_reason(request.volume_capabilities, vol)
+        if not reason and request.parameters:
+            try:
+                p = self._params(request.parameters)
+                if p.resource_group.upper() != vol.resource_group.upper():
+                    reason = (f"volume {vol.id} is in resource group {vol.resource_group}, the "
+                              f"parameters map to {p.resource_group}")
+            except InvalidArgument as err:
+                reason = err.message
+        if not reason and request.mutable_parameters:
+            try:
+                parse_mutable_parameters(dict(request.mutable_parameters))
+            except InvalidArgument as err:
+                reason = err.message
+        if reason:
+            return csi_pb2.ValidateVolumeCapabilitiesResponse(message=reason)
+        return csi_pb2.ValidateVolumeCapabilitiesResponse(
+            confirmed=csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
+                volume_context=request.volume_context,
+                volume_capabilities=request.volume_capabilities,
+                parameters=request.parameters, mutable_parameters=request.mutable_parameters))
+
+    @rpc()
+    def ListVolumes(self, request: csi_pb2.ListVolumesRequest,
+                    call: Call) -> csi_pb2.ListVolumesResponse:
+        vols = self.volumes.list(call.deadline)
+        page, token = paginate(vols, lambda v: v.id, request.max_entries, request.starting_token)
+        by_rd: dict[str, list[dict[str, Any]]] = {}
+        if page:
+            for res in self.volumes.resources(None, call.deadline):
+                by_rd.setdefault(str(res.get("name", "")).upper(), []).append(res)
+        entries = []
+        for vol in page:
+            abnormal, message = Volumes.condition(by_rd.get(vol.id.upper(), []))
+            entries.append(csi_pb2.ListVolumesResponse.Entry(
+                volume=csi_pb2.Volume(volume_id=vol.id, capacity_bytes=vol.capacity_bytes),
+                status=csi_pb2.ListVolumesResponse.VolumeStatus(
+                    volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal,
+                                                             message=message))))
+        return csi_pb2.ListVolumesResponse(entries=entries, next_token=token)
+
+    @rpc(required=("volume_id",))
+    def ControllerGetVolume(self, request: csi_pb2.ControllerGetVolumeRequest,
+                            call: Call) -> csi_pb2.ControllerGetVolumeResponse:
+        vol = self.volumes.find(request.volume_id, call.deadline)
+        if vol is None or not vol.complete:
+            raise NotFound(f"volume {request.volume_id} does not exist")
+        abnormal, message = Volumes.condition(self.volumes.resources(vol.id, call.deadline))
+        return csi_pb2.ControllerGetVolumeResponse(
+            volume=csi_pb2.Volume(volume_id=vol.id, capacity_bytes=vol.capacity_bytes),
+            status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
+                volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal, message=message)))
+
+    @rpc()
+    def GetCapacity(self, request: csi_pb2.GetCapacityRequest,
+                    call: Call) -> csi_pb2.GetCapacityResponse:
+        p = self._params(request.parameters)
+        if request.volume_capabilities:
+            check_capabilities(request.volume_capabilities, p.layer_list)
+        segment = dict(request.accessible_topology.segments) \
+            if request.HasField("accessible_topology") else {}
+        size = capacity(self.linstor, p, segment, getattr(self.config, "property_namespace", "Aux"),
+                        call.deadline)
+        return csi_pb2.GetCapacityResponse(available_capacity=size,
+                                           maximum_volume_size=wrappers_pb2.Int64Value(value=size))
+
+    @rpc(required=("volume_id", "capacity_range"), lock=lambda r: f"vol:{r.volume_id}")
+    def ControllerExpandVolume(self, request: csi_pb2.ControllerExpandVolumeRequest,
+                               call: Call) -> csi_pb2.ControllerExpandVolumeResponse:
+        if not ids.is_valid_name(request.volume_id):
+            raise NotFound(f"volume {request.volume_id} does not exist")
+        vol = self.volumes.expand(request.volume_id, request.capacity_range.required_bytes,
+                                  request.capacity_range.limit_bytes, call.deadline)
+        block = vol.access_type == "block"
+        if request.HasField("volume_capability"):
+            block = request.volume_capability.WhichOneof("access_type") == "block"
+        return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=vol.capacity_bytes,
+                                                      node_expansion_required=not block)
+
+    @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
+    def ControllerModifyVolume(self, request: csi_pb2.ControllerModifyVolumeRequest,
+                               call: Call) -> csi_pb2.ControllerModifyVolumeResponse:
+        mutable = parse_mutable_parameters(dict(request.mutable_parameters))
+        if not ids.is_valid_name(request.volume_id):
+            raise NotFound(f"volume {request.volume_id} does not exist")
+        self.volumes.modify(request.volume_id, mutable.placement_count, dict(mutable.properties),
+                            call.deadline)
+        return csi_pb2.ControllerModifyVolumeResponse()
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    @rpc(required=("name", "source_volume_id"), lock=lambda r: f"snap:{r.name}")
+    def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest,
+                       call: Call) -> csi_pb2.CreateSnapshotResponse:
+        parse_snapshot_parameters(dict(request.parameters))
+        info = self.snapshots.create(request.name, request.source_volume_id, call.deadline)
+        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(info))
+
+    @rpc(required=("snapshot_id",), lock=lambda r: f"snapid:{r.snapshot_id}")
+    def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest,
+                       call: Call) -> csi_pb2.DeleteSnapshotResponse:
+        self.snapshots.delete(request.snapshot_id, call.deadline)
+        return csi_pb2.DeleteSnapshotResponse()
+
+    @rpc()
+    def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest,
+                      call: Call) -> csi_pb2.ListSnapshotsResponse:
+        if request.snapshot_id:
+            info = self.snapshots.get(request.snapshot_id, call.deadline)
+            items = [info] if info is not None else []
+            if info is not None and request.source_volume_id and \
+                    info.resource.upper() != request.source_volume_id.upper():
+                items = []
+        elif request.source_volume_id:
+            items = self.snapshots.list(call.deadline, source=request.source_volume_id)
+        else:
+            items = self.snapshots.list(call.deadline)
+        page, token = paginate(items, lambda s: s.id, request.max_entries, request.starting_token)
+        return csi_pb2.ListSnapshotsResponse(
+            entries=[csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(s))
+                     for s in page], next_token=token)
+
+    @rpc(required=("snapshot_id",))
+    def GetSnapshot(self, request: csi_pb2.GetSnapshotRequest,
+                    call: Call) -> csi_pb2.GetSnapshotResponse:
+        info = self.snapshots.get(request.snapshot_id, call.deadline)
+        if info is None:
+            raise NotFound(f"snapshot {request.snapshot_id} does not exist")
+        return csi_pb2.GetSnapshotResponse(snapshot=snapshot_message(info))
 
 
-for _name in ("CreateVolume", "DeleteVolume", "ControllerPublishVolume",
-              "ControllerUnpublishVolume", "ValidateVolumeCapabilities", "ListVolumes",
-              "GetCapacity", "CreateSnapshot", "DeleteSnapshot", "ListSnapshots",
-              "ControllerExpandVolume", "ControllerGetVolume", "ControllerModifyVolume"):
-    setattr(ControllerServicer, _name, unimplemented(_name))
+# ---------------------------------------------------------------------------------------------
+# Capacity
+# ---------------------------------------------------------------------------------------------
+
+
+def capacity(client: Any, p: VolumeParameters, segment: dict[str, str], ns: str,
+             deadline: Deadline) -> int:
+    """The largest single volume the class can place for a topology segment, in bytes.
+
+    Pool math over ``/v1/view/storage-pools``: per node the best eligible pool's free space
+    (with ``overProvision``: total × ratio − what its volumes reserve); a volume needs
+    ``placementCount`` distinct nodes, so the answer is the placementCount-th largest value. When
+    the remote-access policy needs a replica inside the segment, one of those nodes must lie in it.
+    Nothing is summed across nodes, so the value never overstates what one CreateVolume can get.
+    """
+    from csi_linstor.params import prune_patterns
+    from csi_linstor.topology import STORAGE_POOL_PREFIX
+
+    pools = client.get("/v1/view/storage-pools", deadline=deadline) or []
+    reserved: dict[tuple[str, str], int] = {}
+    if p.over_provision is not None:
+        for res in client.get("/v1/view/resources", deadline=deadline) or []:
+            for vol in res.get("volumes") or []:
+                key = (str(res.get("node_name", "")).upper(),
+                       str(vol.get("storage_pool_name", "")).upper())
+                reserved[key] = reserved.get(key, 0) + int(vol.get("usable_size_kib") or 0)
+    sp_keys = [k[len(STORAGE_POOL_PREFIX):].upper() for k in segment
+               if k.startswith(STORAGE_POOL_PREFIX)]
+    wanted = {x.upper() for x in p.storage_pools}
+    best: dict[str, int] = {}
+    for pool in pools:
+        if pool.get("provider_kind") == "DISKLESS":
+            continue
+        name = str(pool.get("storage_pool_name", "")).upper()
+        if wanted and name not in wanted:
+            continue
+        if sp_keys and name not in sp_keys:
+            continue
+        node = str(pool.get("node_name", ""))
+        if p.over_provision is not None and pool.get("total_capacity") is not None:
+            free = int(int(pool["total_capacity"]) * p.over_provision) - \
+                reserved.get((node.upper(), name), 0)
+        else:
+            free = int(pool.get("free_capacity") or 0)
+        best[node] = max(best.get(node, 0), max(free, 0))
+    if p.node_list:
+        listed = {n.upper() for n in p.node_list}
+        best = {n: v for n, v in best.items() if n.upper() in listed}
+    count = max(p.placement_count, 1) if not p.node_list else len(p.node_list)
+    seg = {k: v for k, v in segment.items() if not k.startswith(STORAGE_POOL_PREFIX)}
+    inside: set[str] | None = None
+    if seg:
+        widened = prune_patterns(p.remote_access.accessible_segments(seg))
+        if not any(not w for w in widened):
+            index = NodeIndex(client, ns, deadline)
+            inside = {n.upper() for n in index.matching(widened)}
+    values = sorted(best.values(), reverse=True)
+    if len(values) < count:
+        return 0
+    if inside is None:
+        return values[count - 1] * 1024
+    result = 0
+    for node, free in best.items():
+        if node.upper() not in inside:
+            continue
+        others = sorted((v for n, v in best.items() if n != node), reverse=True)
+        if count - 1 > len(others):
+            continue
+        size = free if count == 1 else min(free, others[count - 2])
+        result = max(result, size)
+    return result * 1024

@@ -44,3 +44,79 @@ def node_segments(client: LinstorClient, node: str, property_namespace: str,
     if label_by_storage_pool:
         pools = client.get("/v1/view/storage-pools", deadline=deadline, params={"nodes": [node]})
     return segments_for(data, pools or [], property_namespace, label_by_storage_pool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement from CSI topology requirements, accessible_topology, remote-access checks
+# ---------------------------------------------------------------------------------------------
+
+
+def segment_matches(node_segs: dict[str, str], segment: dict[str, str]) -> bool:
+    """True when a node with ``node_segs`` lies in ``segment`` (every key equal)."""
+    return all(node_segs.get(k) == v for k, v in segment.items())
+
+
+def needs_node_props(segments: list[dict[str, str]]) -> bool:
+    """Whether matching these segments needs more than the node name."""
+    return any(k != HOSTNAME_KEY for seg in segments for k in seg)
+
+
+class NodeIndex:
+    """Node segments for the whole cluster, loaded once per RPC and only when needed."""
+
+    def __init__(self, client: LinstorClient, property_namespace: str, deadline: Deadline,
+                 with_pools: bool = False) -> None:
+        self._client = client
+        self._ns = property_namespace
+        self._deadline = deadline
+        self._with_pools = with_pools
+        self._nodes: list[dict[str, Any]] | None = None
+        self._segs: dict[str, dict[str, str]] | None = None
+
+    def nodes(self) -> list[dict[str, Any]]:
+        if self._nodes is None:
+            self._nodes = list(self._client.get("/v1/nodes", deadline=self._deadline) or [])
+        return self._nodes
+
+    def segments(self) -> dict[str, dict[str, str]]:
+        """Node name → its segments (hostname + namespaced props + sp-<pool> keys)."""
+        if self._segs is None:
+            pools: list[dict[str, Any]] = []
+            if self._with_pools:
+                pools = list(self._client.get("/v1/view/storage-pools",
+                                              deadline=self._deadline) or [])
+            self._segs = {}
+            for node in self.nodes():
+                name = str(node.get("name", ""))
+                self._segs[name] = segments_for(node, pools, self._ns, self._with_pools)
+        return self._segs
+
+    def online(self, name: str) -> bool | None:
+        for node in self.nodes():
+            if str(node.get("name", "")).upper() == name.upper():
+                return node.get("connection_status") == "ONLINE"
+        return None
+
+    def matching(self, segments: list[dict[str, str]]) -> list[str]:
+        """Nodes lying in any of ``segments``, in cluster order."""
+        if not needs_node_props(segments):
+            names = []
+            for seg in segments:
+                host = seg.get(HOSTNAME_KEY)
+                if host and host not in names:
+                    names.append(host)
+            return names
+        return [name for name, segs in self.segments().items()
+                if any(segment_matches(segs, seg) for seg in segments)]
+
+    def segments_of(self, name: str, policy_keys: set[str]) -> dict[str, str]:
+        if not (policy_keys - {HOSTNAME_KEY}):
+            return {HOSTNAME_KEY: name}
+        for node, segs in self.segments().items():
+            if node.upper() == name.upper():
+                return segs
+        return {HOSTNAME_KEY: name}
+
+
+def pool_segment_keys(segments: list[dict[str, str]]) -> bool:
+    return any(k.startswith(STORAGE_POOL_PREFIX) for seg in segments for k in seg)

@@ -1,0 +1,1030 @@
+"""Idempotent volume operations on LINSTOR: the only place that knows the CSI → LINSTOR mapping.
+
+A CSI volume is a LINSTOR resource definition (RD) in the StorageClass's resource group (RG), with
+one volume definition (VD 0). What later RPCs need is stored on the RD as ``Aux/`` properties:
+
+- ``Aux/csi-provisioning-completed-by`` the "done" marker (value starts with ``linstor-csi`` so
+  LINBIT's Go driver recognises our volumes too); absent while a multi-step create is underway;
+- ``Aux/csi-volume-name`` the CSI request name (ownership and idempotency check);
+- ``Aux/csi-access-type`` ``mount``/``block``, ``Aux/csi-fs-type``;
+- ``Aux/csi-content-source`` ``snapshot:<id>`` / ``volume:<id>``;
+- ``Aux/csi-deleted`` set by DeleteVolume on an RD LINSTOR must keep because it has snapshots:
+  the volume is gone for every RPC; DeleteSnapshot removes the RD with its last snapshot.
+
+Create is one ``spawn`` (RD + VD + placement, atomic in LINSTOR, with the props): a retry finds
+nothing or a complete RD. Multi-step creates (preferred topology with several replicas, manual
+lists, restore, clone) leave the done marker for last and resume from what they find.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from csi_linstor import __version__, ids
+from csi_linstor.deadline import Deadline
+from csi_linstor.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
+from csi_linstor.linstor import consts
+from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.linstor.errors import LinstorError
+from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
+from csi_linstor.topology import NodeIndex
+
+log = logging.getLogger("csi_linstor.volumes")
+
+PROP_DONE = "Aux/csi-provisioning-completed-by"
+PROP_NAME = "Aux/csi-volume-name"
+PROP_ACCESS = "Aux/csi-access-type"
+PROP_FS = "Aux/csi-fs-type"
+PROP_SOURCE = "Aux/csi-content-source"
+PROP_DELETED = "Aux/csi-deleted"
+PROP_PVC_NAME = "Aux/csi.storage.k8s.io/pvc/name"
+PROP_PVC_NAMESPACE = "Aux/csi.storage.k8s.io/pvc/namespace"
+DONE_VALUE = f"linstor-csi/csi-linstor-{__version__}"
+
+KIB = 1024
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DEFAULT_SIZE = GIB
+MIN_SIZE = {"block": 4 * KIB, "ext2": 2 * MIB, "ext3": 2 * MIB, "ext4": 2 * MIB,
+            "xfs": 300 * MIB, "btrfs": 256 * MIB}
+FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
+
+BAD_RESOURCE_FLAGS = ("DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT")
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "snapshot" or "volume"
+    id: str
+
+    def render(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass
+class CreateSpec:
+    name: str
+    rd: str
+    required_bytes: int
+    limit_bytes: int
+    access_type: str  # "mount" or "block"
+    fs_type: str  # "" for block
+    params: VolumeParameters
+    requisite: list[dict[str, str]] = field(default_factory=list)
+    preferred: list[dict[str, str]] = field(default_factory=list)
+    source: Source | None = None
+    mutable_count: int | None = None
+    mutable_props: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Volume:
+    id: str
+    size_kib: int
+    resource_group: str
+    props: dict[str, str]
+    flags: list[str]
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.size_kib * KIB
+
+    @property
+    def access_type(self) -> str:
+        return self.props.get(PROP_ACCESS, "mount")
+
+    @property
+    def fs_type(self) -> str:
+        return self.props.get(PROP_FS, "")
+
+    @property
+    def complete(self) -> bool:
+        return self.props.get(PROP_DONE, "").startswith("linstor-csi")
+
+
+class _Exists(Exception):
+    """The resource definition a create wanted to make exists already."""
+
+
+def round_kib(value: int) -> int:
+    return -(-value // KIB)
+
+
+def allocation_kib(required: int, limit: int, min_bytes: int, floor_bytes: int = 0) -> int:
+    """LINSTOR size in KiB for a capacity range; OUT_OF_RANGE when impossible."""
+    if required < 0 or limit < 0:
+        raise OutOfRange("capacity_range bytes must not be negative")
+    if required and limit and required > limit:
+        raise OutOfRange(f"capacity_range required_bytes {required} exceeds limit_bytes {limit}")
+    want = required or (min(DEFAULT_SIZE, limit) if limit else DEFAULT_SIZE)
+    want = max(want, min_bytes, floor_bytes)
+    kib = round_kib(want)
+    if limit and kib * KIB > limit:
+        raise OutOfRange(
+            f"the smallest possible volume ({kib * KIB} bytes: at least {min_bytes} bytes for "
+            f"this filesystem{', and the source size' if floor_bytes else ''}, in whole KiB) "
+            f"exceeds limit_bytes {limit}")
+    return kib
+
+
+def _rc_nodes(err: LinstorError) -> str:
+    return err.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations
+# ---------------------------------------------------------------------------------------------
+
+
+class Volumes:
+    def __init__(self, client: LinstorClient, property_namespace: str = "Aux",
+                 poll_interval: float = 0.5) -> None:
+        self.client = client
+        self.ns = property_namespace
+        self.poll_interval = poll_interval
+        self._known_rgs: set[str] = set()
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def find(self, rd: str, deadline: Deadline, *, include_deleted: bool = False) -> Volume | None:
+        """The volume ``rd`` (one REST call), or None when missing or deleted."""
+        if not ids.is_valid_name(rd):
+            return None
+        items = self.client.get("/v1/resource-definitions", deadline=deadline,
+                                params={"resource_definitions": [rd],
+                                        "with_volume_definitions": "true"}) or []
+        for item in items:
+            if str(item.get("name", "")).upper() == rd.upper():
+                vol = self._volume(item)
+                if vol.props.get(PROP_DELETED) and not include_deleted:
+                    return None
+                return vol
+        return None
+
+    def require(self, rd: str, deadline: Deadline) -> Volume:
+        vol = self.find(rd, deadline)
+        if vol is None:
+            raise NotFound(f"volume {rd} does not exist")
+        return vol
+
+    @staticmethod
+    def _volume(item: dict[str, Any]) -> Volume:
+        size = 0
+        for vd in item.get("volume_definitions") or []:
+            if int(vd.get("volume_number", 0)) == 0:
+                size = int(vd.get("size_kib", 0))
+        return Volume(id=str(item.get("name")), size_kib=size,
+                      resource_group=str(item.get("resource_group_name", "")),
+                      props=dict(item.get("props") or {}), flags=list(item.get("flags") or []))
+
+    def list(self, deadline: Deadline) -> list[Volume]:
+        """Every complete, not deleted, not cloning volume this driver created, sorted by id."""
+        items = self.client.get("/v1/resource-definitions", deadline=deadline,
+                                params={"with_volume_definitions": "true"}) or []
+        out = []
+        for item in items:
+            vol = self._volume(item)
+            if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
+                continue
+            if not any(int(vd.get("volume_number", -1)) == 0
+                       for vd in item.get("volume_definitions") or []):
+                continue
+            out.append(vol)
+        return sorted(out, key=lambda v: v.id)
+
+    def resources(self, rd: str | None, deadline: Deadline,
+                  node: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {}
+        if rd is not None:
+            params["resources"] = [rd]
+        if node is not None:
+            params["nodes"] = [node]
+        return list(self.client.get("/v1/view/resources", deadline=deadline, params=params) or [])
+
+    # -- resource groups ----------------------------------------------------------------------
+
+    def ensure_resource_group(self, p: VolumeParameters, deadline: Deadline,
+                              force: bool = False) -> None:
+        """Create or reconcile the class's RG once per process (cached once confirmed)."""
+        name = p.resource_group
+        if not force and name.upper() in self._known_rgs:
+            return
+        want_filter = p.select_filter()
+        want_props = p.props
+        try:
+            rg = self.client.get(f"/v1/resource-groups/{name}", deadline=deadline)
+        except LinstorError as err:
+            if not err.is_not_found():
+                raise
+            body: dict[str, Any] = {"name": name, "select_filter": want_filter}
+            if want_props:
+                body["props"] = want_props
+            try:
+                self.client.post("/v1/resource-groups", deadline=deadline, body=body)
+            except LinstorError as cerr:
+                if cerr.has(consts.FAIL_INVLD_PROP):
+                    raise InvalidArgument(f"StorageClass property rejected by LINSTOR: "
+                                          f"{cerr.message}") from cerr
+                if not cerr.has(consts.FAIL_EXISTS_RSC_GRP):
+                    raise
+                return self.ensure_resource_group(p, deadline, force=True)
+            self._known_rgs.add(name.upper())
+            return
+        have_filter = rg.get("select_filter") or {}
+        change = {k: v for k, v in want_filter.items() if have_filter.get(k) != v}
+        have_props = rg.get("props") or {}
+        add_props = {}
+        for key, value in want_props.items():
+            if key not in have_props:
+                add_props[key] = value
+            elif have_props[key] != value:
+                raise InvalidArgument(
+                    f"resource group {name} already has property {key}={have_props[key]!r} but "
+                    f"the StorageClass asks for {value!r}; properties of an existing resource "
+                    "group are never changed: fix the class or the resource group")
+        if change or add_props:
+            body = {}
+            if change:
+                body["select_filter"] = change
+            if add_props:
+                body["override_props"] = add_props
+            self.client.put(f"/v1/resource-groups/{name}", deadline=deadline, body=body)
+        self._known_rgs.add(name.upper())
+
+    def forget_resource_group(self, name: str) -> None:
+        self._known_rgs.discard(name.upper())
+
+    # -- create -------------------------------------------------------------------------------
+
+    def props_for(self, spec: CreateSpec, done: bool) -> dict[str, str]:
+        props = {PROP_NAME: spec.name, PROP_ACCESS: spec.access_type}
+        if spec.fs_type:
+            props[PROP_FS] = spec.fs_type
+        if spec.source is not None:
+            props[PROP_SOURCE] = spec.source.render()
+        if spec.params.pvc_name:
+            props[PROP_PVC_NAME] = spec.params.pvc_name
+        if spec.params.pvc_namespace:
+            props[PROP_PVC_NAMESPACE] = spec.params.pvc_namespace
+        props.update(spec.mutable_props)
+        if done:
+            props[PROP_DONE] = DONE_VALUE
+        return props
+
+    def create(self, spec: CreateSpec, deadline: Deadline, call_log: Any = log) -> Volume:
+        """CreateVolume: idempotent by name; resumes an interrupted multi-step create."""
+        p = spec.params
+        floor = 0
+        snap_info: dict[str, Any] | None = None
+        src_vol: Volume | None = None
+        if spec.source is not None and spec.source.kind == "snapshot":
+            snap_info = self._source_snapshot(spec.source.id, deadline)
+            floor = self._snapshot_size_kib(snap_info) * KIB
+        elif spec.source is not None:
+            src_vol = self.find(spec.source.id, deadline)
+            if src_vol is None or not src_vol.complete:
+                raise NotFound(f"source volume {spec.source.id} does not exist")
+            floor = src_vol.capacity_bytes
+        min_bytes = MIN_SIZE.get(spec.fs_type or "block", 2 * MIB)
+        if floor and spec.required_bytes and spec.required_bytes < floor:
+            raise OutOfRange(f"the requested size {spec.required_bytes} bytes is smaller than the "
+                             f"source ({floor} bytes); request at least the source's size")
+        kib = allocation_kib(spec.required_bytes, spec.limit_bytes, min_bytes, floor)
+
+        if spec.source is not None:
+            existing = self.find(spec.rd, deadline, include_deleted=True)
+            if existing is not None:
+                return self._resume(spec, existing, kib, snap_info, src_vol, deadline, call_log)
+            self.ensure_resource_group(p, deadline)
+            if snap_info is not None:
+                return self._restore(spec, kib, snap_info, deadline, fresh=True)
+            assert src_vol is not None
+            return self._clone(spec, kib, src_vol, deadline, fresh=True)
+        # The common case costs one REST call: spawn, and look only when the name is taken.
+        self.ensure_resource_group(p, deadline)
+        try:
+            return self._spawn(spec, kib, deadline)
+        except _Exists:
+            existing = self.find(spec.rd, deadline, include_deleted=True)
+            if existing is None:
+                raise Aborted(f"volume {spec.rd} appeared and vanished concurrently; retry") \
+                    from None
+            return self._resume(spec, existing, kib, snap_info, src_vol, deadline, call_log)
+
+    def _check_compatible(self, spec: CreateSpec, vol: Volume, kib: int) -> None:
+        if vol.props.get(PROP_DELETED):
+            raise FailedPrecondition(
+                f"volume {spec.rd} was deleted but LINSTOR keeps its resource definition for "
+                "its snapshots; delete those snapshots or use another name")
+        owner = vol.props.get(PROP_NAME)
+        if owner is None and not vol.complete:
+            raise AlreadyExists(f"LINSTOR resource definition {spec.rd} exists and was not "
+                                "created by this driver; use another name")
+        if owner is not None and owner != spec.name:
+            raise AlreadyExists(f"volume id {spec.rd} is taken by the volume named {owner!r}")
+        if vol.resource_group.upper() != spec.params.resource_group.upper():
+            raise AlreadyExists(
+                f"volume {spec.name} exists in resource group {vol.resource_group}, but the "
+                f"request's parameters map to {spec.params.resource_group}")
+        if vol.access_type != spec.access_type:
+            raise AlreadyExists(f"volume {spec.name} exists as a {vol.access_type} volume, the "
+                                f"request asks for {spec.access_type}")
+        if spec.fs_type and vol.fs_type and vol.fs_type != spec.fs_type:
+            raise AlreadyExists(f"volume {spec.name} exists with filesystem {vol.fs_type}, the "
+                                f"request asks for {spec.fs_type}")
+        have_source = vol.props.get(PROP_SOURCE, "")
+        want_source = spec.source.render() if spec.source else ""
+        if have_source != want_source:
+            raise AlreadyExists(f"volume {spec.name} exists with content source "
+                                f"{have_source or 'none'}, the request asks for "
+                                f"{want_source or 'none'}")
+        if vol.size_kib:
+            size = vol.size_kib * KIB
+            if size < spec.required_bytes or (spec.limit_bytes and size > spec.limit_bytes):
+                raise AlreadyExists(f"volume {spec.name} exists with {size} bytes, outside the "
+                                    f"requested range [{spec.required_bytes}, "
+                                    f"{spec.limit_bytes or 'unlimited'}]")
+
+    def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: dict[str, Any] | None,
+                src_vol: Volume | None, deadline: Deadline, call_log: Any) -> Volume:
+        self._check_compatible(spec, vol, kib)
+        if vol.complete:
+            return vol
+        call_log.info("resuming the interrupted creation of volume %s", spec.rd)
+        self.ensure_resource_group(spec.params, deadline)
+        if snap_info is not None:
+            return self._restore(spec, kib, snap_info, deadline, fresh=False)
+        if src_vol is not None:
+            return self._clone(spec, kib, src_vol, deadline, fresh=False)
+        self._place(spec, deadline)
+        return self._finish(spec, deadline)
+
+    def _finish(self, spec: CreateSpec, deadline: Deadline) -> Volume:
+        self.client.put(f"/v1/resource-definitions/{spec.rd}", deadline=deadline,
+                        body={"override_props": {PROP_DONE: DONE_VALUE}})
+        vol = self.find(spec.rd, deadline)
+        if vol is None:
+            raise Aborted(f"volume {spec.rd} vanished while it was being created; retry")
+        return vol
+
+    # placement ------------------------------------------------------------------------------
+
+    def _constraint(self, spec: CreateSpec, nodes: NodeIndex) -> list[str] | None:
+        """Nodes replicas must be on (requisite under the remote-access policy); None = any."""
+        if not spec.requisite:
+            return None
+        policy = spec.params.remote_access
+        widened: list[dict[str, str]] = []
+        for seg in spec.requisite:
+            widened.extend(policy.accessible_segments(seg))
+        widened = prune_patterns(widened)
+        if any(not seg for seg in widened):
+            return None
+        return nodes.matching(widened)
+
+    def _preferred_node(self, spec: CreateSpec, nodes: NodeIndex,
+                        allowed: list[str] | None) -> str | None:
+        if spec.params.placement_policy == "AutoPlace":
+            return None
+        for seg in spec.preferred:
+            for node in nodes.matching([seg]):
+                if allowed is None or node.upper() in {a.upper() for a in allowed}:
+                    return node
+        return None
+
+    def _place_filter(self, spec: CreateSpec, allowed: list[str] | None) -> dict[str, Any]:
+        sf: dict[str, Any] = {}
+        if spec.mutable_count is not None:
+            sf["place_count"] = spec.mutable_count
+        if allowed is not None:
+            if not allowed:
+                raise ResourceExhausted("no LINSTOR node lies in the requested topology "
+                                        f"{spec.requisite}")
+            sf["node_name_list"] = list(allowed)
+        return sf
+
+    def _spawn(self, spec: CreateSpec, kib: int, deadline: Deadline) -> Volume:
+        p = spec.params
+        if p.manual:
+            self._spawn_call(spec, kib, {}, deadline, definitions_only=True)
+            self._place(spec, deadline)
+            return self._finish(spec, deadline)
+        nodes = NodeIndex(self.client, self.ns, deadline)
+        allowed = self._constraint(spec, nodes)
+        preferred = self._preferred_node(spec, nodes, allowed)
+        count = spec.mutable_count or p.placement_count
+        if preferred is None:
+            sf = self._place_filter(spec, allowed)
+            self._spawn_call(spec, kib, sf, deadline, definitions_only=False)
+            return self._spawned(spec, kib)
+        if count == 1:
+            sf = self._place_filter(spec, [preferred])
+            try:
+                self._spawn_call(spec, kib, sf, deadline, definitions_only=False)
+                return self._spawned(spec, kib)
+            except ResourceExhausted:
+                pass  # the preferred node cannot hold it: anywhere allowed
+            self._spawn_call(spec, kib, self._place_filter(spec, allowed), deadline,
+                             definitions_only=False)
+            return self._spawned(spec, kib)
+        self._spawn_call(spec, kib, {}, deadline, definitions_only=True)
+        self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=preferred)
+        return self._finish(spec, deadline)
+
+    def _spawned(self, spec: CreateSpec, kib: int) -> Volume:
+        return Volume(id=spec.rd, size_kib=kib, resource_group=spec.params.resource_group,
+                      props=self.props_for(spec, True), flags=[])
+
+    def _spawn_call(self, spec: CreateSpec, kib: int, sf: dict[str, Any], deadline: Deadline,
+                    definitions_only: bool) -> None:
+        body: dict[str, Any] = {
+            "resource_definition_name": spec.rd,
+            "volume_sizes": [kib],
+            "resource_definition_props": self.props_for(spec, done=not definitions_only),
+        }
+        if sf:
+            body["select_filter"] = sf
+        if definitions_only:
+            body["definitions_only"] = True
+        rg = spec.params.resource_group
+        for attempt in range(3):
+            try:
+                self.client.post(f"/v1/resource-groups/{rg}/spawn", deadline=deadline, body=body)
+                return
+            except LinstorError as err:
+                if err.has(consts.FAIL_NOT_FOUND_RSC_GRP) and attempt < 2:
+                    self.forget_resource_group(rg)
+                    self.ensure_resource_group(spec.params, deadline, force=True)
+                    continue
+                if err.has(consts.FAIL_EXISTS_RSC_DFN):
+                    raise _Exists(spec.rd) from err
+                self._cleanup_failed_create(spec, deadline)
+                raise self._placement_error(spec, err, deadline) from err
+
+    def _cleanup_failed_create(self, spec: CreateSpec, deadline: Deadline) -> None:
+        """Remove an RD a failed create of ours may have left (never one with the done marker)."""
+        try:
+            vol = self.find(spec.rd, deadline)
+            if vol is not None and not vol.complete and vol.props.get(PROP_NAME) == spec.name:
+                self.client.delete(f"/v1/resource-definitions/{spec.rd}", deadline=deadline)
+        except Exception as err:  # noqa: BLE001 - best effort; the retry converges anyway
+            log.warning("cleanup of the failed create of %s failed: %s", spec.rd, err)
+
+    def _placement_error(self, spec: CreateSpec, err: LinstorError,
+                         deadline: Deadline) -> Exception:
+        p = spec.params
+        if err.has(consts.FAIL_INVLD_PROP):
+            return InvalidArgument(f"a LINSTOR property from the StorageClass or "
+                                   f"VolumeAttributesClass was rejected: {err.message}")
+        if err.has(consts.FAIL_NOT_FOUND_STOR_POOL) or err.has(
+                consts.FAIL_NOT_FOUND_STOR_POOL_DFN) or (
+                err.has(consts.FAIL_NOT_ENOUGH_NODES) and p.storage_pools):
+            missing = self._missing_pools(p, deadline)
+            if missing:
+                return InvalidArgument(
+                    f"parameter storagePool names {', '.join(missing)}, which no LINSTOR node "
+                    "has; create the storage pool or fix the StorageClass")
+        if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
+            where = f" in topology {spec.requisite}" if spec.requisite else ""
+            return ResourceExhausted(
+                f"LINSTOR cannot place {spec.mutable_count or p.placement_count} replica(s) of "
+                f"{spec.rd}{where}: {err.message}; add nodes or space, or lower placementCount")
+        if err.has(consts.FAIL_NOT_FOUND_NODE):
+            return InvalidArgument(f"a node named in the StorageClass does not exist: "
+                                   f"{err.message}")
+        return err
+
+    def _missing_pools(self, p: VolumeParameters, deadline: Deadline) -> list[str]:
+        try:
+            pools = self.client.get("/v1/view/storage-pools", deadline=deadline,
+                                    params={"storage_pools": list(p.storage_pools)}) or []
+        except LinstorError:
+            return []
+        have = {str(x.get("storage_pool_name", "")).upper() for x in pools}
+        return [name for name in p.storage_pools if name.upper() not in have]
+
+    def _place(self, spec: CreateSpec, deadline: Deadline, nodes: NodeIndex | None = None,
+               allowed: list[str] | None = None, preferred: str | None = None,
+               skip_constraint: bool = False) -> None:
+        """Bring an existing RD's placement up to the class (every call idempotent)."""
+        p = spec.params
+        rd = spec.rd
+        if p.manual:
+            have = {str(r.get("node_name", "")).upper()
+                    for r in self.client.get(f"/v1/resource-definitions/{rd}/resources",
+                                             deadline=deadline) or []}
+            body = []
+            diskless_flag = "DRBD_DISKLESS" if "DRBD" in p.layer_list else "NVME_INITIATOR"
+            for node in p.node_list:
+                if node.upper() not in have:
+                    body.append({"resource": {"node_name": node}, "layer_list": list(p.layer_list)})
+            for node in p.client_list:
+                if node.upper() not in have:
+                    body.append({"resource": {"node_name": node, "flags": [diskless_flag],
+                                              "props": {"StorPoolName": p.diskless_storage_pool}},
+                                 "layer_list": list(p.layer_list)})
+            if body:
+                try:
+                    self.client.post(f"/v1/resource-definitions/{rd}/resources",
+                                     deadline=deadline, body=body)
+                except LinstorError as err:
+                    if not err.has(consts.FAIL_EXISTS_RSC):
+                        self._cleanup_failed_create(spec, deadline)
+                        raise self._placement_error(spec, err, deadline) from err
+            return
+        if nodes is None:
+            nodes = NodeIndex(self.client, self.ns, deadline)
+            allowed = self._constraint(spec, nodes)
+            preferred = self._preferred_node(spec, nodes, allowed)
+        if preferred is not None:
+            try:
+                self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
+                                 body={"select_filter": {"place_count": 1,
+                                                         "node_name_list": [preferred]}})
+            except LinstorError as err:
+                if not (err.has(consts.FAIL_NOT_ENOUGH_NODES)
+                        or err.has(consts.FAIL_NOT_FOUND_STOR_POOL)):
+                    raise
+        sf = self._place_filter(spec, None if skip_constraint else allowed)
+        if "place_count" not in sf:
+            sf["place_count"] = p.placement_count
+        try:
+            self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
+                             body={"select_filter": sf})
+        except LinstorError as err:
+            self._cleanup_failed_create(spec, deadline)
+            raise self._placement_error(spec, err, deadline) from err
+
+    # restore --------------------------------------------------------------------------------
+
+    def _source_snapshot(self, snapshot_id: str, deadline: Deadline) -> dict[str, Any]:
+        sid = ids.parse_snapshot_id(snapshot_id)
+        if sid is None:
+            raise NotFound(f"source snapshot {snapshot_id} does not exist (not a snapshot id of "
+                           "this driver)")
+        if sid.type != "InCluster":
+            raise InvalidArgument(f"source snapshot {snapshot_id}: {sid.type} snapshots are not "
+                                  "supported by this driver yet")
+        try:
+            snap = self.client.get(
+                f"/v1/resource-definitions/{sid.resource}/snapshots/{sid.snapshot}",
+                deadline=deadline)
+        except LinstorError as err:
+            if err.is_not_found():
+                raise NotFound(f"source snapshot {snapshot_id} does not exist") from err
+            raise
+        flags = snap.get("flags") or []
+        if "SUCCESSFUL" not in flags:
+            raise Unavailable(f"source snapshot {snapshot_id} is not ready (flags "
+                              f"{', '.join(flags) or 'none'}); retry when it is")
+        return snap
+
+    @staticmethod
+    def _snapshot_size_kib(snap: dict[str, Any]) -> int:
+        for vd in snap.get("volume_definitions") or []:
+            if int(vd.get("volume_number", 0)) == 0:
+                return int(vd.get("size_kib", 0))
+        return 0
+
+    def _restore(self, spec: CreateSpec, kib: int, snap: dict[str, Any], deadline: Deadline,
+                 fresh: bool) -> Volume:
+        src, name = str(snap.get("resource_name")), str(snap.get("name"))
+        rd = spec.rd
+        if fresh:
+            try:
+                self.client.post("/v1/resource-definitions", deadline=deadline, body={
+                    "resource_definition": {"name": rd,
+                                            "resource_group_name": spec.params.resource_group,
+                                            "props": self.props_for(spec, done=False)}})
+            except LinstorError as err:
+                if err.has(consts.FAIL_EXISTS_RSC_DFN):
+                    raise Aborted(f"volume {rd} was created concurrently; retry") from err
+                if err.has(consts.FAIL_NOT_FOUND_RSC_GRP):
+                    self.forget_resource_group(spec.params.resource_group)
+                raise
+        vol = self.find(rd, deadline)
+        if vol is None:
+            raise Aborted(f"volume {rd} vanished while it was being restored; retry")
+        if not vol.size_kib:
+            try:
+                self.client.post(
+                    f"/v1/resource-definitions/{src}/snapshot-restore-volume-definition/{name}",
+                    deadline=deadline, body={"to_resource": rd})
+            except LinstorError as err:
+                if not err.has(consts.FAIL_EXISTS_VLM_DFN):
+                    raise self._restore_error(spec, err) from err
+            vol.size_kib = self._snapshot_size_kib(snap)
+        if kib > vol.size_kib:
+            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
+                            deadline=deadline, body={"size_kib": kib})
+        present = self.client.get(f"/v1/resource-definitions/{rd}/resources",
+                                  deadline=deadline) or []
+        if not present:
+            nodes = NodeIndex(self.client, self.ns, deadline)
+            allowed = self._constraint(spec, nodes)
+            preferred = self._preferred_node(spec, nodes, allowed)
+            snap_nodes = [str(n) for n in snap.get("nodes") or []]
+            ok = [n for n in snap_nodes
+                  if allowed is None or n.upper() in {a.upper() for a in allowed}]
+            order = sorted(ok, key=lambda n: (preferred is None or n.upper() != preferred.upper()))
+            count = spec.mutable_count or spec.params.placement_count
+            targets = order[:max(1, count)]
+            if not targets:
+                raise ResourceExhausted(
+                    f"snapshot {src}/{name} lives on {', '.join(snap_nodes)}, none of which is "
+                    f"in the requested topology {spec.requisite}")
+            try:
+                self.client.post(
+                    f"/v1/resource-definitions/{src}/snapshot-restore-resource/{name}",
+                    deadline=deadline, body={"to_resource": rd, "nodes": targets})
+            except LinstorError as err:
+                if not err.has(consts.FAIL_EXISTS_RSC):
+                    raise self._restore_error(spec, err) from err
+            if count > len(targets):
+                self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=None)
+        return self._finish(spec, deadline)
+
+    def _restore_error(self, spec: CreateSpec, err: LinstorError) -> Exception:
+        if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
+            return ResourceExhausted(f"restoring {spec.rd} failed: {err.message}")
+        if err.is_not_found():
+            return NotFound(f"restoring {spec.rd}: {err.message}")
+        return err
+
+    # clone ----------------------------------------------------------------------------------
+
+    def _clone(self, spec: CreateSpec, kib: int, src: Volume, deadline: Deadline,
+               fresh: bool) -> Volume:
+        rd = spec.rd
+        if fresh:
+            body = {
+                "name": rd,
+                "resource_group": spec.params.resource_group,
+                "override_props": self.props_for(spec, done=False),
+                "delete_props": [k for k in (PROP_DONE, PROP_PVC_NAME, PROP_PVC_NAMESPACE,
+                                             PROP_SOURCE, PROP_FS, PROP_DELETED)
+                                 if k in src.props and k not in self.props_for(spec, False)],
+            }
+            if not body["delete_props"]:
+                del body["delete_props"]
+            try:
+                self.client.post_raw(f"/v1/resource-definitions/{src.id}/clone",
+                                     deadline=deadline, body=body)
+            except LinstorError as err:
+                if err.has(consts.FAIL_EXISTS_RSC_DFN):
+                    raise Aborted(f"volume {rd} was created concurrently; retry") from err
+                if err.is_not_found():
+                    raise NotFound(f"source volume {src.id}: {err.message}") from err
+                if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(
+                        consts.FAIL_NOT_ENOUGH_FREE_SPACE):
+                    raise ResourceExhausted(f"cloning {src.id} into {rd}: {err.message}") from err
+                raise
+        while True:
+            try:
+                status = self.client.get(f"/v1/resource-definitions/{src.id}/clone/{rd}",
+                                         deadline=deadline) or {}
+            except LinstorError as err:
+                if not err.is_not_found():
+                    raise
+                status = {"status": "COMPLETE"}  # LINSTOR forgot the clone job: check the RD
+            state = status.get("status")
+            if state == "COMPLETE":
+                break
+            if state == "FAILED":
+                self._cleanup_failed_create(spec, deadline)
+                raise Internal(f"LINSTOR failed to clone {src.id} into {rd}; the partial clone "
+                               "was removed, retry to clone again (see the LINSTOR error reports)")
+            if deadline.remaining() < self.poll_interval + 1.0:
+                raise Aborted(f"the clone of {src.id} into {rd} is still running; retry to "
+                              "continue waiting")
+            time.sleep(self.poll_interval)
+        vol = self.find(rd, deadline)
+        if vol is None:
+            raise Aborted(f"volume {rd} vanished while it was being cloned; retry")
+        if "CLONING" in vol.flags:
+            raise Aborted(f"the clone of {src.id} into {rd} is still being finalised; retry")
+        if "FAILED" in vol.flags:
+            self._cleanup_failed_create(spec, deadline)
+            raise Internal(f"LINSTOR failed to clone {src.id} into {rd}; retry")
+        if kib > vol.size_kib:
+            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
+                            deadline=deadline, body={"size_kib": kib})
+        count = spec.mutable_count or spec.params.placement_count
+        present = [r for r in self.client.get(f"/v1/resource-definitions/{rd}/resources",
+                                              deadline=deadline) or []
+                   if not _diskless(r)]
+        if len(present) < count:
+            self._place(spec, deadline, skip_constraint=True)
+        return self._finish(spec, deadline)
+
+    # -- accessible topology ------------------------------------------------------------------
+
+    def accessible_topology(self, rd: str, policy: RemoteAccessPolicy, deadline: Deadline,
+                            resources: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
+        """Segments from which the volume is reachable; [] means everywhere (Go: nil)."""
+        if policy.anywhere:
+            return []
+        if resources is None:
+            resources = self.resources(rd, deadline)
+        keys = {k for rule in policy.rules for k in rule}
+        nodes = NodeIndex(self.client, self.ns, deadline)
+        out: list[dict[str, str]] = []
+        for res in resources:
+            if _diskless(res) or any(f in (res.get("flags") or []) for f in BAD_RESOURCE_FLAGS):
+                continue
+            segs = nodes.segments_of(str(res.get("node_name")), keys)
+            out.extend(policy.accessible_segments(segs))
+        return prune_patterns([s for s in out if s])
+
+    # -- delete -------------------------------------------------------------------------------
+
+    def delete(self, rd: str, deadline: Deadline) -> None:
+        """DeleteVolume: one DELETE normally; keeps (and hides) an RD that still has snapshots."""
+        if not ids.is_valid_name(rd):
+            return
+        try:
+            self.client.delete(f"/v1/resource-definitions/{rd}", deadline=deadline)
+            return
+        except LinstorError as err:
+            if err.has(consts.FAIL_IN_USE):
+                raise FailedPrecondition(f"volume {rd} is still in use: {err.message}") from err
+            if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
+                raise
+        self._retire(rd, deadline)
+
+    def _retire(self, rd: str, deadline: Deadline) -> None:
+        resources = self.resources(rd, deadline)
+        busy = [str(r.get("node_name")) for r in resources if (r.get("state") or {}).get("in_use")]
+        if busy:
+            raise FailedPrecondition(f"volume {rd} is in use on {', '.join(busy)}; unmount it first")
+        self.client.put(f"/v1/resource-definitions/{rd}", deadline=deadline,
+                        body={"override_props": {PROP_DELETED: "true"}})
+        ordered = sorted(resources, key=lambda r: not _diskless(r))
+        for res in ordered:
+            node = str(res.get("node_name"))
+            try:
+                self.client.delete(f"/v1/resource-definitions/{rd}/resources/{node}",
+                                   deadline=deadline, params={"keep_tiebreaker": "false"})
+            except LinstorError as err:
+                if err.has(consts.FAIL_IN_USE):
+                    raise FailedPrecondition(f"volume {rd} is in use on {node}: "
+                                             f"{err.message}") from err
+                if not err.is_not_found():
+                    raise
+
+    def collect_if_retired(self, rd: str, deadline: Deadline) -> None:
+        """Delete the RD of a deleted volume once its last snapshot is gone."""
+        vol = self.find(rd, deadline, include_deleted=True)
+        if vol is None or not vol.props.get(PROP_DELETED):
+            return
+        try:
+            self.client.delete(f"/v1/resource-definitions/{rd}", deadline=deadline)
+        except LinstorError as err:
+            if not (err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN) or err.has(consts.FAIL_IN_USE)):
+                raise
+
+    # -- attach -------------------------------------------------------------------------------
+
+    def publish(self, rd: str, node: str, policy: RemoteAccessPolicy,
+                deadline: Deadline) -> str:
+        """Make ``rd`` available on ``node``; returns the device path there."""
+        resources = self.resources(rd, deadline)
+        if not resources:
+            vol = self.find(rd, deadline)
+            if vol is None:
+                raise NotFound(f"volume {rd} does not exist")
+            raise FailedPrecondition(f"volume {rd} has no replica in LINSTOR; it cannot be "
+                                     "attached (check `linstor resource list -r {rd}`)")
+        mine = next((r for r in resources
+                     if str(r.get("node_name", "")).upper() == node.upper()), None)
+        if mine is not None and "DELETE" not in (mine.get("flags") or []):
+            if "state" not in mine:
+                raise FailedPrecondition(
+                    f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
+                    "not reporting; bring it online and retry")
+            if "TIE_BREAKER" in (mine.get("flags") or []):
+                self._make_available(rd, node, deadline)
+            path = _device_path(mine)
+            if path:
+                return path
+            return self._volume_device_path(rd, node, deadline)
+        if not policy.anywhere:
+            keys = {k for rule in policy.rules for k in rule}
+            nodes = NodeIndex(self.client, self.ns, deadline)
+            replicas = [nodes.segments_of(str(r.get("node_name")), keys) for r in resources
+                        if not _diskless(r)]
+            if not policy.allows(replicas, nodes.segments_of(node, keys)):
+                on = ", ".join(str(r.get("node_name")) for r in resources if not _diskless(r))
+                raise FailedPrecondition(
+                    f"volume {rd} has no replica on node {node} and its StorageClass does not "
+                    f"allow remote access from there (allowRemoteVolumeAccess: "
+                    f"{policy.render().strip()}); replicas are on {on}")
+        self._make_available(rd, node, deadline)
+        for res in resources:
+            path = _device_path(res)
+            if path and _top_layer(res) == "DRBD":
+                return path  # DRBD device paths are the same on every node
+        return self._volume_device_path(rd, node, deadline)
+
+    def _make_available(self, rd: str, node: str, deadline: Deadline) -> None:
+        try:
+            rcs = self.client.post(
+                f"/v1/resource-definitions/{rd}/resources/{node}/make-available",
+                deadline=deadline, body={"diskful": False})
+        except LinstorError as err:
+            if err.has(consts.FAIL_NOT_FOUND_NODE):
+                raise NotFound(f"node {node} does not exist in LINSTOR") from err
+            if err.has(consts.FAIL_NOT_FOUND_RSC_DFN):
+                raise NotFound(f"volume {rd} does not exist") from err
+            if err.has(consts.FAIL_NOT_CONNECTED):
+                raise FailedPrecondition(f"node {node} is offline: {err.message}") from err
+            if err.has(consts.FAIL_NOT_ENOUGH_NODES):
+                raise FailedPrecondition(f"volume {rd} cannot be attached on {node}: "
+                                         f"{err.message}") from err
+            raise
+        if any(rc.is_(consts.WARN_NOT_CONNECTED) and
+               str(rc.obj_refs.get("Node", "")).upper() == node.upper() for rc in rcs):
+            try:
+                self.client.delete(f"/v1/resource-definitions/{rd}/resources/{node}",
+                                   deadline=deadline, params={"keep_tiebreaker": "true"})
+            except Exception as err:  # noqa: BLE001 - best effort; the message says what to do
+                log.warning("could not undo the attach of %s on offline node %s: %s",
+                            rd, node, err)
+            raise FailedPrecondition(f"node {node} is offline in LINSTOR; volume {rd} cannot be "
+                                     "attached there until its satellite is back")
+
+    def _volume_device_path(self, rd: str, node: str, deadline: Deadline) -> str:
+        vol = self.client.get(f"/v1/resource-definitions/{rd}/resources/{node}/volumes/0",
+                              deadline=deadline) or {}
+        path = str(vol.get("device_path") or "")
+        if not path:
+            raise Unavailable(f"LINSTOR reports no device path for {rd} on {node} yet; retry")
+        return path
+
+    def unpublish(self, rd: str, node: str | None, deadline: Deadline) -> None:
+        """Remove diskless attachments (never a diskful replica); missing → OK."""
+        if not ids.is_valid_name(rd):
+            return
+        resources = self.resources(rd, deadline, node=node)
+        for res in resources:
+            if not _diskless(res) or "TIE_BREAKER" in (res.get("flags") or []):
+                continue
+            name = str(res.get("node_name"))
+            try:
+                self.client.delete(f"/v1/resource-definitions/{rd}/resources/{name}",
+                                   deadline=deadline, params={"keep_tiebreaker": "true"})
+            except LinstorError as err:
+                if err.has(consts.FAIL_IN_USE):
+                    raise FailedPrecondition(f"volume {rd} is still in use on {name}; unmount "
+                                             f"it there first: {err.message}") from err
+                if not err.is_not_found():
+                    raise
+
+    # -- expand -------------------------------------------------------------------------------
+
+    def expand(self, rd: str, required: int, limit: int, deadline: Deadline) -> Volume:
+        vol = self.require(rd, deadline)
+        if limit and required > limit:
+            raise OutOfRange(f"required_bytes {required} exceeds limit_bytes {limit}")
+        if limit and vol.capacity_bytes > limit:
+            raise OutOfRange(f"volume {rd} is already {vol.capacity_bytes} bytes, more than "
+                             f"limit_bytes {limit}; volumes cannot shrink")
+        kib = round_kib(max(required, 0))
+        if limit and kib * KIB > limit:
+            raise OutOfRange(f"{required} bytes rounded up to whole KiB exceeds limit_bytes {limit}")
+        if kib <= vol.size_kib:
+            return vol
+        try:
+            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
+                            deadline=deadline, body={"size_kib": kib})
+        except LinstorError as err:
+            if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
+                raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
+            if err.has(consts.FAIL_NOT_ALL_UPTODATE):
+                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
+                                  f"{err.message}; retry when it has synced") from err
+            raise
+        vol.size_kib = kib
+        return vol
+
+    # -- modify -------------------------------------------------------------------------------
+
+    def modify(self, rd: str, count: int | None, props: dict[str, str],
+               deadline: Deadline) -> None:
+        self.require(rd, deadline)
+        if props:
+            try:
+                self.client.put(f"/v1/resource-definitions/{rd}", deadline=deadline,
+                                body={"override_props": props})
+            except LinstorError as err:
+                if err.has(consts.FAIL_INVLD_PROP):
+                    raise InvalidArgument(f"LINSTOR rejected a property: {err.message}") from err
+                raise
+        if count is None:
+            return
+        resources = self.resources(rd, deadline)
+        diskful = [r for r in resources if not _diskless(r)
+                   and "DELETE" not in (r.get("flags") or [])]
+        if len(diskful) < count:
+            try:
+                self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
+                                 body={"select_filter": {"place_count": count}})
+            except LinstorError as err:
+                if err.has(consts.FAIL_NOT_ENOUGH_NODES):
+                    raise ResourceExhausted(f"cannot place {count} replicas of {rd}: "
+                                            f"{err.message}") from err
+                raise
+        elif len(diskful) > count:
+            idle = [r for r in diskful if not (r.get("state") or {}).get("in_use")]
+            extra = len(diskful) - count
+            if len(idle) < extra:
+                raise FailedPrecondition(f"cannot drop to {count} replicas of {rd}: the "
+                                         "remaining ones are in use")
+            # drop the replicas that are not in use, unhealthy ones first
+            idle.sort(key=lambda r: (_healthy(r), str(r.get("node_name"))))
+            for res in idle[:extra]:
+                node = str(res.get("node_name"))
+                try:
+                    self.client.delete(f"/v1/resource-definitions/{rd}/resources/{node}",
+                                       deadline=deadline, params={"keep_tiebreaker": "true"})
+                except LinstorError as err:
+                    if err.has(consts.FAIL_IN_USE):
+                        raise FailedPrecondition(f"cannot remove the replica of {rd} on {node}: "
+                                                 f"{err.message}") from err
+                    if not err.is_not_found():
+                        raise
+
+    # -- health -------------------------------------------------------------------------------
+
+    @staticmethod
+    def condition(resources: list[dict[str, Any]]) -> tuple[bool, str]:
+        """(abnormal, message) from replica states."""
+        if not resources:
+            return True, "no replica of the volume exists in LINSTOR"
+        problems = []
+        for res in resources:
+            node = str(res.get("node_name"))
+            flags = res.get("flags") or []
+            if "state" not in res:
+                problems.append(f"{node} (no state reported: satellite offline?)")
+                continue
+            if any(f in flags for f in ("FAILED_DEPLOYMENT", "FAILED_DISCONNECT")):
+                problems.append(f"{node} ({', '.join(flags)})")
+                continue
+            for vol in res.get("volumes") or []:
+                disk = (vol.get("state") or {}).get("disk_state")
+                want = "Diskless" if _diskless(res) else "UpToDate"
+                if disk is None or (disk != want and not (_diskless(res) and disk == "Diskless")):
+                    if disk != want:
+                        problems.append(f"{node} (disk {disk or 'unknown'})")
+        if problems:
+            return True, "replica problems on " + "; ".join(problems)
+        return False, "volume healthy: every replica UpToDate"
+
+
+def _diskless(res: dict[str, Any]) -> bool:
+    flags = res.get("flags") or []
+    return "DISKLESS" in flags or "DRBD_DISKLESS" in flags or "NVME_INITIATOR" in flags
+
+
+def _healthy(res: dict[str, Any]) -> bool:
+    for vol in res.get("volumes") or []:
+        if (vol.get("state") or {}).get("disk_state") != "UpToDate":
+            return False
+    return "state" in res
+
+
+def _device_path(res: dict[str, Any]) -> str:
+    for vol in res.get("volumes") or []:
+        if int(vol.get("volume_number", 0)) == 0:
+            return str(vol.get("device_path") or "")
+    return ""
+
+
+def _top_layer(res: dict[str, Any]) -> str:
+    for vol in res.get("volumes") or []:
+        layers = vol.get("layer_data_list") or []
+        if layers:
+            return str(layers[0].get("type", ""))
+    return ""
+
+
+__all__ = ["ANYWHERE", "CreateSpec", "Source", "Volume", "Volumes", "allocation_kib"]
