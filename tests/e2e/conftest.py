@@ -1,0 +1,83 @@
+"""Fixtures: a module-scoped cluster of driver processes, a per-test story that cleans up after
+itself (through the driver first, like the CO; by force only as a fallback) and leak checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from csi_linstor.sim.simulator import leftover_loop_devices
+from tests.e2e.cluster import Cluster, Story, force_unmount_all, mounts_under
+
+NEEDED = ("losetup", "mkfs.ext4", "mkfs.xfs", "blkid", "mount", "umount", "resize2fs",
+          "xfs_growfs")
+
+if os.geteuid() != 0:
+    pytest.skip("e2e stories need root (loop devices and mounts)", allow_module_level=True)
+_missing = [t for t in NEEDED if shutil.which(t) is None]
+if _missing:
+    pytest.skip(f"e2e stories need {', '.join(_missing)}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    # A short base path: unix socket paths are limited to 107 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="csi-e2e-"))
+    c = Cluster(tmp)
+    try:
+        c.start()
+        yield c
+    finally:
+        forced = force_unmount_all(tmp)
+        state = c.sim_state() if c.url and c.proc("sim").popen.poll() is None else None
+        codes = c.stop()
+        loops = leftover_loop_devices(c.state_dir)
+        nodes = sorted(p.name for p in c.device_dir.glob("drbd*")) if c.device_dir.exists() \
+            else []
+        logs = {p.name: p.log_text() for p in c.procs}
+        if not (forced or loops or nodes or (state and any(state.values()))):
+            shutil.rmtree(tmp, ignore_errors=True)
+    problems = []
+    if forced:
+        problems.append(f"mounts left at teardown: {forced}")
+    if state and any(state.values()):
+        problems.append(f"LINSTOR objects leaked: {state}")
+    if loops:
+        problems.append(f"loop devices left: {loops}")
+    if nodes:
+        problems.append(f"device nodes left in {c.device_dir}: {nodes}")
+    bad_exit = {n: rc for n, rc in codes.items() if rc not in (0, -15)}
+    if bad_exit:
+        problems.append(f"processes did not stop cleanly on SIGTERM: {bad_exit}")
+    tracebacks = {n: t for n, t in logs.items() if "Traceback" in t}
+    if tracebacks:
+        problems.append("tracebacks in driver logs: " + ", ".join(tracebacks)
+                        + f" (logs in {tmp})")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def story(cluster: Cluster) -> Iterator[Story]:
+    """The CO roles on the cluster; afterwards: everything undone, nothing leaked, no mount."""
+    before = cluster.sim_state()
+    s = Story.on(cluster)
+    try:
+        yield s
+    finally:
+        cluster.reset_faults()
+        problems = s.cleanup()
+        after = cluster.sim_state()
+        leaked = {k: sorted(set(after[k]) - set(before[k])) for k in after}
+        if any(leaked.values()):
+            problems.append(f"left in LINSTOR after the driver's own cleanup: {leaked}")
+            cluster.purge()
+        left = mounts_under(cluster.kubelet_root)
+        if left:
+            problems.append(f"mounts left: {left}")
+            force_unmount_all(cluster.kubelet_root)
+    assert not problems, "test did not clean up:\n" + "\n".join(problems)
