@@ -1,0 +1,330 @@
+"""Controller volume RPCs against the LINSTOR simulator."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from csi_linstor._gen import csi_pb2
+from tests.controller.conftest import BLOCK, GIB, MOUNT, close_env, code_of, create_req, make_env
+
+Mode = csi_pb2.VolumeCapability.AccessMode
+R3 = {"placementCount": "3", "storagePool": "DfltStorPool"}
+R2 = {"linstor.csi.linbit.com/placementCount": "2", "linstor.csi.linbit.com/storagePool": "sp1"}
+
+
+def diskful_nodes(env, rd):
+    return sorted(r["node_name"] for r in env.client.get(f"/v1/resource-definitions/{rd}/resources",
+                                                         deadline=_dl())
+                  if "DISKLESS" not in (r.get("flags") or []))
+
+
+def _dl():
+    from csi_linstor.deadline import Deadline
+
+    return Deadline(30)
+
+
+def test_create_uses_example_classes_and_is_idempotent(env):
+    for name, params, count in (("pvc-r3", R3, 3), ("pvc-r2", R2, 2)):
+        vol = env.ctl.CreateVolume(create_req(name, params=params)).volume
+        assert vol.volume_id == name and vol.capacity_bytes == GIB
+        assert vol.volume_context["linstor.csi.linbit.com/uses-volume-context"] == "true"
+        assert vol.volume_context["linstor.csi.linbit.com/remote-access-policy"] == "true"
+        assert list(vol.accessible_topology) == []  # reachable from everywhere
+        assert len(diskful_nodes(env, name)) == count
+        again = env.ctl.CreateVolume(create_req(name, params=params)).volume
+        assert again.volume_id == vol.volume_id and again.capacity_bytes == vol.capacity_bytes
+    assert sorted(env.sim.list_resource_definitions()) == ["pvc-r2", "pvc-r3"]
+
+
+def test_incompatible_recreate_is_already_exists(env):
+    env.ctl.CreateVolume(create_req("pvc-a", params=R2))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", size=2 * GIB, params=R2)) == \
+        grpc.StatusCode.ALREADY_EXISTS
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", params=R3)) == \
+        grpc.StatusCode.ALREADY_EXISTS
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", params=R2, cap=BLOCK)) == \
+        grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_capacity_rules(env):
+    req = create_req("pvc-size", size=1000)
+    vol = env.ctl.CreateVolume(req).volume
+    assert vol.capacity_bytes == 2 * 1024 * 1024  # ext4 minimum
+    req = csi_pb2.CreateVolumeRequest(
+        name="pvc-limit", volume_capabilities=[MOUNT],
+        capacity_range=csi_pb2.CapacityRange(required_bytes=5000, limit_bytes=4000))
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.OUT_OF_RANGE
+    req = csi_pb2.CreateVolumeRequest(
+        name="pvc-xfs", volume_capabilities=[csi_pb2.VolumeCapability(
+            mount=csi_pb2.VolumeCapability.MountVolume(fs_type="xfs"),
+            access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))],
+        capacity_range=csi_pb2.CapacityRange(limit_bytes=100 * 1024 * 1024))
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.OUT_OF_RANGE
+    odd = env.ctl.CreateVolume(create_req("pvc-odd", size=GIB + 1)).volume
+    assert odd.capacity_bytes == GIB + 1024
+
+
+def test_access_modes(env):
+    rwx_mount = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
+                                         access_mode=Mode(mode=Mode.MULTI_NODE_MULTI_WRITER))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-rwx", cap=rwx_mount)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    rwx_block = csi_pb2.VolumeCapability(block=csi_pb2.VolumeCapability.BlockVolume(),
+                                         access_mode=Mode(mode=Mode.MULTI_NODE_MULTI_WRITER))
+    env.ctl.CreateVolume(create_req("pvc-rwx-block", cap=rwx_block))
+    for mode in (Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER,
+                 Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY):
+        cap = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
+                                       access_mode=Mode(mode=mode))
+        env.ctl.CreateVolume(create_req(f"pvc-mode-{mode}", cap=cap))
+    bad_fs = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(fs_type="ntfs"),
+                                      access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-ntfs", cap=bad_fs)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-p", params={"bogus": "1"})) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_missing_storage_pool_is_invalid_argument_and_leaves_nothing(env):
+    err = None
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req("pvc-nopool", params={"storagePool": "nosuchpool"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "storagePool" in err.value.details() and "nosuchpool" in err.value.details()
+    assert env.sim.list_resource_definitions() == []
+
+
+def test_not_enough_nodes_is_resource_exhausted(env):
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-r4", params={"placementCount": "4"})) == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert env.sim.list_resource_definitions() == []
+
+
+def test_rest_call_budget(env):
+    env.sim.reset_counts()
+    env.ctl.CreateVolume(create_req("pvc-warm", params=R2))  # creates the resource group
+    first = sum(env.counts().values())
+    env.sim.reset_counts()
+    env.ctl.CreateVolume(create_req("pvc-count", params=R2))
+    create = sum(env.counts().values())
+    node = next(n for n in ("node-1", "node-2", "node-3")
+                if n not in diskful_nodes(env, "pvc-count"))
+    env.sim.reset_counts()
+    pub = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-count", node_id=node, volume_capability=MOUNT))
+    publish = sum(env.counts().values())
+    env.sim.reset_counts()
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id="pvc-count", node_id=node))
+    unpublish = sum(env.counts().values())
+    env.sim.reset_counts()
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-count"))
+    delete = sum(env.counts().values())
+    print(f"REST calls: first create={first} create={create} publish={publish} unpublish={unpublish} delete={delete}")
+    assert first <= 3 and create <= 3 and publish <= 2 and unpublish <= 2 and delete <= 2
+    assert pub.publish_context["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
+
+
+def test_publish_unpublish(env):
+    env.ctl.CreateVolume(create_req("pvc-pub", params={"placementCount": "1"}))
+    replica = diskful_nodes(env, "pvc-pub")[0]
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != replica)
+    for node in (replica, other):
+        ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-pub", node_id=node, volume_capability=MOUNT)).publish_context
+        assert ctx["linstor.csi.linbit.com/uses-publish-context"] == "true"
+        assert ctx["linstor.csi.linbit.com/fs-type"] == "ext4"
+        assert ctx["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
+    res = {r["node_name"]: r for r in env.client.get("/v1/resource-definitions/pvc-pub/resources",
+                                                     deadline=_dl())}
+    assert "DISKLESS" in res[other]["flags"]
+    for node in (replica, other, other):  # twice: idempotent
+        env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+            volume_id="pvc-pub", node_id=node))
+    nodes = [r["node_name"] for r in env.client.get("/v1/resource-definitions/pvc-pub/resources",
+                                                    deadline=_dl())]
+    assert nodes == [replica]  # the diskful replica stays, the attachment is gone
+    assert code_of(env.ctl.ControllerPublishVolume, csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-nope", node_id="node-1", volume_capability=MOUNT)) == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(env.ctl.ControllerPublishVolume, csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-pub", node_id="node-99", volume_capability=MOUNT)) == \
+        grpc.StatusCode.NOT_FOUND
+    env.sim.set_node_online(other, False)
+    assert code_of(env.ctl.ControllerPublishVolume, csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-pub", node_id=other, volume_capability=MOUNT)) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    nodes = [r["node_name"] for r in env.client.get("/v1/resource-definitions/pvc-pub/resources",
+                                                    deadline=_dl())]
+    assert nodes == [replica]
+
+
+def test_local_only_policy(env):
+    params = {"placementCount": "1", "allowRemoteVolumeAccess": "false"}
+    vol = env.ctl.CreateVolume(create_req("pvc-local", params=params)).volume
+    replica = diskful_nodes(env, "pvc-local")[0]
+    assert [dict(t.segments) for t in vol.accessible_topology] == \
+        [{"linbit.com/hostname": replica}]
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != replica)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-local", node_id=other, volume_capability=MOUNT,
+            volume_context=dict(vol.volume_context)))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert replica in err.value.details()
+
+
+def test_topology_preferred_and_requisite(env):
+    def top(node):
+        return csi_pb2.Topology(segments={"linbit.com/hostname": node})
+
+    for count in (1, 2):
+        name = f"pvc-pref-{count}"
+        req = create_req(name, params={"placementCount": str(count),
+                                       "allowRemoteVolumeAccess": "false"},
+                         accessibility_requirements=csi_pb2.TopologyRequirement(
+                             requisite=[top("node-1"), top("node-2"), top("node-3")],
+                             preferred=[top("node-3"), top("node-1")]))
+        vol = env.ctl.CreateVolume(req).volume
+        assert "node-3" in diskful_nodes(env, name)
+        assert len(diskful_nodes(env, name)) == count
+        assert {"linbit.com/hostname": "node-3"} in [dict(t.segments)
+                                                     for t in vol.accessible_topology]
+    # requisite limits placement when remote access is not allowed
+    req = create_req("pvc-req", params={"placementCount": "1", "allowRemoteVolumeAccess": "false"},
+                     accessibility_requirements=csi_pb2.TopologyRequirement(
+                         requisite=[top("node-2")]))
+    env.ctl.CreateVolume(req)
+    assert diskful_nodes(env, "pvc-req") == ["node-2"]
+
+
+def test_validate_list_get(env):
+    env.ctl.CreateVolume(create_req("pvc-v1"))
+    env.ctl.CreateVolume(create_req("pvc-v2", cap=BLOCK))
+    env.ctl.CreateVolume(create_req("pvc-v3"))
+    ok = env.ctl.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="pvc-v1", volume_capabilities=[MOUNT]))
+    assert ok.confirmed.volume_capabilities
+    no = env.ctl.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="pvc-v2", volume_capabilities=[MOUNT]))
+    assert not no.HasField("confirmed") and "block" in no.message
+    assert code_of(env.ctl.ValidateVolumeCapabilities, csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="pvc-none", volume_capabilities=[MOUNT])) == grpc.StatusCode.NOT_FOUND
+    page1 = env.ctl.ListVolumes(csi_pb2.ListVolumesRequest(max_entries=2))
+    assert [e.volume.volume_id for e in page1.entries] == ["pvc-v1", "pvc-v2"]
+    page2 = env.ctl.ListVolumes(csi_pb2.ListVolumesRequest(starting_token=page1.next_token))
+    assert [e.volume.volume_id for e in page2.entries] == ["pvc-v3"] and not page2.next_token
+    assert code_of(env.ctl.ListVolumes, csi_pb2.ListVolumesRequest(starting_token="bogus")) == \
+        grpc.StatusCode.ABORTED
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-v1"))
+    assert got.volume.capacity_bytes == GIB and not got.status.volume_condition.abnormal
+    node = diskful_nodes(env, "pvc-v1")[0]
+    env.sim.set_disk_state("pvc-v1", node, "Outdated")
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-v1"))
+    assert got.status.volume_condition.abnormal and node in got.status.volume_condition.message
+    assert code_of(env.ctl.ControllerGetVolume, csi_pb2.ControllerGetVolumeRequest(
+        volume_id="pvc-none")) == grpc.StatusCode.NOT_FOUND
+
+
+def test_expand(env):
+    env.ctl.CreateVolume(create_req("pvc-grow"))
+    env.ctl.CreateVolume(create_req("pvc-grow-b", cap=BLOCK))
+    rsp = env.ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+        volume_id="pvc-grow", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB)))
+    assert rsp.capacity_bytes == 2 * GIB and rsp.node_expansion_required
+    rsp = env.ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+        volume_id="pvc-grow", capacity_range=csi_pb2.CapacityRange(required_bytes=GIB)))
+    assert rsp.capacity_bytes == 2 * GIB  # never shrinks; already large enough is OK
+    rsp = env.ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+        volume_id="pvc-grow-b", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB)))
+    assert not rsp.node_expansion_required
+    assert code_of(env.ctl.ControllerExpandVolume, csi_pb2.ControllerExpandVolumeRequest(
+        volume_id="pvc-none", capacity_range=csi_pb2.CapacityRange(required_bytes=GIB))) == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(env.ctl.ControllerExpandVolume, csi_pb2.ControllerExpandVolumeRequest(
+        volume_id="pvc-grow", capacity_range=csi_pb2.CapacityRange(
+            required_bytes=3 * GIB, limit_bytes=GIB))) == grpc.StatusCode.OUT_OF_RANGE
+
+
+def test_capacity(env):
+    pools = env.client.get("/v1/view/storage-pools", deadline=_dl())
+    free = {(p["node_name"], p["storage_pool_name"]): p["free_capacity"] for p in pools
+            if p.get("provider_kind") != "DISKLESS"}
+    rsp = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(parameters=R3))
+    expected = min(v for (n, sp), v in free.items() if sp == "DfltStorPool") * 1024
+    assert rsp.available_capacity == expected == rsp.maximum_volume_size.value
+    over = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(
+        parameters={**R3, "overProvision": "2"})).available_capacity
+    assert over > expected
+    four = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(parameters={"placementCount": "4"}))
+    assert four.available_capacity == 0
+    seg = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(
+        parameters={"placementCount": "1", "allowRemoteVolumeAccess": "false"},
+        accessible_topology=csi_pb2.Topology(segments={"linbit.com/hostname": "node-1"})))
+    assert seg.available_capacity == max(v for (n, _), v in free.items() if n == "node-1") * 1024
+    assert code_of(env.ctl.GetCapacity, csi_pb2.GetCapacityRequest(parameters={"x": "1"})) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_modify(env):
+    env.ctl.CreateVolume(create_req("pvc-mod", params={"placementCount": "1"}))
+    env.ctl.ControllerModifyVolume(csi_pb2.ControllerModifyVolumeRequest(
+        volume_id="pvc-mod", mutable_parameters={
+            "placementCount": "3",
+            "property.linstor.csi.linbit.com/DrbdOptions/Net/max-buffers": "8000"}))
+    assert len(diskful_nodes(env, "pvc-mod")) == 3
+    rd = env.client.get("/v1/resource-definitions/pvc-mod", deadline=_dl())
+    assert rd["props"]["DrbdOptions/Net/max-buffers"] == "8000"
+    busy = diskful_nodes(env, "pvc-mod")[0]
+    env.sim.set_in_use("pvc-mod", busy, True)
+    env.ctl.ControllerModifyVolume(csi_pb2.ControllerModifyVolumeRequest(
+        volume_id="pvc-mod", mutable_parameters={"placementCount": "1"}))
+    assert diskful_nodes(env, "pvc-mod") == [busy]  # the one in use is kept
+    assert code_of(env.ctl.ControllerModifyVolume, csi_pb2.ControllerModifyVolumeRequest(
+        volume_id="pvc-mod", mutable_parameters={"storagePool": "sp1"})) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(env.ctl.ControllerModifyVolume, csi_pb2.ControllerModifyVolumeRequest(
+        volume_id="pvc-none", mutable_parameters={"placementCount": "2"})) == \
+        grpc.StatusCode.NOT_FOUND
+    vol = env.ctl.CreateVolume(create_req("pvc-mod2", params={"placementCount": "1"},
+                                          mutable_parameters={"placementCount": "2"})).volume
+    assert len(diskful_nodes(env, vol.volume_id)) == 2
+
+
+def test_manual_placement(env):
+    env.ctl.CreateVolume(create_req("pvc-manual", params={"nodeList": "node-1 node-2",
+                                                          "clientList": "node-3"}))
+    res = {r["node_name"]: r.get("flags") or []
+           for r in env.client.get("/v1/resource-definitions/pvc-manual/resources", deadline=_dl())}
+    assert sorted(res) == ["node-1", "node-2", "node-3"]
+    assert "DRBD_DISKLESS" in res["node-3"] and "DISKLESS" not in res["node-1"]
+
+
+def test_use_pvc_name_and_invalid_names(env):
+    vol = env.ctl.CreateVolume(create_req("pvc-xyz", params={
+        "usePvcName": "true", "csi.storage.k8s.io/pvc/name": "data",
+        "csi.storage.k8s.io/pvc/namespace": "db"})).volume
+    assert vol.volume_id == "db-data"
+    odd = env.ctl.CreateVolume(create_req("not a valid name")).volume
+    assert odd.volume_id.startswith("vol-")
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="not/valid"))  # OK
+
+
+def test_delete_in_use_is_failed_precondition(env):
+    env.ctl.CreateVolume(create_req("pvc-busy"))
+    env.sim.set_in_use("pvc-busy", diskful_nodes(env, "pvc-busy")[0], True)
+    assert code_of(env.ctl.DeleteVolume, csi_pb2.DeleteVolumeRequest(volume_id="pvc-busy")) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    assert env.sim.list_resource_definitions() == ["pvc-busy"]
+
+
+def test_default_remote_access_flag(tmp_path):
+    env = make_env(tmp_path, default_remote_access_policy="false")
+    try:
+        vol = env.ctl.CreateVolume(create_req("pvc-flag")).volume
+        assert vol.volume_context["linstor.csi.linbit.com/remote-access-policy"] == "false"
+        assert len(vol.accessible_topology) == 1
+    finally:
+        close_env(env)
