@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from tests.e2e.cluster import (
-    GiB,
     Cluster,
+    GiB,
     Story,
     checksums,
     fs_size,
