@@ -170,14 +170,14 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._done.wait(0.1):
             self.peak = max(self.peak, _rss_kib(self.pid) or 0)
 
     def stop(self) -> int:
-        self._stop.set()
+        self._done.set()
         self.join(1)
         return self.peak
 
