@@ -155,6 +155,17 @@ class Workload:
             shutil.rmtree(self.work_dir / name, ignore_errors=True)
 
 
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time a process has used so far."""
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kib(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -275,6 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             hosted = SelfHosted(args.workers, args.driver_log_level)
             endpoint = f"unix://{hosted.socket}"
             sim_url, driver_pid = hosted.sim_url, hosted.driver.pid
+            result["_sim_pid"] = hosted.sim.pid
             result["probe_ready_seconds"] = hosted.probe_ready_seconds()
         target = endpoint[len("unix://"):] if endpoint.startswith("unix://") else endpoint
         channel = grpc.insecure_channel(f"unix:{target}" if endpoint.startswith("unix") else target)
@@ -311,11 +323,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 except grpc.RpcError as err:
                     failures[err.code().name if err.code() else "UNKNOWN"] += 1
 
+        sim_pid = result.pop("_sim_pid", None)
+        cpu_before = (_cpu_seconds(driver_pid), _cpu_seconds(sim_pid), time.process_time())
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for _ in range(args.concurrency):
                 pool.submit(worker)
         elapsed = time.perf_counter() - start
+        cpu_after = (_cpu_seconds(driver_pid), _cpu_seconds(sim_pid), time.process_time())
+        for label, before, after in zip(("driver", "simulator", "bench_client"), cpu_before,
+                                        cpu_after, strict=True):
+            if before is not None and after is not None:
+                result[f"{label}_cpu_ms_per_cycle"] = round((after - before) * 1000 / args.count, 3)
         shutil.rmtree(work_dir, ignore_errors=True)
         channel.close()
         completed = args.count - sum(failures.values())
@@ -369,7 +388,8 @@ def print_table(result: dict[str, Any]) -> None:
               f"{e.get('rest_calls', '-'):>6}{e.get('overhead_p50_ms', '-'):>9}"
               f"{e.get('overhead_p99_ms', '-'):>9}  {e['errors'] or ''}")
     for key in ("cycles_failed", "driver_rss_idle_mib", "driver_rss_peak_mib",
-                "probe_ready_seconds", "latency_bound_ideal_cycles_per_second",
+                "probe_ready_seconds", "driver_cpu_ms_per_cycle", "simulator_cpu_ms_per_cycle",
+                "bench_client_cpu_ms_per_cycle", "latency_bound_ideal_cycles_per_second",
                 "ideal_over_measured"):
         if key in result and result[key] not in (None, {}):
             print(f"{key}: {result[key]}")
