@@ -88,7 +88,6 @@ def test_access_modes(env):
 
 
 def test_missing_storage_pool_is_invalid_argument_and_leaves_nothing(env):
-    err = None
     with pytest.raises(grpc.RpcError) as err:
         env.ctl.CreateVolume(create_req("pvc-nopool", params={"storagePool": "nosuchpool"}))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

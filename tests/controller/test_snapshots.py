@@ -1,0 +1,216 @@
+"""Snapshots, restore, clone, group snapshots and delete-with-snapshots against the simulator."""
+
+from __future__ import annotations
+
+import grpc
+
+from csi_linstor._gen import csi_pb2
+from csi_linstor.sim import SimConfig
+from tests.controller.conftest import GIB, close_env, code_of, create_req, make_env
+
+R2 = {"placementCount": "2"}
+
+
+def snap_req(name, source, **kw):
+    return csi_pb2.CreateSnapshotRequest(name=name, source_volume_id=source, **kw)
+
+
+def test_snapshot_lifecycle_and_idempotency(env):
+    env.ctl.CreateVolume(create_req("pvc-s1", params=R2))
+    env.ctl.CreateVolume(create_req("pvc-s2", params=R2))
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-a", "pvc-s1")).snapshot
+    assert snap.snapshot_id == "InCluster:///pvc-s1/snapshot-a"
+    assert snap.ready_to_use and snap.size_bytes == GIB and snap.source_volume_id == "pvc-s1"
+    assert snap.creation_time.seconds > 0
+    again = env.ctl.CreateSnapshot(snap_req("snapshot-a", "pvc-s1")).snapshot
+    assert again.snapshot_id == snap.snapshot_id and again.creation_time == snap.creation_time
+    assert code_of(env.ctl.CreateSnapshot, snap_req("snapshot-a", "pvc-s2")) == \
+        grpc.StatusCode.ALREADY_EXISTS
+    assert code_of(env.ctl.CreateSnapshot, snap_req("snapshot-b", "pvc-none")) == \
+        grpc.StatusCode.NOT_FOUND
+    odd = env.ctl.CreateSnapshot(snap_req("my snap", "pvc-s2")).snapshot
+    assert odd.snapshot_id.startswith("InCluster:///pvc-s2/snapshot-")
+    assert code_of(env.ctl.CreateSnapshot, snap_req(
+        "snapshot-c", "pvc-s1", parameters={"snap.linstor.csi.linbit.com/type": "S3"})) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    listed = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest())
+    assert sorted(e.snapshot.snapshot_id for e in listed.entries) == \
+        sorted([snap.snapshot_id, odd.snapshot_id])
+    by_src = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(source_volume_id="pvc-s1"))
+    assert [e.snapshot.snapshot_id for e in by_src.entries] == [snap.snapshot_id]
+    by_id = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(snapshot_id=odd.snapshot_id))
+    assert [e.snapshot.snapshot_id for e in by_id.entries] == [odd.snapshot_id]
+    page = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(max_entries=1))
+    rest = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(starting_token=page.next_token))
+    assert len(page.entries) == 1 and len(rest.entries) == 1
+    assert code_of(env.ctl.ListSnapshots, csi_pb2.ListSnapshotsRequest(starting_token="x")) == \
+        grpc.StatusCode.ABORTED
+    assert env.ctl.GetSnapshot(csi_pb2.GetSnapshotRequest(
+        snapshot_id=snap.snapshot_id)).snapshot.snapshot_id == snap.snapshot_id
+    for sid in (snap.snapshot_id, snap.snapshot_id, odd.snapshot_id, "garbage", "InCluster:///a1/b1"):
+        env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=sid))
+    assert env.sim.list_snapshots() == []
+
+
+def test_thick_pool_cannot_snapshot(tmp_path):
+    cfg = SimConfig(nodes=3).add_pool("thick", provider_kind="LVM")
+    env = make_env(tmp_path, sim_config=cfg)
+    try:
+        env.ctl.CreateVolume(create_req("pvc-thick", params={"storagePool": "thick"}))
+        try:
+            env.ctl.CreateSnapshot(snap_req("snapshot-t", "pvc-thick"))
+            raise AssertionError("snapshot of a thick volume succeeded")
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "thick" in err.details()
+    finally:
+        close_env(env)
+
+
+def test_delete_volume_with_snapshots_then_snapshots(env):
+    env.ctl.CreateVolume(create_req("pvc-ds", params=R2))
+    s1 = env.ctl.CreateSnapshot(snap_req("snapshot-d1", "pvc-ds")).snapshot
+    s2 = env.ctl.CreateSnapshot(snap_req("snapshot-d2", "pvc-ds")).snapshot
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-ds"))
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-ds"))  # idempotent
+    assert [e.volume.volume_id for e in env.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries] \
+        == []
+    assert code_of(env.ctl.ControllerGetVolume, csi_pb2.ControllerGetVolumeRequest(
+        volume_id="pvc-ds")) == grpc.StatusCode.NOT_FOUND
+    assert env.client.get("/v1/resource-definitions/pvc-ds/resources", deadline=_dl()) == []
+    # snapshots stay usable
+    listed = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest())
+    assert sorted(e.snapshot.snapshot_id for e in listed.entries) == \
+        sorted([s1.snapshot_id, s2.snapshot_id])
+    src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id=s1.snapshot_id))
+    env.ctl.CreateVolume(create_req("pvc-from-deleted", params=R2, volume_content_source=src))
+    # the same name cannot be reused while the old RD holds snapshots
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-ds", params=R2)) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=s1.snapshot_id))
+    assert "pvc-ds" in env.sim.list_resource_definitions()
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=s2.snapshot_id))
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-from-deleted"))
+    assert env.leftovers() == ([], [])
+
+
+def _dl():
+    from csi_linstor.deadline import Deadline
+
+    return Deadline(30)
+
+
+def test_restore(env):
+    env.ctl.CreateVolume(create_req("pvc-src", params=R2))
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-r", "pvc-src")).snapshot
+    src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id=snap.snapshot_id))
+    vol = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB,
+                                          params={"placementCount": "3"},
+                                          volume_content_source=src)).volume
+    assert vol.capacity_bytes == 2 * GIB and vol.content_source.snapshot.snapshot_id
+    nodes = env.client.get("/v1/resource-definitions/pvc-restored/resources", deadline=_dl())
+    assert len(nodes) == 3
+    again = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB,
+                                            params={"placementCount": "3"},
+                                            volume_content_source=src)).volume
+    assert again.volume_id == vol.volume_id
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-small", size=GIB // 2, params=R2,
+                                                    volume_content_source=src)) == \
+        grpc.StatusCode.OUT_OF_RANGE
+    missing = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id="InCluster:///pvc-src/snapshot-none"))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-m", volume_content_source=missing)) == \
+        grpc.StatusCode.NOT_FOUND
+    # a different source for an existing name is incompatible
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-src", params=R2,
+                                                    volume_content_source=src)) == \
+        grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_clone(env):
+    env.ctl.CreateVolume(create_req("pvc-orig", params={"placementCount": "1"}))
+    env.sim.set_clone_behaviour(polls=2)
+    src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id="pvc-orig"))
+    vol = env.ctl.CreateVolume(create_req("pvc-clone", size=2 * GIB, params=R2,
+                                          volume_content_source=src)).volume
+    assert vol.capacity_bytes == 2 * GIB
+    res = env.client.get("/v1/resource-definitions/pvc-clone/resources", deadline=_dl())
+    assert len(res) == 2
+    rd = env.client.get("/v1/resource-definitions/pvc-clone", deadline=_dl())
+    assert rd["props"]["Aux/csi-volume-name"] == "pvc-clone"
+    assert rd["props"]["Aux/csi-content-source"] == "volume:pvc-orig"
+    missing = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id="pvc-gone"))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-c2", volume_content_source=missing)) == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-c3", size=GIB // 2,
+                                                    volume_content_source=src)) == \
+        grpc.StatusCode.OUT_OF_RANGE
+
+
+def test_clone_still_running_then_resumes(env):
+    env.ctl.CreateVolume(create_req("pvc-slow"))
+    env.sim.set_clone_behaviour(polls=8)
+    src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id="pvc-slow"))
+    assert code_of(lambda r: env.ctl.CreateVolume(r, timeout=2.5),
+                   create_req("pvc-slow-clone", volume_content_source=src)) == \
+        grpc.StatusCode.ABORTED
+    assert "pvc-slow-clone" not in [e.volume.volume_id for e in env.ctl.ListVolumes(
+        csi_pb2.ListVolumesRequest()).entries]
+    # LINSTOR keeps cloning; a retry resumes polling the same clone
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            env.ctl.CreateVolume(create_req("pvc-slow-clone", volume_content_source=src))
+            break
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.ABORTED, err.details()
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    assert "pvc-slow-clone" in [e.volume.volume_id
+                                for e in env.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries]
+
+
+def test_group_snapshots(env):
+    for name in ("pvc-g1", "pvc-g2"):
+        env.ctl.CreateVolume(create_req(name, params=R2))
+    req = csi_pb2.CreateVolumeGroupSnapshotRequest(name="groupsnapshot-1",
+                                                   source_volume_ids=["pvc-g1", "pvc-g2"])
+    group = env.group.CreateVolumeGroupSnapshot(req).group_snapshot
+    assert group.group_snapshot_id == "InCluster:///group/groupsnapshot-1"
+    assert group.ready_to_use and len(group.snapshots) == 2
+    assert all(s.group_snapshot_id == group.group_snapshot_id for s in group.snapshots)
+    again = env.group.CreateVolumeGroupSnapshot(req).group_snapshot
+    assert sorted(s.snapshot_id for s in again.snapshots) == \
+        sorted(s.snapshot_id for s in group.snapshots)
+    assert code_of(env.group.CreateVolumeGroupSnapshot, csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-1", source_volume_ids=["pvc-g1"])) == grpc.StatusCode.ALREADY_EXISTS
+    got = env.group.GetVolumeGroupSnapshot(csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id)).group_snapshot
+    assert len(got.snapshots) == 2
+    assert code_of(env.group.GetVolumeGroupSnapshot, csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id, snapshot_ids=["x"])) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    # members restore like any snapshot
+    member = group.snapshots[0]
+    src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id=member.snapshot_id))
+    env.ctl.CreateVolume(create_req("pvc-from-group", params=R2, volume_content_source=src))
+    env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id,
+        snapshot_ids=[s.snapshot_id for s in group.snapshots]))
+    env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id))
+    assert code_of(env.group.GetVolumeGroupSnapshot, csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id)) == grpc.StatusCode.NOT_FOUND
+    assert env.sim.list_snapshots() == []
+    assert code_of(env.group.CreateVolumeGroupSnapshot, csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-2", source_volume_ids=["pvc-g1", "pvc-none"])) == \
+        grpc.StatusCode.NOT_FOUND
+    assert env.sim.list_snapshots() == []
