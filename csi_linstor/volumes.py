@@ -356,7 +356,7 @@ class Volumes:
             raise AlreadyExists(f"volume {spec.name} exists with content source "
                                 f"{have_source or 'none'}, the request asks for "
                                 f"{want_source or 'none'}")
-        if vol.size_kib:
+        if vol.size_kib and vol.complete:  # an unfinished create is grown when it resumes
             size = vol.size_kib * KIB
             if size < spec.required_bytes or (spec.limit_bytes and size > spec.limit_bytes):
                 raise AlreadyExists(f"volume {spec.name} exists with {size} bytes, outside the "
@@ -660,6 +660,9 @@ class Volumes:
                     raise self._restore_error(spec, err) from err
             if count > len(targets):
                 self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=None)
+        elif len([r for r in present if not _diskless(r)]) < (spec.mutable_count
+                                                               or spec.params.placement_count):
+            self._place(spec, deadline)  # resumed after the restore: add the other replicas
         return self._finish(spec, deadline)
 
     def _restore_error(self, spec: CreateSpec, err: LinstorError) -> Exception:
