@@ -536,6 +536,17 @@ def target_path(root: Path, pod_uid: str, pv_name: str) -> Path:
     return root / "pods" / pod_uid / "volumes" / "kubernetes.io~csi" / pv_name / "mount"
 
 
+def block_staging_path(root: Path, pv_name: str) -> Path:
+    """kubelet's staging directory for a raw block volume."""
+    return root / "plugins" / "kubernetes.io" / "csi" / "volumeDevices" / "staging" / pv_name
+
+
+def block_target_path(root: Path, pod_uid: str, pv_name: str) -> Path:
+    """kubelet's publish path for a raw block volume: a file the driver creates."""
+    return (root / "plugins" / "kubernetes.io" / "csi" / "volumeDevices" / "publish" / pv_name
+            / pod_uid)
+
+
 class Kubelet:
     """kubelet's CSI volume manager on one node (its own kubelet root under the cluster's)."""
 
@@ -553,9 +564,13 @@ class Kubelet:
         return {c.rpc.type for c in reply.capabilities}
 
     def staging(self, vol: Volume) -> Path:
+        if vol.capability.HasField("block"):
+            return block_staging_path(self.root, vol.pv_name)
         return staging_path(self.root, vol.volume_id)
 
     def target(self, vol: Volume, pod_uid: str) -> Path:
+        if vol.capability.HasField("block"):
+            return block_target_path(self.root, pod_uid, vol.pv_name)
         return target_path(self.root, pod_uid, vol.pv_name)
 
     def stage(self, vol: Volume, publish_context: dict[str, str]) -> Path:
@@ -596,8 +611,8 @@ class Kubelet:
         self.stub.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
             volume_id=vol.volume_id, target_path=str(target)), timeout=RPC_TIMEOUT)
         self.published.pop((vol.volume_id, pod_uid), None)
-        if target.parent.exists():  # kubelet removes the pod's volume directory
-            for leftover in (target, target.parent):
+        if target.parent.exists() and not vol.capability.HasField("block"):
+            for leftover in (target, target.parent):  # kubelet removes the pod's volume dir
                 if leftover.is_dir() and not os.path.ismount(leftover):
                     try:
                         leftover.rmdir()

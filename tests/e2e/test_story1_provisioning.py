@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import copy
 
+import grpc
 import pytest
 
-from tests.e2e.cluster import HOSTNAME_KEY, Cluster, Story, manifest
+from tests.e2e.cluster import HOSTNAME_KEY, Cluster, Story, manifest, rpc_error
 
 
 def _claim(name: str, sc: dict, size: str = "1Gi") -> dict:
@@ -67,6 +68,13 @@ def test_replicas_pool_and_topology(story: Story, cluster: Cluster, manifest_fil
                     vol.accessible_topology
                 assert nodes == set(diskful), \
                     f"local-only topology {vol.accessible_topology} != replicas {set(diskful)}"
+                # the driver also refuses an attachment the topology would not allow
+                for outside in set(cluster.node_names) - set(diskful):
+                    err = rpc_error(story.attacher.attach, vol, outside)
+                    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+                    assert outside in err.details() and "allowRemoteVolumeAccess" in \
+                        err.details(), err.details()
+                    story.tracker.attachments.discard((vol.volume_id, outside))
             story.provisioner.delete(vol)
             assert cluster.replicas(vol.volume_id) == []
 
