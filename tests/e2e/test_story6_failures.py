@@ -146,7 +146,7 @@ def test_publish_to_a_node_without_satellite(story: Story, cluster: Cluster,
 
 
 MOUNT_MESSAGE_BUG = (
-    "csi_linstor/errors.py:88 (CommandError.__init__): the message embeds the command's stderr "
+    "csi_linstor/errors.py:90 (CommandError.__init__): the message embeds the command's stderr "
     "verbatim (`detail = stderr.strip()`); mount's stderr has two lines (\"... or other error.\\n"
     "       dmesg(1) may have more information ...\"), so the NodeStageVolume error (the pod's "
     "event) is not one line; newlines/indentation should be collapsed to single spaces")
