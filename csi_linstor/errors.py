@@ -87,6 +87,7 @@ class CommandError(CsiError):
         self.stderr = stderr
         if message is None:
             status = "timed out" if returncode is None else f"exited with status {returncode}"
-            detail = stderr.strip() or "no output on stderr"
+            # One line: the message becomes a Kubernetes event, and mount's stderr spans lines.
+            detail = " ".join(stderr.split()) or "no output on stderr"
             message = f"command `{' '.join(argv)}` {status}: {detail}"
         super().__init__(message, code=code)

@@ -126,6 +126,10 @@ class LinstorError(CsiError):
         if self.first is not None and self.first.is_(consts.FAIL_UNKNOWN_ERROR) and status == 404:
             # "Path ... not found on server": this controller lacks the endpoint (too old).
             return grpc.StatusCode.UNIMPLEMENTED
+        if status >= 500:
+            # A 5xx without a code we know: LINSTOR (or a satellite) failed on its side. The
+            # sidecars retry UNAVAILABLE and treat the operation as possibly still in progress.
+            return grpc.StatusCode.UNAVAILABLE
         return grpc.StatusCode.INTERNAL
 
     def has(self, code: int) -> bool:

@@ -336,3 +336,26 @@ def test_bearer_token_is_sent_and_json_form_accepted(tmp_path: Path) -> None:
             assert seen[-1] == f"Bearer {token}"
     finally:
         server.shutdown()
+
+
+def test_unknown_5xx_is_unavailable_so_sidecars_retry(sim) -> None:
+    client = LinstorClient([sim.url])
+    sim.set_failure_rate(1.0, route="/v1/resource-groups")
+    try:
+        with pytest.raises(LinstorError) as err:
+            client.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "x5"})
+    finally:
+        sim.reset_faults()
+    assert err.value.status == 500
+    assert err.value.code is grpc.StatusCode.UNAVAILABLE
+    assert err.value.first is not None and err.value.first.error_report_ids  # named in the message
+    assert err.value.first.error_report_ids[0] in err.value.message
+
+
+def test_command_error_message_is_one_line() -> None:
+    from csi_linstor.errors import CommandError
+
+    err = CommandError(["mount", "-o", "bogus", "/dev/x", "/mnt"], 32,
+                       "mount: /mnt: wrong fs type, bad option.\n       dmesg(1) may have more.\n")
+    assert "\n" not in err.message
+    assert "bad option. dmesg(1) may have more." in err.message

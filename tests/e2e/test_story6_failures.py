@@ -75,11 +75,6 @@ def test_linstor_unreachable(story: Story, cluster: Cluster) -> None:
     cluster.proc("controller-dead-linstor").stop()
 
 
-LINSTOR_500_BUG = (
-    "csi_linstor/linstor/errors.py:129 (LinstorError._grpc_code): an HTTP 500 from LINSTOR with "
-    "FAIL_UNKNOWN_ERROR (a controller-side failure, nothing known about it) becomes INTERNAL, a "
-    "final error for the sidecars; docs/design.md's table says \"5xx without a known code\" is "
-    "UNAVAILABLE so the provisioner treats the create as possibly in progress and retries")
 
 
 def _create_while_linstor_fails(story: Story, cluster: Cluster) -> grpc.RpcError:
@@ -105,7 +100,6 @@ def test_linstor_failing_requests_leave_nothing(story: Story, cluster: Cluster) 
     _one_line(err, "LINSTOR")
 
 
-@pytest.mark.xfail(strict=True, reason=LINSTOR_500_BUG)
 def test_linstor_500_is_unavailable(story: Story, cluster: Cluster) -> None:
     err = _create_while_linstor_fails(story, cluster)
     assert err.code() == Code.UNAVAILABLE, err
@@ -145,11 +139,6 @@ def test_publish_to_a_node_without_satellite(story: Story, cluster: Cluster,
     story.provisioner.delete(vol)
 
 
-MOUNT_MESSAGE_BUG = (
-    "csi_linstor/errors.py:90 (CommandError.__init__): the message embeds the command's stderr "
-    "verbatim (`detail = stderr.strip()`); mount's stderr has two lines (\"... or other error.\\n"
-    "       dmesg(1) may have more information ...\"), so the NodeStageVolume error (the pod's "
-    "event) is not one line; newlines/indentation should be collapsed to single spaces")
 
 
 def _bad_mount(story: Story, cluster: Cluster) -> grpc.RpcError:
@@ -180,7 +169,6 @@ def test_mount_error(story: Story, cluster: Cluster) -> None:
     assert any(iter_lines(log, "NodeStageVolume", "no_such_mount_option")), log[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason=MOUNT_MESSAGE_BUG)
 def test_mount_error_is_one_line(story: Story, cluster: Cluster) -> None:
     err = _bad_mount(story, cluster)
     _one_line(err, "no_such_mount_option")
