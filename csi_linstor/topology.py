@@ -106,6 +106,11 @@ class NodeIndex:
                 if host and host not in names:
                     names.append(host)
             return names
+        if pool_segment_keys(segments) and not self._with_pools:
+            # The CO copies NodeGetInfo's segments, linbit.com/sp-<pool> keys included (the
+            # default): without the pools no node would match and a preferred node is ignored.
+            self._with_pools = True
+            self._segs = None
         return [name for name, segs in self.segments().items()
                 if any(segment_matches(segs, seg) for seg in segments)]
 

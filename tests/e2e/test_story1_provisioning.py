@@ -79,19 +79,11 @@ def test_replicas_pool_and_topology(story: Story, cluster: Cluster, manifest_fil
             assert cluster.replicas(vol.volume_id) == []
 
 
-NODE_INDEX_BUG = (
-    "csi_linstor/volumes.py:430 (_spawn; also :554 _place, :641): NodeIndex(self.client, self.ns, "
-    "deadline) is built without with_pools=True, so node segments lack the linbit.com/sp-<pool> "
-    "keys that NodeGetInfo reports (--label-by-storage-pool defaults to true) and that the "
-    "provisioner therefore copies into accessibility_requirements.preferred; "
-    "NodeIndex.matching() never matches, _preferred_node() returns None and the replica is "
-    "autoplaced anywhere instead of on the pod's node")
 
 
 @pytest.mark.parametrize("manifest_file", [
     # r3 on three nodes puts a replica everywhere: it passes whatever the placement does
-    pytest.param("storageclass-r2.yaml", marks=pytest.mark.xfail(strict=True,
-                                                                 reason=NODE_INDEX_BUG)),
+    "storageclass-r2.yaml",
     "storageclass-r3.yaml",
 ])
 def test_wait_for_first_consumer_places_a_replica_on_the_pods_node(
