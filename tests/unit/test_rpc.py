@@ -154,3 +154,19 @@ def test_keylocks_release_on_error() -> None:
         raise RuntimeError("x")
     with locks.hold(["a"]):
         pass
+
+
+def test_metrics_count_calls_and_latency_per_method_and_code() -> None:
+    from prometheus_client import generate_latest
+
+    from csi_linstor.rpc import Metrics
+
+    servicer = Servicer()
+    servicer.runtime = Runtime(metrics=Metrics())
+    servicer.NodeStageVolume(stage_request(), FakeContext())
+    with pytest.raises(Aborted):
+        servicer.NodeStageVolume(stage_request("missing"), FakeContext())
+    text = generate_latest(servicer.runtime.metrics.registry).decode()
+    assert 'csi_linstor_rpc_calls_total{code="OK",method="NodeStageVolume"} 1.0' in text
+    assert 'csi_linstor_rpc_calls_total{code="NOT_FOUND",method="NodeStageVolume"} 1.0' in text
+    assert 'csi_linstor_rpc_duration_seconds_count{code="OK",method="NodeStageVolume"} 1.0' in text
