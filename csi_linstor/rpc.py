@@ -278,18 +278,7 @@ def rpc(
         def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             return self.runtime.invoke(method, impl, self, request, context, required, lock)
 
-        handler.__wrapped_rpc__ = True  # type: ignore[attr-defined]
         return handler
 
     return decorate
 
-
-def unimplemented(method: str) -> Callable[[Any, Any, grpc.ServicerContext], Any]:
-    """A handler that answers UNIMPLEMENTED through the same wrapper (logged, counted)."""
-    from csi_linstor.errors import Unimplemented
-
-    def impl(self: Any, request: Any, call: Call) -> Any:
-        raise Unimplemented(f"{method} is not implemented by this driver")
-
-    impl.__name__ = method
-    return rpc()(impl)

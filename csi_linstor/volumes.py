@@ -28,6 +28,7 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
     AlreadyExists,
+    CsiError,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -485,7 +486,7 @@ class Volumes:
             vol = self.find(spec.rd, deadline)
             if vol is not None and not vol.complete and vol.props.get(PROP_NAME) == spec.name:
                 self.client.delete(f"/v1/resource-definitions/{spec.rd}", deadline=deadline)
-        except Exception as err:  # noqa: BLE001 - best effort; the retry converges anyway
+        except CsiError as err:  # best effort: the retry converges anyway
             log.warning("cleanup of the failed create of %s failed: %s", spec.rd, err)
 
     def _placement_error(self, spec: CreateSpec, err: LinstorError,
@@ -868,7 +869,7 @@ class Volumes:
             try:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{node}",
                                    deadline=deadline, params={"keep_tiebreaker": "true"})
-            except Exception as err:  # noqa: BLE001 - best effort; the message says what to do
+            except CsiError as err:  # best effort: the error below says what to do
                 log.warning("could not undo the attach of %s on offline node %s: %s",
                             rd, node, err)
             raise FailedPrecondition(f"node {node} is offline in LINSTOR; volume {rd} cannot be "

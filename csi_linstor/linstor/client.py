@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from csi_linstor.deadline import Deadline
@@ -267,13 +268,13 @@ def _text(data: Any) -> str:
 
 
 def _never_sent(err: Exception) -> bool:
-    """True when a ConnectionError happened while connecting (the request never left)."""
-    text = repr(err)
-    return any(
-        marker in text
-        for marker in ("NewConnectionError", "Connection refused", "Name or service not known",
-                       "No route to host", "Failed to establish")
-    )
+    """True when a ConnectionError happened while connecting (the request never left).
+
+    urllib3 raises NewConnectionError (name resolution and refused connections included) before
+    a single byte of the request is written; anything else may have reached the controller.
+    """
+    reason = getattr(err.args[0] if err.args else None, "reason", None)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _short(err: Exception | None) -> str:

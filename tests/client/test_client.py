@@ -170,7 +170,7 @@ def test_post_is_never_resent_after_the_request_left(sim) -> None:
     with pytest.raises(LinstorUnavailable, match="may or may not have been applied"):
         client.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "once"})
     assert dropper.requests == 1
-    assert "/v1/resource-groups" not in str(sim.request_counts().get("POST /v1/resource-groups"))
+    assert sim.request_counts().get("POST /v1/resource-groups", 0) == 0
     with pytest.raises(LinstorError):  # it was not sent to the second controller either
         client.get("/v1/resource-groups/once", deadline=Deadline(5))
     dropper.sock.close()

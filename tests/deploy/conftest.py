@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import require
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deploy_helpers import (  # noqa: E402
@@ -24,10 +26,8 @@ from deploy_helpers import (  # noqa: E402
 @pytest.fixture(scope="session")
 def helm() -> str:
     path = find_helm()
-    if path is None:
-        pytest.skip(
-            "helm not found on PATH or in ~/go/bin: run .ci/deploy-checks.sh, which installs it"
-        )
+    require(path is not None,
+            "helm not found on PATH or in ~/go/bin: run .ci/deploy-checks.sh, which installs it")
     return path
 
 

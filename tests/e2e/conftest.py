@@ -13,15 +13,14 @@ import pytest
 
 from csi_linstor.sim.simulator import leftover_loop_devices
 from tests.e2e.cluster import Cluster, Story, force_unmount_all, mounts_under
+from tests.prerequisites import require
 
 NEEDED = ("losetup", "mkfs.ext4", "mkfs.xfs", "blkid", "mount", "umount", "resize2fs",
           "xfs_growfs")
 
-if os.geteuid() != 0:
-    pytest.skip("e2e stories need root (loop devices and mounts)", allow_module_level=True)
+require(os.geteuid() == 0, "e2e stories need root (loop devices and mounts)")
 _missing = [t for t in NEEDED if shutil.which(t) is None]
-if _missing:
-    pytest.skip(f"e2e stories need {', '.join(_missing)}", allow_module_level=True)
+require(not _missing, f"e2e stories need {', '.join(_missing)}")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.nodeops.mountinfo import MountTable
 from csi_linstor.rpc import Runtime
 from tests.node.node_helpers import FakeContext
+from tests.prerequisites import require
 
 NEEDED = (
     "losetup",
@@ -42,11 +43,9 @@ NEEDED = (
     "xfs_info",
 )
 
-if os.geteuid() != 0:
-    pytest.skip("node tests need root (loop devices and mounts)", allow_module_level=True)
+require(os.geteuid() == 0, "node tests need root (loop devices and mounts)")
 _missing = [t for t in NEEDED if shutil.which(t) is None]
-if _missing:
-    pytest.skip(f"node tests need {', '.join(_missing)}", allow_module_level=True)
+require(not _missing, f"node tests need {', '.join(_missing)}")
 
 from tests.node.node_helpers import NODE  # noqa: E402
 
