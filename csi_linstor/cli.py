@@ -90,7 +90,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="LINSTOR controller URL(s), comma-separated for failover; falls back to "
                         "$LS_CONTROLLERS; 'embedded' starts the built-in simulator")
     ls.add_argument("--bearer-token", default=None, type=Path, metavar="FILE",
-                   help="file holding a bearer token (or JSON {\"token\": ...}) for LINSTOR")
+                   help="file holding a bearer token (or JSON {\"token\": ...}) for LINSTOR, "
+                        "sent only over HTTPS or to localhost (env LS_BEARER_TOKEN_FILE)")
     ls.add_argument("--linstor-root-ca", default=None, metavar="PEM|FILE",
                    help="CA to verify the controller's certificate (env LS_ROOT_CA)")
     ls.add_argument("--linstor-client-cert", default=None, metavar="PEM|FILE",
@@ -128,6 +129,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the simulator keeps its sparse backing files (default: a temp dir)")
 
 
+def _env_path(name: str) -> Path | None:
+    value = env(name)
+    return Path(value) if value else None
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     endpoint_text = args.linstor_endpoint if args.linstor_endpoint is not None else (
         env("LS_CONTROLLERS") or "")
@@ -146,7 +152,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         property_namespace=args.property_namespace,
         label_by_storage_pool=args.label_by_storage_pool,
         default_remote_access_policy=args.default_remote_access_policy,
-        bearer_token_file=args.bearer_token,
+        bearer_token_file=args.bearer_token or _env_path("LS_BEARER_TOKEN_FILE"),
         tls=TlsConfig(
             root_ca=args.linstor_root_ca or env("LS_ROOT_CA") or env("LS_ROOT_CA_FILE"),
             user_certificate=args.linstor_client_cert or env("LS_USER_CERTIFICATE")

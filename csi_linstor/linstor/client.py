@@ -6,7 +6,10 @@
   tried first next time). GETs may be retried on any connection error; a POST/PUT/DELETE is only
   re-sent when the connection failed *before* the request went out, never silently after.
 - TLS server verification (LS_ROOT_CA), client certificates (LS_USER_CERTIFICATE + LS_USER_KEY),
-  bearer token from a file. None of them is ever logged.
+  bearer token from a file (only ever sent over HTTPS or to a loopback proxy; re-read once when
+  the controller answers 401, so a rotated token file is picked up). None of them is logged.
+- Redirects are never followed: a controller serving HTTPS redirects its HTTP port with a 302,
+  and following it would turn a POST into a GET. The error names the HTTPS URL to configure.
 - Errors are decoded from the ApiCallRc list by ``ret_code`` (never by HTTP status alone) into
   ``LinstorError`` carrying the gRPC code a CSI caller should see; warnings in a 2xx reply are
   returned to the caller, not raised.
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -29,7 +33,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import DeadlineExceeded
+from csi_linstor.errors import DeadlineExceeded, FailedPrecondition
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
 
 log = logging.getLogger("csi_linstor.linstor")
@@ -127,8 +131,17 @@ class LinstorClient:
                 self.session.cert = (cert, key)
         elif skip_tls_verify:
             self._verify = False
+        self._token_file = bearer_token_file
+        self._token = ""
         if bearer_token_file is not None:
-            self.session.headers["Authorization"] = f"Bearer {read_bearer_token(bearer_token_file)}"
+            plain = [e for e in self.endpoints if e.startswith("http://") and not _loopback(e)]
+            if plain:
+                raise ValueError(
+                    f"refusing to send the bearer token in clear text to {', '.join(plain)}: "
+                    "use https:// (or linstor+ssl://) endpoints with LS_ROOT_CA, or a proxy on "
+                    "localhost")
+            self._token = read_bearer_token(bearer_token_file)
+            self.session.headers["Authorization"] = f"Bearer {self._token}"
 
     def close(self) -> None:
         self.session.close()
@@ -164,7 +177,7 @@ class LinstorClient:
                 response = self.session.request(
                     method, base + path, params=params,
                     json=body if body is not None else None,
-                    timeout=(connect, read), verify=self._verify,
+                    timeout=(connect, read), verify=self._verify, allow_redirects=False,
                 )
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
@@ -188,6 +201,12 @@ class LinstorClient:
                 raise LinstorUnavailable(
                     f"LINSTOR {method} {path} at {base} did not answer within {read:.1f}s; retry"
                 ) from err
+            if response.is_redirect:
+                target = response.headers.get("Location", "?")
+                raise FailedPrecondition(
+                    f"LINSTOR at {base} redirects {method} {path} to {target}: the controller "
+                    "serves HTTPS; set --linstor-endpoint (LS_CONTROLLERS) to its https:// URL "
+                    "(or linstor+ssl://host) and LS_ROOT_CA to the CA that signed it")
             with self._lock:
                 self._preferred = index
             return response.status_code, _decode(response)
@@ -199,11 +218,31 @@ class LinstorClient:
     def _checked(self, method: str, path: str, *, deadline: Deadline,
                  params: Mapping[str, Any] | None = None, body: Any = None) -> tuple[int, Any]:
         status, data = self.request(method, path, deadline=deadline, params=params, body=body)
+        if status == 401 and self._reload_token():
+            # Refused before anything was applied, so any method may be sent again, once.
+            status, data = self.request(method, path, deadline=deadline, params=params, body=body)
         rcs = parse_rc_list(data) if isinstance(data, (list, dict)) else []
         has_error = any(rc.is_error for rc in rcs)
         if status >= 400 or (has_error and status >= 300) or (has_error and _is_rc_list(data)):
             raise LinstorError(method, path, status, rcs, body=_text(data))
         return status, data
+
+    def _reload_token(self) -> bool:
+        """Re-read the token file after a 401; True when it holds a new token."""
+        if self._token_file is None:
+            return False
+        try:
+            token = read_bearer_token(self._token_file)
+        except (OSError, ValueError) as err:
+            log.warning("could not re-read the bearer token file %s: %s", self._token_file, err)
+            return False
+        with self._lock:
+            if token == self._token:
+                return False
+            self._token = token
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        log.info("LINSTOR refused the bearer token; using the new one from %s", self._token_file)
+        return True
 
     # -- verbs -------------------------------------------------------------------------------
 
@@ -244,6 +283,16 @@ class LinstorClient:
 
     def supports(self, minimum: str, deadline: Deadline) -> bool:
         return self.rest_api_version(deadline) >= tuple(int(p) for p in minimum.split("."))
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_rc_list(data: Any) -> bool:

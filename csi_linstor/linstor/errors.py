@@ -108,9 +108,16 @@ class LinstorError(CsiError):
             detail = self.first.describe()
         else:
             detail = f"HTTP {status}: {body[:300] or 'no body'}"
+        if status == 401:
+            detail += ("; LINSTOR wants credentials: check the bearer token file (--bearer-token /"
+                       " LS_BEARER_TOKEN_FILE) holds a valid, unexpired token")
+        elif status == 403:
+            detail += "; the credentials were refused for this command: check LINSTOR's access rules"
         super().__init__(f"LINSTOR {method} {path} failed: {detail}", code=self._grpc_code(status))
 
     def _grpc_code(self, status: int) -> grpc.StatusCode:
+        if status == 401:  # token auth answers FAIL_ACC_DENIED_COMMAND with 401: not signed in
+            return grpc.StatusCode.UNAUTHENTICATED
         if self.first is not None:
             if self.is_not_found():
                 return grpc.StatusCode.NOT_FOUND

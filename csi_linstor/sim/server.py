@@ -8,6 +8,7 @@ import logging
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from . import consts as C
 from .controller import ApiError, Controller, Request, make_rc
 
 log = logging.getLogger("csi_linstor.sim")
+
+AUTH_EXEMPT = ("/", "/health", "/ui")  # LINSTOR's AuthenticationFilter lets these through
 
 P = r"(?P<{}>[^/]+)"
 N = r"(?P<{}>\d+)"
@@ -137,13 +140,67 @@ def _rule(route: str | None, value: float, count: int | None = None) -> Rule:
 
 
 class SimHTTPServer(ThreadingHTTPServer):
+    """The REST listener; HTTPS when given an SSL context (the handshake runs in the request's
+    own thread, so a slow or failing client cannot stall the accept loop)."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, addr: tuple[str, int], app: App) -> None:
+    def __init__(self, addr: tuple[str, int], app: App,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
+        self.ssl_context = ssl_context
         super().__init__(addr, Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            request.settimeout(10.0)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as err:
+                # What a client sees: the handshake fails (no/untrusted certificate, wrong CA).
+                log.info("TLS handshake with %s failed: %s", client_address[0], err)
+                with self.app.counts_lock:
+                    self.app.tls_failures += 1
+                request.close()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+class RedirectHTTPServer(ThreadingHTTPServer):
+    """The plain-HTTP port of a controller that serves HTTPS: ``/v1/*`` answers 302 to the
+    HTTPS port, as LINSTOR's Grizzly service does (python-linstor probes for it)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], target: str) -> None:
+        self.target = target.rstrip("/")
+        super().__init__(addr, RedirectHandler)
+
+
+class RedirectHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RedirectHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s - " + format, self.address_string(), *args)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 0:
+            self.rfile.read(length)
+        if self.path.startswith("/v1/"):
+            self.send_response(302)
+            self.send_header("Location", self.server.target + self.path)
+        else:
+            self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
 
 class App:
@@ -160,6 +217,22 @@ class App:
         # every body a client sent against LINSTOR's OpenAPI schemas. Bounded; cheap.
         self.bodies: collections.deque[tuple[str, str, Any]] = collections.deque(maxlen=20000)
         self.rng = random.Random()
+        # Bearer-token mode (LINSTOR >= 1.34 with Auth/TokenAuthenticationEnabled): when this
+        # set is not empty every path but the exempt ones needs "Authorization: Bearer <t>".
+        self.tokens: set[str] = set()
+        self.auth_failures = 0
+        self.tls_failures = 0
+        self.client_cns: collections.deque[str] = collections.deque(maxlen=100)
+
+    def _unauthorized(self, path: str, authorization: str | None) -> bool:
+        if not self.tokens or path in AUTH_EXEMPT or path.startswith("/sim/") or path == "/sim":
+            return False
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip() in self.tokens:
+            return False
+        with self.counts_lock:
+            self.auth_failures += 1
+        return True
 
     def _pick(self, rules: list[Rule], method: str, path: str, template: str) -> Rule | None:
         with self.faults_lock:
@@ -174,11 +247,15 @@ class App:
                         return rule
         return None
 
-    def dispatch(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any, bool]:
+    def dispatch(self, method: str, raw_path: str, body: bytes,
+                 authorization: str | None = None) -> tuple[int, Any, bool]:
         """Returns (status, json body or None, drop_connection)."""
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = parse_qs(parts.query, keep_blank_values=True)
+        if self._unauthorized(path, authorization):
+            return 401, [make_rc(C.FAIL_ACC_DENIED_COMMAND,
+                                 "Access denied: a valid bearer token is required.")], False
         if path.startswith("/sim/") or path == "/sim":
             try:
                 return 200, self.admin(method, path, query, body), False
@@ -257,7 +334,14 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        status, out, drop = self.server.app.dispatch(self.command, self.path, body)
+        app = self.server.app
+        if self.server.ssl_context is not None:
+            cert = self.connection.getpeercert() or {}
+            subject = dict(x[0] for x in cert.get("subject", ()))
+            if "commonName" in subject:
+                app.client_cns.append(subject["commonName"])
+        status, out, drop = app.dispatch(self.command, self.path, body,
+                                         self.headers.get("Authorization"))
         if drop:
             self.close_connection = True
             try:
@@ -272,6 +356,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             data = json.dumps(out).encode()
         self.send_response(status)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="linstor-controller"')
         if out is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

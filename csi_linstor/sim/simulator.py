@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import tempfile
 import threading
 import weakref
@@ -17,7 +18,7 @@ from typing import Any
 
 from .controller import DEFAULT_POOL, DISK_STATES, Controller
 from .devices import DeviceManager
-from .server import App, Faults, SimHTTPServer, _rule
+from .server import App, Faults, RedirectHTTPServer, SimHTTPServer, _rule
 
 log = logging.getLogger("csi_linstor.sim")
 
@@ -48,6 +49,17 @@ class SimConfig:
     clone_polls: int = 1  # GET clone status answers CLONING this many times, then COMPLETE
     thin_alloc_fraction: float = 0.0  # share of a volume's size a thin pool loses
     real_devices: bool = True  # False: no loop devices (model-only), device paths still reported
+    # HTTPS like LINSTOR's [https] section: certificate + key (PEM files); with a client CA the
+    # server demands a client certificate signed by it (LINSTOR's truststore: mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Bearer-token mode (LINSTOR >= 1.34, Auth/TokenAuthenticationEnabled): accepted tokens.
+    bearer_tokens: list[str] = field(default_factory=list)
+
+    @property
+    def https(self) -> bool:
+        return self.tls_cert is not None
 
     def node_names(self) -> list[str]:
         if isinstance(self.nodes, int):
@@ -87,8 +99,11 @@ class Simulator:
                                      enabled=self.config.real_devices)
         self.controller = Controller(self.config, self.devices)
         self.app = App(self.controller, self._admin)
+        self.app.tokens.update(self.config.bearer_tokens)
         self._server: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._redirect: RedirectHTTPServer | None = None
+        self.redirect_url: str | None = None
         self._stopped = False
         self._stop_lock = threading.Lock()
         self.url: str | None = None
@@ -100,26 +115,68 @@ class Simulator:
         if self._server is not None:
             assert self.url is not None
             return self.url
-        self._server = SimHTTPServer((host, port), self.app)
+        self._server = SimHTTPServer((host, port), self.app, self._ssl_context())
         real_port = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{real_port}"
+        scheme = "https" if self.config.https else "http"
+        self.url = f"{scheme}://{shown}:{real_port}"
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
                                         name="csi-linstor-sim", daemon=True)
         self._thread.start()
-        log.info("LINSTOR simulator listening on %s (nodes: %s, devices in %s)", self.url,
-                 ",".join(self.config.node_names()), self.device_dir)
+        log.info("LINSTOR simulator listening on %s (nodes: %s, devices in %s%s%s)", self.url,
+                 ",".join(self.config.node_names()), self.device_dir,
+                 ", client certificates required" if self.config.tls_client_ca else "",
+                 ", bearer tokens required" if self.app.tokens else "")
         return self.url
+
+    def start_http_redirect(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the plain-HTTP port of an HTTPS controller: ``/v1/*`` → 302 to :attr:`url`."""
+        if self.url is None or not self.config.https:
+            raise RuntimeError("start the simulator with tls_cert/tls_key before its redirect")
+        if self._redirect is None:
+            self._redirect = RedirectHTTPServer((host, port), self.url)
+            threading.Thread(target=self._redirect.serve_forever, kwargs={"poll_interval": 0.1},
+                             name="csi-linstor-sim-redirect", daemon=True).start()
+            shown = f"[{host}]" if ":" in host else host
+            self.redirect_url = f"http://{shown}:{self._redirect.server_address[1]}"
+        assert self.redirect_url is not None
+        return self.redirect_url
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if cfg.tls_cert is None:
+            if cfg.tls_key is not None or cfg.tls_client_ca is not None:
+                raise ValueError("the simulator's TLS key / client CA need a certificate too")
+            return None
+        if cfg.tls_key is None:
+            raise ValueError("the simulator's TLS certificate needs its key (tls_key)")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        if cfg.tls_client_ca is not None:
+            ctx.load_verify_locations(cfg.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED  # LINSTOR with a truststore: needClientAuth
+        return ctx
+
+    @property
+    def client_common_names(self) -> list[str]:
+        """Common names of the client certificates seen, oldest first (last 100)."""
+        return list(self.app.client_cns)
+
+    def set_bearer_tokens(self, tokens: list[str]) -> None:
+        """Replace the accepted tokens; an empty list turns token authentication off."""
+        with self.app.counts_lock:
+            self.app.tokens = set(tokens)
 
     def stop(self) -> None:
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        for server in (self._redirect, self._server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         with self.controller.lock:
             self.devices.close()
             for rd in self.controller.rds.values():
@@ -291,7 +348,9 @@ class Simulator:
         parts = [p for p in path.split("/") if p][1:]
         if parts == ["stats"] and method == "GET":
             counts = self.request_counts()
-            return {"counts": counts, "total": sum(counts.values())}
+            return {"counts": counts, "total": sum(counts.values()),
+                    "auth_failures": self.app.auth_failures,
+                    "tls_failures": self.app.tls_failures}
         if parts in (["stats", "reset"], ["stats"]) and method in ("POST", "DELETE"):
             self.reset_counts()
             return {}
@@ -309,6 +368,9 @@ class Simulator:
                 self.drop_next(int(data["count"]), route)
             else:
                 self.set_drop_rate(float(data["rate"]), route)
+            return {}
+        if parts == ["bearer-tokens"] and method == "POST":
+            self.set_bearer_tokens([str(t) for t in data["tokens"]])
             return {}
         if parts == ["reset-faults"] and method == "POST":
             self.reset_faults()

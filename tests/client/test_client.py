@@ -1,11 +1,9 @@
-"""The LINSTOR REST client against the simulator: decoding, errors, deadlines, failover, TLS."""
+"""The LINSTOR REST client against the simulator: decoding, errors, deadlines, failover, HTTPS
+with a test CA and client certificates, bearer tokens, redirects."""
 
 from __future__ import annotations
 
-import datetime
-import http.server
 import socket
-import ssl
 import threading
 import time
 from pathlib import Path
@@ -14,10 +12,12 @@ import grpc
 import pytest
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import DeadlineExceeded
+from csi_linstor.errors import DeadlineExceeded, FailedPrecondition
 from csi_linstor.linstor import consts
 from csi_linstor.linstor.client import LinstorClient, normalize_url
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable
+from csi_linstor.sim import SimConfig, Simulator
+from tests.pki import make_pki
 
 # -- ret_code decoding ----------------------------------------------------------------------
 
@@ -179,163 +179,157 @@ def test_post_is_never_resent_after_the_request_left(sim) -> None:
 # -- TLS and bearer tokens ------------------------------------------------------------------
 
 
-def _make_pki(tmp: Path) -> dict[str, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def key():
-        return ec.generate_private_key(ec.SECP256R1())
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = key()
-    ca = (x509.CertificateBuilder().subject_name(name("test-ca")).issuer_name(name("test-ca"))
-          .public_key(ca_key.public_key()).serial_number(1)
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-
-    def leaf(cn: str, usage, san: bool):
-        k = key()
-        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
-             .public_key(k.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(minutes=5))
-             .not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-        if san:
-            import ipaddress
-
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        return k, b.sign(ca_key, hashes.SHA256())
-
-    out: dict[str, Path] = {}
-
-    def write(label: str, k, cert) -> None:
-        out[label + ".crt"] = tmp / f"{label}.crt"
-        out[label + ".crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        if k is not None:
-            out[label + ".key"] = tmp / f"{label}.key"
-            out[label + ".key"].write_bytes(k.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
-
-    write("ca", None, ca)
-    write("server", *leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, True))
-    write("client", *leaf("linstor-csi-controller", ExtendedKeyUsageOID.CLIENT_AUTH, False))
-    return out
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-class _TlsProxy(threading.Thread):
-    """Terminates mutual TLS on loopback and forwards the bytes to the (plain HTTP) simulator."""
-
-    def __init__(self, pki: dict[str, Path], upstream_port: int) -> None:
-        super().__init__(daemon=True)
-        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ctx.load_cert_chain(pki["server.crt"], pki["server.key"])
-        self.ctx.load_verify_locations(pki["ca.crt"])
-        self.ctx.verify_mode = ssl.CERT_REQUIRED  # like LINSTOR with a truststore
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.upstream = upstream_port
-        self.client_names: list[str] = []
-
-    def run(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            conn = self.ctx.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            raw.close()
-            return
-        cert = conn.getpeercert() or {}
-        self.client_names.append(dict(x[0] for x in cert.get("subject", ()))["commonName"])
-        up = socket.create_connection(("127.0.0.1", self.upstream))
-
-        def pump(src, dst) -> None:
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        threading.Thread(target=pump, args=(up, conn), daemon=True).start()
-        pump(conn, up)
+@pytest.fixture
+def tls_sim(tmp_path: Path, pki: dict[str, Path]):
+    """The simulator serving HTTPS and demanding client certificates (LINSTOR + truststore)."""
+    simulator = Simulator(SimConfig(nodes=3, device_dir=tmp_path / "dev",
+                                    state_dir=tmp_path / "state", real_devices=False,
+                                    tls_cert=pki["server.crt"], tls_key=pki["server.key"],
+                                    tls_client_ca=pki["ca.crt"]))
+    simulator.start()
+    yield simulator
+    simulator.stop()
 
 
-def test_mutual_tls_with_a_test_ca(sim, tmp_path: Path) -> None:
-    pki = _make_pki(tmp_path)
-    proxy = _TlsProxy(pki, int(sim.url.rsplit(":", 1)[1]))
-    proxy.start()
-    url = f"https://127.0.0.1:{proxy.port}"
-    # PEM contents (as LS_ROOT_CA / LS_USER_CERTIFICATE / LS_USER_KEY carry them)
+def test_mutual_tls_with_a_test_ca(tls_sim: Simulator, pki: dict[str, Path]) -> None:
+    url = tls_sim.url
+    assert url is not None and url.startswith("https://127.0.0.1:")
+    # PEM contents, as LS_ROOT_CA / LS_USER_CERTIFICATE / LS_USER_KEY carry them
     client = LinstorClient([url], root_ca=pki["ca.crt"].read_text(),
                            user_certificate=pki["client.crt"].read_text(),
                            user_key=pki["client.key"].read_text())
-    assert client.version(Deadline(5))["rest_api_version"]
-    assert proxy.client_names[-1] == "linstor-csi-controller"
+    pools = client.get("/v1/view/storage-pools", deadline=Deadline(5))
+    assert {p["node_name"] for p in pools} == {"node-1", "node-2", "node-3"}
+    assert tls_sim.client_common_names[-1] == "linstor-csi-controller"
     client.close()
-    # without a client certificate the server refuses: UNAVAILABLE, not a hang
+    # file paths work the same way
+    by_path = LinstorClient([url], root_ca=str(pki["ca.crt"]),
+                            user_certificate=str(pki["client.crt"]),
+                            user_key=str(pki["client.key"]))
+    assert by_path.version(Deadline(5))["rest_api_version"]
+    by_path.close()
+
+
+def test_missing_client_certificate_or_untrusted_server_is_unavailable_not_a_hang(
+        tls_sim: Simulator, pki: dict[str, Path]) -> None:
+    url = tls_sim.url
+    assert url is not None
     no_cert = LinstorClient([url], root_ca=str(pki["ca.crt"]))
-    with pytest.raises(LinstorUnavailable):
+    start = time.monotonic()
+    with pytest.raises(LinstorUnavailable) as err:
         no_cert.get("/v1/nodes", deadline=Deadline(5))
-    # an untrusted server certificate is refused too
+    assert time.monotonic() - start < 5
+    assert url.split("//")[1] in err.value.message  # names the controller it could not reach
+    # the client does not trust a server certificate signed by another CA
     wrong_ca = LinstorClient([url], root_ca=str(pki["client.crt"]),
                              user_certificate=str(pki["client.crt"]),
                              user_key=str(pki["client.key"]))
     with pytest.raises(LinstorUnavailable):
         wrong_ca.get("/v1/nodes", deadline=Deadline(5))
-    proxy.sock.close()
+    # and a POST that failed in the handshake was never applied
+    with pytest.raises(LinstorUnavailable):
+        no_cert.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "tlsrg"})
+    assert tls_sim.request_counts().get("POST /v1/resource-groups", 0) == 0
+    assert tls_sim.app.tls_failures >= 3
 
 
-def test_bearer_token_is_sent_and_json_form_accepted(tmp_path: Path) -> None:
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            seen.append(self.headers.get("Authorization", ""))
-            body = b'{"version": "1.33.3", "rest_api_version": "1.27.0"}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+def test_http_port_redirecting_to_https_gives_a_clear_error_and_no_post_as_get(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    simulator = Simulator(SimConfig(nodes=1, device_dir=tmp_path / "dev",
+                                    state_dir=tmp_path / "state", real_devices=False,
+                                    tls_cert=pki["server.crt"], tls_key=pki["server.key"]))
+    https_url = simulator.start()
     try:
-        for content, token in (("plain-token\n", "plain-token"),
-                               ('{"token": "json-token"}', "json-token")):
+        http_url = simulator.start_http_redirect()
+        client = LinstorClient([http_url])
+        with pytest.raises(FailedPrecondition) as err:
+            client.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "redir"})
+        assert https_url in err.value.message and "LS_ROOT_CA" in err.value.message
+        assert simulator.request_counts() == {}  # neither the POST nor a GET reached it
+    finally:
+        simulator.stop()
+
+
+def _token_sim(tmp_path: Path, pki: dict[str, Path], tokens: list[str]) -> Simulator:
+    simulator = Simulator(SimConfig(nodes=1, device_dir=tmp_path / "dev",
+                                    state_dir=tmp_path / "state", real_devices=False,
+                                    tls_cert=pki["server.crt"], tls_key=pki["server.key"],
+                                    bearer_tokens=tokens))
+    simulator.start()
+    return simulator
+
+
+def test_bearer_token_plain_and_json_forms(tmp_path: Path, pki: dict[str, Path]) -> None:
+    simulator = _token_sim(tmp_path, pki, ["plain-token", "json-token"])
+    try:
+        for content in ("plain-token\n", '{"token": "json-token"}'):
             path = tmp_path / "token"
             path.write_text(content)
-            LinstorClient([url], bearer_token_file=path).version(Deadline(5))
-            assert seen[-1] == f"Bearer {token}"
+            client = LinstorClient([simulator.url or ""], root_ca=str(pki["ca.crt"]),
+                                   bearer_token_file=path)
+            assert client.get("/v1/nodes", deadline=Deadline(5))[0]["name"] == "node-1"
+            client.close()
+        assert simulator.app.auth_failures == 0
     finally:
-        server.shutdown()
+        simulator.stop()
+
+
+def test_missing_or_wrong_token_is_unauthenticated_with_what_to_do(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    simulator = _token_sim(tmp_path, pki, ["good"])
+    try:
+        anonymous = LinstorClient([simulator.url or ""], root_ca=str(pki["ca.crt"]))
+        with pytest.raises(LinstorError) as err:
+            anonymous.get("/v1/view/resources", deadline=Deadline(5))
+        assert err.value.status == 401
+        assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert err.value.has(consts.FAIL_ACC_DENIED_COMMAND)
+        assert "bearer token" in err.value.message
+        path = tmp_path / "token"
+        path.write_text("stale")
+        wrong = LinstorClient([simulator.url or ""], root_ca=str(pki["ca.crt"]),
+                              bearer_token_file=path)
+        with pytest.raises(LinstorError) as err:
+            wrong.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "tok"})
+        assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert simulator.list_resource_definitions() == []
+        assert anonymous.request("GET", "/health", deadline=Deadline(5))[0] == 200  # exempt
+    finally:
+        simulator.stop()
+
+
+def test_a_rotated_token_file_is_picked_up_without_a_restart(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    simulator = _token_sim(tmp_path, pki, ["first"])
+    try:
+        path = tmp_path / "token"
+        path.write_text("first")
+        client = LinstorClient([simulator.url or ""], root_ca=str(pki["ca.crt"]),
+                               bearer_token_file=path)
+        client.get("/v1/nodes", deadline=Deadline(5))
+        simulator.set_bearer_tokens(["second"])  # the old token expired / was revoked
+        path.write_text('{"token": "second"}')  # the Secret volume was updated
+        client.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "rotated"})
+        assert client.get("/v1/resource-groups/rotated", deadline=Deadline(5))["name"] == "rotated"
+        assert simulator.app.auth_failures == 1  # one refused attempt, then the new token
+        assert simulator.request_counts()["POST /v1/resource-groups"] == 1  # applied once
+    finally:
+        simulator.stop()
+
+
+def test_bearer_token_is_never_sent_in_clear_text_to_a_remote_host(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("secret-token")
+    with pytest.raises(ValueError, match="clear text") as err:
+        LinstorClient(["http://linstor.example:3370"], bearer_token_file=path)
+    assert "secret-token" not in str(err.value)
+    # a proxy on loopback (kube-rbac-proxy style) is allowed
+    LinstorClient(["http://127.0.0.1:3370", "localhost:3370"], bearer_token_file=path).close()
 
 
 def test_unknown_5xx_is_unavailable_so_sidecars_retry(sim) -> None:

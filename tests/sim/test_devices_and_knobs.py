@@ -157,7 +157,14 @@ def test_admin_http_api(sim: Any, api: Api) -> None:
     assert s.post(u + "/sim/stats/reset").status_code == 200
     api.get("/v1/nodes")
     stats = s.get(u + "/sim/stats").json()
-    assert stats == {"counts": {"GET /v1/nodes": 1}, "total": 1}
+    assert stats == {"counts": {"GET /v1/nodes": 1}, "total": 1, "auth_failures": 0,
+                     "tls_failures": 0}
+    s.post(u + "/sim/bearer-tokens", json={"tokens": ["t1"]})
+    assert api.get("/v1/nodes").status_code == 401
+    assert s.get(u + "/v1/nodes", headers={"Authorization": "Bearer t1"}).status_code == 200
+    assert s.get(u + "/sim/stats").json()["auth_failures"] == 1
+    s.post(u + "/sim/bearer-tokens", json={"tokens": []})
+    assert api.get("/v1/nodes").status_code == 200
     s.post(u + f"/sim/resources/ad1/{node}", json={"in_use": True, "disk_state": "Outdated",
                                                    "quorum": False, "suspended": True})
     st = s.get(u + f"/sim/drbd-status/ad1?node={node}").json()[0]
@@ -237,3 +244,50 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             p.wait()
     assert not leftover_loop_devices(tmp_path / "st")
     assert not list((tmp_path / "dev").iterdir())
+
+
+def test_cli_serves_https_with_client_certificates_tokens_and_a_redirect(tmp_path: Path) -> None:
+    from tests.pki import make_pki
+
+    pki = make_pki(tmp_path)
+    (tmp_path / "token").write_text('{"token": "sim-token"}')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "csi_linstor.cli", "sim", "--listen", "127.0.0.1:0",
+         "--device-dir", str(tmp_path / "dev"), "--state-dir", str(tmp_path / "st"),
+         "--tls-cert", str(pki["server.crt"]), "--tls-key", str(pki["server.key"]),
+         "--tls-client-ca", str(pki["ca.crt"]), "--bearer-token-file", str(tmp_path / "token"),
+         "--http-redirect-listen", "127.0.0.1:0", "--log-level", "warning"],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        url = p.stdout.readline().strip() if p.stdout else ""
+        redirect = p.stdout.readline().strip() if p.stdout else ""
+        assert url.startswith("https://127.0.0.1:") and redirect.startswith("http://127.0.0.1:")
+        cert = (str(pki["client.crt"]), str(pki["client.key"]))
+        ca = str(pki["ca.crt"])
+        pools = requests.get(url + "/v1/view/storage-pools", cert=cert, verify=ca,
+                             headers={"Authorization": "Bearer sim-token"}, timeout=5)
+        assert pools.status_code == 200
+        assert {x["storage_pool_name"] for x in pools.json()} == {"DfltStorPool", "sp1", "DfltDisklessStorPool"}
+        denied = requests.get(url + "/v1/nodes", cert=cert, verify=ca, timeout=5)
+        assert denied.status_code == 401
+        assert denied.headers["WWW-Authenticate"] == 'Bearer realm="linstor-controller"'
+        with pytest.raises(requests.exceptions.SSLError):  # no client certificate
+            requests.get(url + "/v1/nodes", verify=ca, timeout=5)
+        moved = requests.get(redirect + "/v1/nodes", allow_redirects=False, timeout=5)
+        assert moved.status_code == 302 and moved.headers["Location"] == url + "/v1/nodes"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_cli_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-m", "csi_linstor.cli", "sim", "--listen",
+                        "127.0.0.1:0", "--tls-cert", str(tmp_path / "x.crt")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    assert "--tls-cert and --tls-key go together" in r.stderr
