@@ -22,6 +22,7 @@ from .controller import ApiError, Controller, Request, make_rc
 
 log = logging.getLogger("csi_linstor.sim")
 
+MAX_RECORDED_REPLY = 256 * 1024
 AUTH_EXEMPT = ("/", "/health", "/ui")  # LINSTOR's AuthenticationFilter lets these through
 
 P = r"(?P<{}>[^/]+)"
@@ -216,6 +217,9 @@ class App:
         # The last request bodies (method, route template, body) for contract tests that check
         # every body a client sent against LINSTOR's OpenAPI schemas. Bounded; cheap.
         self.bodies: collections.deque[tuple[str, str, Any]] = collections.deque(maxlen=20000)
+        # The last replies (method, route template, status, JSON bytes), for the same tests.
+        self.replies: collections.deque[tuple[str, str, int, bytes]] = collections.deque(
+            maxlen=20000)
         self.rng = random.Random()
         # Bearer-token mode (LINSTOR >= 1.34 with Auth/TokenAuthenticationEnabled): when this
         # set is not empty every path but the exempt ones needs "Authorization: Bearer <t>".
@@ -247,22 +251,28 @@ class App:
                         return rule
         return None
 
-    def dispatch(self, method: str, raw_path: str, body: bytes,
-                 authorization: str | None = None) -> tuple[int, Any, bool]:
-        """Returns (status, json body or None, drop_connection)."""
+    def record_reply(self, method: str, route: str, status: int, data: bytes) -> None:
+        """Keep a REST reply (encoded as sent) for contract tests; bounded, big ones skipped."""
+        if len(data) <= MAX_RECORDED_REPLY:
+            with self.counts_lock:
+                self.replies.append((method, route, status, data))
+
+    def route(self, method: str, raw_path: str, body: bytes, authorization: str | None = None
+              ) -> tuple[int, Any, bool, str | None]:
+        """(status, json body or None, drop_connection, route template or None for /sim)."""
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = parse_qs(parts.query, keep_blank_values=True)
         if self._unauthorized(path, authorization):
             return 401, [make_rc(C.FAIL_ACC_DENIED_COMMAND,
-                                 "Access denied: a valid bearer token is required.")], False
+                                 "Access denied: a valid bearer token is required.")], False, path
         if path.startswith("/sim/") or path == "/sim":
             try:
-                return 200, self.admin(method, path, query, body), False
+                return 200, self.admin(method, path, query, body), False, None
             except KeyError as e:
-                return 404, {"error": f"not found: {e}"}, False
+                return 404, {"error": f"not found: {e}"}, False, None
             except (ValueError, TypeError) as e:
-                return 400, {"error": str(e)}, False
+                return 400, {"error": str(e)}, False, None
         matched_path = False
         for m, rx, template, hname, since in COMPILED:
             mo = rx.match(path)
@@ -273,11 +283,12 @@ class App:
             matched_path = True
             if m != method:
                 continue
-            return self._run(method, path, template, hname, mo.groupdict(), query, body)
+            return (*self._run(method, path, template, hname, mo.groupdict(), query, body),
+                    template)
         if matched_path:
             return 405, [make_rc(C.FAIL_UNKNOWN_ERROR,
-                                 f"HTTP method {method} not allowed for path '{path}'.")], False
-        return 404, [make_rc(C.FAIL_UNKNOWN_ERROR, f"Path '{path}' not found on server.")], False
+                                 f"HTTP method {method} not allowed for path '{path}'.")], False, path
+        return 404, [make_rc(C.FAIL_UNKNOWN_ERROR, f"Path '{path}' not found on server.")], False, path
 
     def _run(self, method: str, path: str, template: str, hname: str, params: dict,
              query: dict, body: bytes) -> tuple[int, Any, bool]:
@@ -293,8 +304,11 @@ class App:
         if lat is not None and lat.value > 0:
             time.sleep(lat.value)
         if self._pick(self.faults.failure, method, path, template) is not None:
-            return 500, [make_rc(C.FAIL_UNKNOWN_ERROR,
-                                 "Injected failure (simulator fault knob).", report=True)], False
+            entries = [make_rc(C.FAIL_UNKNOWN_ERROR, "Injected failure (simulator fault knob).",
+                               report=True)]
+            if (method, template) == ("POST", RD + "/clone"):
+                return 500, _clone_failure(params["rd"], body, entries), False
+            return 500, entries, False
         drop = self._pick(self.faults.drop, method, path, template) is not None
         req = Request(method=method, path=path, params=params, query=query, raw_body=body,
                       template=template)
@@ -315,6 +329,16 @@ class App:
         if isinstance(out, list) and out and isinstance(out[0], dict) and "ret_code" in out[0]:
             status = C.http_status(out, status)
         return status, out, drop
+
+
+def _clone_failure(src: str, body: bytes, entries: list[dict]) -> dict[str, Any]:
+    """Clone answers errors in its success type (ResourceDefinitionCloneStarted), as LINSTOR."""
+    try:
+        dst = str((json.loads(body or b"{}") or {}).get("name") or "")
+    except (ValueError, AttributeError):
+        dst = ""
+    return {"location": f"/v1/resource-definitions/{src}/clone/{dst}", "source_name": src,
+            "clone_name": dst, "messages": entries}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -340,8 +364,8 @@ class Handler(BaseHTTPRequestHandler):
             subject = dict(x[0] for x in cert.get("subject", ()))
             if "commonName" in subject:
                 app.client_cns.append(subject["commonName"])
-        status, out, drop = app.dispatch(self.command, self.path, body,
-                                         self.headers.get("Authorization"))
+        status, out, drop, route = app.route(self.command, self.path, body,
+                                             self.headers.get("Authorization"))
         if drop:
             self.close_connection = True
             try:
@@ -355,6 +379,8 @@ class Handler(BaseHTTPRequestHandler):
             data = out.encode() if isinstance(out, str) else out
         else:
             data = json.dumps(out).encode()
+        if route is not None:
+            app.record_reply(self.command, route, status, data)
         self.send_response(status)
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="linstor-controller"')

@@ -317,6 +317,13 @@ class Simulator:
         with self.app.counts_lock:
             return list(self.app.bodies)
 
+    def replies(self) -> list[tuple[str, str, int, Any]]:
+        """REST replies sent (most recent 20000): (method, route template, status, JSON or
+        None). Unrouted paths appear with their path instead of a template."""
+        with self.app.counts_lock:
+            raw = list(self.app.replies)
+        return [(m, r, st, json.loads(d) if d else None) for m, r, st, d in raw]
+
     # -- inspection ---------------------------------------------------------------------------
 
     def list_resource_definitions(self) -> list[str]:
@@ -400,6 +407,9 @@ class Simulator:
         if parts == ["snapshot-failure"] and method == "POST":
             self.set_snapshot_failure(bool(data["fail"]))
             return {}
+        if parts == ["replies"] and method == "GET":
+            return [{"method": m, "route": r, "status": st, "body": b}
+                    for m, r, st, b in self.replies()]
         if parts == ["requests"] and method == "GET":
             return [{"method": m, "route": t, "body": b} for m, t, b in self.request_bodies()]
         if parts == ["state"] and method == "GET":

@@ -108,10 +108,12 @@ def test_csi_sanity(area: str, driver) -> None:
 
 
 @pytest.mark.sanity
-def test_every_request_body_the_driver_sent_matches_linstors_openapi(driver) -> None:
-    """After the sanity runs: the simulator's record of request bodies vs the REST spec."""
+def test_every_request_and_reply_of_the_run_matches_linstors_openapi(driver) -> None:
+    """After the sanity runs: the embedded simulator's record of request bodies (what the driver
+    sent) and of its replies (what the driver had to parse) vs the REST spec, strictly."""
     import requests
 
+    from tests.contract.replies import reply_violations
     from tests.contract.requests import request_violations
     from tests.contract.schema import require_spec
 
@@ -124,3 +126,8 @@ def test_every_request_body_the_driver_sent_matches_linstors_openapi(driver) -> 
     checked, problems = request_violations(recorded)
     assert not problems, "\n".join(problems[:30])
     assert checked > 0, "the simulator recorded no request body: nothing was checked"
+    replies = requests.get(match.group(1) + "/sim/replies", timeout=30).json()
+    checked, problems = reply_violations(
+        [(r["method"], r["route"], r["status"], r["body"]) for r in replies])
+    assert not problems, "\n".join(problems[:30])
+    assert checked > 500, f"only {checked} replies recorded: the run did not reach LINSTOR?"

@@ -1,53 +1,15 @@
 """Every reply of the simulator in a representative scenario validates STRICTLY against the
-LINSTOR OpenAPI schema of its endpoint (spec read from the shared folder at test time)."""
+LINSTOR OpenAPI schema of its endpoint (spec read from the shared folder at test time). The
+replies of every other simulator in the suite are checked the same way at the end of the
+session (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from tests.contract.replies import reply_violations, schema_for
 from tests.contract.schema import require_spec, schema_errors
 from tests.sim.helpers import Api
-
-# (method, path regex, success schema). Error replies are always ApiCallRc lists, except clone.
-R = r"[^/?]+"
-SCHEMAS: list[tuple[str, str, str]] = [
-    ("GET", r"/v1/controller/version", "ControllerVersion"),
-    ("GET", r"/v1/nodes(\?.*)?", "Node[]"),
-    ("GET", rf"/v1/nodes/{R}", "Node"),
-    ("GET", rf"/v1/nodes/{R}/storage-pools(\?.*)?", "StoragePool[]"),
-    ("GET", rf"/v1/nodes/{R}/storage-pools/{R}", "StoragePool"),
-    ("GET", r"/v1/view/storage-pools(\?.*)?", "StoragePool[]"),
-    ("GET", r"/v1/resource-groups(\?.*)?", "ResourceGroup[]"),
-    ("GET", rf"/v1/resource-groups/{R}", "ResourceGroup"),
-    ("GET", rf"/v1/resource-groups/{R}/volume-groups", "VolumeGroup[]"),
-    ("GET", rf"/v1/resource-groups/{R}/volume-groups/\d+", "VolumeGroup"),
-    ("POST", rf"/v1/resource-groups/{R}/query-size-info", "QuerySizeInfoResponse"),
-    ("GET", r"/v1/resource-definitions(\?.*)?", "ResourceDefinition[]"),
-    ("GET", rf"/v1/resource-definitions/{R}", "ResourceDefinition"),
-    ("GET", rf"/v1/resource-definitions/{R}/volume-definitions", "VolumeDefinition[]"),
-    ("GET", rf"/v1/resource-definitions/{R}/volume-definitions/\d+", "VolumeDefinition"),
-    ("GET", rf"/v1/resource-definitions/{R}/resources", "Resource[]"),
-    ("GET", rf"/v1/resource-definitions/{R}/resources/{R}", "Resource"),
-    ("GET", rf"/v1/resource-definitions/{R}/resources/{R}/volumes", "Volume[]"),
-    ("GET", rf"/v1/resource-definitions/{R}/resources/{R}/volumes/\d+", "Volume"),
-    ("GET", r"/v1/view/resources(\?.*)?", "ResourceWithVolumes[]"),
-    ("GET", rf"/v1/resource-definitions/{R}/snapshots", "Snapshot[]"),
-    ("GET", rf"/v1/resource-definitions/{R}/snapshots/{R}", "Snapshot"),
-    ("GET", r"/v1/view/snapshots(\?.*)?", "Snapshot[]"),
-    ("POST", rf"/v1/resource-definitions/{R}/clone", "ResourceDefinitionCloneStarted"),
-    ("GET", rf"/v1/resource-definitions/{R}/clone/{R}", "ResourceDefinitionCloneStatus"),
-    ("GET", rf"/v1/key-value-store/{R}", "KeyValueStore"),
-    ("GET", r"/v1/controller/properties", "Properties"),
-]
-
-
-def _schema_for(method: str, path: str, status: int) -> str:
-    for m, rx, name in SCHEMAS:
-        if m == method and re.fullmatch(rx, path):
-            if name == "ResourceDefinitionCloneStarted" or status < 300:
-                return name
-    return "ApiCallRc[]"
 
 
 def _scenario(api: Api, sim: Any) -> None:
@@ -143,21 +105,26 @@ def _scenario(api: Api, sim: Any) -> None:
 
 def test_simulator_replies_validate_strictly(sim: Any, api: Api) -> None:
     require_spec()
+    sim.app.replies.clear()
     _scenario(api, sim)
-    failures = []
-    seen_schemas = set()
-    for method, path, status, body in api.replies:
-        if body is None:
-            continue
-        name = _schema_for(method, path, status)
-        seen_schemas.add(name)
-        errs = schema_errors(body, name, strict=True)
-        if errs:
-            failures.append(f"{method} {path} -> {status} as {name}: {errs[:3]}")
-    assert not failures, "\n".join(failures)
-    assert len(seen_schemas) >= 20, seen_schemas
-    statuses = {s for _m, _p, s, _b in api.replies}
-    assert {200, 201, 400, 404, 500} <= statuses
+    recorded = sim.replies()
+    checked, problems = reply_violations(recorded)
+    assert not problems, "\n".join(problems)
+    assert checked == len([r for r in recorded if r[3] is not None]) >= 60
+    schemas = {schema_for(m, r, st) for m, r, st, _b in recorded}
+    assert len(schemas) >= 20, schemas
+    assert {200, 201, 400, 404, 500} <= {st for _m, _r, st, _b in recorded}
+
+
+def test_a_reply_with_an_invented_key_is_caught() -> None:
+    require_spec()
+    good = [("GET", "/v1/nodes/{node}", 200, {"name": "n1", "type": "SATELLITE"})]
+    assert reply_violations(good) == (1, [])
+    bad = [("GET", "/v1/nodes/{node}", 200, {"name": "n1", "connection_state": "ONLINE"})]
+    checked, problems = reply_violations(bad)
+    assert checked == 1 and "connection_state" in problems[0]
+    unmapped = [("GET", "/v1/some/new/{route}", 200, {"x": 1})]
+    assert "no response schema mapped" in reply_violations(unmapped)[1][0]
 
 
 def test_strict_mode_catches_invented_keys() -> None:

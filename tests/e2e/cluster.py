@@ -241,6 +241,11 @@ class Cluster:
     def sim_state(self) -> dict[str, list[str]]:
         return self.admin("GET", "state")
 
+    def sim_replies(self) -> list[tuple[str, str, int, Any]]:
+        """Every REST reply the simulator sent (for the contract check at teardown)."""
+        return [(r["method"], r["route"], r["status"], r["body"])
+                for r in self.admin("GET", "replies")]
+
     def set_online(self, node: str, online: bool) -> None:
         self.admin("POST", f"nodes/{node}/online", {"online": online})
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from csi_linstor.sim.simulator import leftover_loop_devices
+from tests.contract.replies import reply_violations
+from tests.contract.schema import spec_available
 from tests.e2e.cluster import Cluster, Story, force_unmount_all, mounts_under
 from tests.prerequisites import require
 
@@ -33,7 +35,9 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         forced = force_unmount_all(tmp)
-        state = c.sim_state() if c.url and c.proc("sim").popen.poll() is None else None
+        alive = bool(c.url) and c.proc("sim").popen.poll() is None
+        state = c.sim_state() if alive else None
+        replies = c.sim_replies() if alive else []
         codes = c.stop()
         loops = leftover_loop_devices(c.state_dir)
         nodes = sorted(p.name for p in c.device_dir.glob("drbd*")) if c.device_dir.exists() \
@@ -57,6 +61,9 @@ def cluster() -> Iterator[Cluster]:
     if tracebacks:
         problems.append("tracebacks in driver logs: " + ", ".join(tracebacks)
                         + f" (logs in {tmp})")
+    if replies and spec_available():
+        _checked, bad = reply_violations(replies)
+        problems += [f"LINSTOR reply off the OpenAPI spec: {line}" for line in bad[:20]]
     assert not problems, "\n".join(problems)
 
 

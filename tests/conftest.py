@@ -1,0 +1,62 @@
+"""Session-wide contract check: every reply any in-process LINSTOR simulator sent during the test
+session is validated strictly against LINSTOR's OpenAPI response schemas when the session ends
+(the simulators run as separate processes are checked by their own suites: tests/e2e,
+tests/conformance). A violation fails the run with one line per distinct problem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from csi_linstor.sim import simulator as sim_module
+
+_RECORDED: dict[tuple[str, str, int, bytes], None] = {}  # distinct replies, in order
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _harvest_simulator_replies() -> Iterator[None]:
+    original = sim_module.Simulator.stop
+
+    def stop(self: sim_module.Simulator) -> None:
+        with self.app.counts_lock:
+            for record in self.app.replies:
+                _RECORDED[record] = None
+        original(self)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(sim_module.Simulator, "stop", stop)
+    yield
+    patch.undo()
+
+
+_REPORT: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import json
+
+    from tests.contract.replies import reply_violations
+    from tests.contract.schema import SPEC_PATH, spec_available
+
+    if not _RECORDED:
+        return
+    if not spec_available():
+        _REPORT.append(f"{len(_RECORDED)} simulator replies NOT validated: no LINSTOR OpenAPI "
+                       f"spec at {SPEC_PATH}")
+        return
+    records = [(m, r, st, json.loads(d) if d else None) for m, r, st, d in _RECORDED]
+    checked, problems = reply_violations(records)
+    _REPORT.append(f"{checked} distinct simulator replies validated strictly against the "
+                   f"LINSTOR OpenAPI spec: {len(problems)} problem(s)")
+    _REPORT.extend(problems[:50])
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _REPORT:
+        terminalreporter.section("LINSTOR REST contract")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
