@@ -1,0 +1,123 @@
+"""Typed reads: one function per LINSTOR GET the driver uses, each returning models.
+
+Every function is exactly one REST call (the driver's call budgets count them). Errors are the
+client's: a missing object raises ``LinstorError`` whose ``is_not_found()`` is true; a reply of
+the wrong shape raises ``models.ModelError``. Name filters repeat the query parameter
+(``?nodes=a&nodes=b``), as LINSTOR expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from csi_linstor.deadline import Deadline
+from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.linstor.models import (
+    CloneStatus,
+    ControllerVersion,
+    Node,
+    Resource,
+    ResourceDefinition,
+    ResourceGroup,
+    Snapshot,
+    StoragePool,
+    Volume,
+)
+
+
+def _filters(**names: Sequence[str] | None) -> dict[str, Any] | None:
+    params = {key: list(value) for key, value in names.items() if value is not None}
+    return params or None
+
+
+def controller_version(client: LinstorClient, deadline: Deadline) -> ControllerVersion:
+    """``GET /v1/controller/version`` (not cached; ``client.rest_api_version()`` is)."""
+    return ControllerVersion.from_json(client.get("/v1/controller/version", deadline=deadline))
+
+
+def nodes(client: LinstorClient, deadline: Deadline,
+          names: Sequence[str] | None = None) -> list[Node]:
+    """``GET /v1/nodes``, optionally only the named nodes."""
+    return Node.list_from_json(client.get("/v1/nodes", deadline=deadline,
+                                          params=_filters(nodes=names)))
+
+
+def node(client: LinstorClient, name: str, deadline: Deadline) -> Node:
+    """``GET /v1/nodes/{node}``; a missing node raises LinstorError (NOT_FOUND)."""
+    return Node.from_json(client.get(f"/v1/nodes/{name}", deadline=deadline))
+
+
+def storage_pools(client: LinstorClient, deadline: Deadline, nodes: Sequence[str] | None = None,
+                  pools: Sequence[str] | None = None) -> list[StoragePool]:
+    """``GET /v1/view/storage-pools``, optionally filtered by node and pool names."""
+    return StoragePool.list_from_json(client.get(
+        "/v1/view/storage-pools", deadline=deadline,
+        params=_filters(nodes=nodes, storage_pools=pools)))
+
+
+def resource_group(client: LinstorClient, name: str, deadline: Deadline) -> ResourceGroup:
+    """``GET /v1/resource-groups/{rg}``; a missing group raises LinstorError (NOT_FOUND)."""
+    return ResourceGroup.from_json(client.get(f"/v1/resource-groups/{name}", deadline=deadline))
+
+
+def resource_definitions(client: LinstorClient, deadline: Deadline,
+                         names: Sequence[str] | None = None,
+                         with_volume_definitions: bool = True) -> list[ResourceDefinition]:
+    """``GET /v1/resource-definitions``, with their volume definitions unless told otherwise."""
+    params: dict[str, Any] = _filters(resource_definitions=names) or {}
+    if with_volume_definitions:
+        params["with_volume_definitions"] = "true"
+    return ResourceDefinition.list_from_json(client.get(
+        "/v1/resource-definitions", deadline=deadline, params=params or None))
+
+
+def view_resources(client: LinstorClient, deadline: Deadline, rds: Sequence[str] | None = None,
+                   nodes: Sequence[str] | None = None) -> list[Resource]:
+    """``GET /v1/view/resources``: resources with their volumes, device paths and state."""
+    return Resource.list_from_json(client.get(
+        "/v1/view/resources", deadline=deadline, params=_filters(resources=rds, nodes=nodes)))
+
+
+def resources(client: LinstorClient, rd: str, deadline: Deadline) -> list[Resource]:
+    """``GET /v1/resource-definitions/{rd}/resources``."""
+    return Resource.list_from_json(client.get(f"/v1/resource-definitions/{rd}/resources",
+                                              deadline=deadline))
+
+
+def volume(client: LinstorClient, rd: str, node: str, vnr: int, deadline: Deadline) -> Volume:
+    """``GET /v1/resource-definitions/{rd}/resources/{node}/volumes/{vnr}``.
+
+    The endpoint is undocumented; it answers the object itself, but a one-element list is
+    accepted too (an empty list or reply is a volume without fields).
+    """
+    data = client.get(f"/v1/resource-definitions/{rd}/resources/{node}/volumes/{vnr}",
+                      deadline=deadline)
+    if isinstance(data, list):
+        data = data[0] if data else None
+    return Volume.from_json(data if data is not None else {})
+
+
+def view_snapshots(client: LinstorClient, deadline: Deadline,
+                   names: Sequence[str] | None = None) -> list[Snapshot]:
+    """``GET /v1/view/snapshots`` across all resource definitions, optionally by name."""
+    return Snapshot.list_from_json(client.get("/v1/view/snapshots", deadline=deadline,
+                                              params=_filters(snapshots=names)))
+
+
+def snapshots(client: LinstorClient, rd: str, deadline: Deadline) -> list[Snapshot]:
+    """``GET /v1/resource-definitions/{rd}/snapshots``."""
+    return Snapshot.list_from_json(client.get(f"/v1/resource-definitions/{rd}/snapshots",
+                                              deadline=deadline))
+
+
+def snapshot(client: LinstorClient, rd: str, name: str, deadline: Deadline) -> Snapshot:
+    """``GET /v1/resource-definitions/{rd}/snapshots/{snap}``; missing → LinstorError."""
+    return Snapshot.from_json(client.get(f"/v1/resource-definitions/{rd}/snapshots/{name}",
+                                         deadline=deadline))
+
+
+def clone_status(client: LinstorClient, src: str, dst: str, deadline: Deadline) -> CloneStatus:
+    """``GET /v1/resource-definitions/{src}/clone/{dst}``; an unknown clone → LinstorError."""
+    data = client.get(f"/v1/resource-definitions/{src}/clone/{dst}", deadline=deadline)
+    return CloneStatus.from_json(data if data is not None else {})
