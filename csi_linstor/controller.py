@@ -19,6 +19,9 @@ from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import Aborted, InvalidArgument, NotFound
+from csi_linstor.linstor import queries
+from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.linstor.models import Resource
 from csi_linstor.params import (
     ANYWHERE,
     VolumeParameters,
@@ -286,10 +289,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                     call: Call) -> csi_pb2.ListVolumesResponse:
         vols = self.volumes.list(call.deadline)
         page, token = paginate(vols, lambda v: v.id, request.max_entries, request.starting_token)
-        by_rd: dict[str, list[dict[str, Any]]] = {}
+        by_rd: dict[str, list[Resource]] = {}
         if page:
             for res in self.volumes.resources(None, call.deadline):
-                by_rd.setdefault(str(res.get("name", "")).upper(), []).append(res)
+                by_rd.setdefault(res.name.upper(), []).append(res)
         entries = []
         for vol in page:
             abnormal, message = Volumes.condition(by_rd.get(vol.id.upper(), []))
@@ -395,7 +398,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
 # ---------------------------------------------------------------------------------------------
 
 
-def capacity(client: Any, p: VolumeParameters, segment: dict[str, str], ns: str,
+def capacity(client: LinstorClient, p: VolumeParameters, segment: dict[str, str], ns: str,
              deadline: Deadline) -> int:
     """The largest single volume the class can place for a topology segment, in bytes.
 
@@ -408,32 +411,31 @@ def capacity(client: Any, p: VolumeParameters, segment: dict[str, str], ns: str,
     from csi_linstor.params import prune_patterns
     from csi_linstor.topology import STORAGE_POOL_PREFIX
 
-    pools = client.get("/v1/view/storage-pools", deadline=deadline) or []
+    pools = queries.storage_pools(client, deadline)
     reserved: dict[tuple[str, str], int] = {}
     if p.over_provision is not None:
-        for res in client.get("/v1/view/resources", deadline=deadline) or []:
-            for vol in res.get("volumes") or []:
-                key = (str(res.get("node_name", "")).upper(),
-                       str(vol.get("storage_pool_name", "")).upper())
-                reserved[key] = reserved.get(key, 0) + int(vol.get("usable_size_kib") or 0)
+        for res in queries.view_resources(client, deadline):
+            for vol in res.volumes:
+                key = (res.node_name.upper(), vol.storage_pool_name.upper())
+                reserved[key] = reserved.get(key, 0) + (vol.usable_size_kib or 0)
     sp_keys = [k[len(STORAGE_POOL_PREFIX):].upper() for k in segment
                if k.startswith(STORAGE_POOL_PREFIX)]
     wanted = {x.upper() for x in p.storage_pools}
     best: dict[str, int] = {}
     for pool in pools:
-        if pool.get("provider_kind") == "DISKLESS":
+        if pool.is_diskless:
             continue
-        name = str(pool.get("storage_pool_name", "")).upper()
+        name = pool.storage_pool_name.upper()
         if wanted and name not in wanted:
             continue
         if sp_keys and name not in sp_keys:
             continue
-        node = str(pool.get("node_name", ""))
-        if p.over_provision is not None and pool.get("total_capacity") is not None:
-            free = int(int(pool["total_capacity"]) * p.over_provision) - \
+        node = pool.node_name
+        if p.over_provision is not None and pool.total_capacity is not None:
+            free = int(pool.total_capacity * p.over_provision) - \
                 reserved.get((node.upper(), name), 0)
         else:
-            free = int(pool.get("free_capacity") or 0)
+            free = pool.free_capacity or 0
         best[node] = max(best.get(node, 0), max(free, 0))
     if p.node_list:
         listed = {n.upper() for n in p.node_list}

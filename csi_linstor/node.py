@@ -16,6 +16,7 @@ from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
 from csi_linstor.drbd import Drbd
 from csi_linstor.errors import CsiError, FailedPrecondition, InvalidArgument, NotFound
+from csi_linstor.linstor import queries
 from csi_linstor.nodeops import devices, fs
 from csi_linstor.nodeops import volume as ops
 from csi_linstor.nodeops.devices import VolumeRef
@@ -107,9 +108,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise FailedPrecondition(
                 f"publish_context has no {KEY_DEVICE_PATH} and no LINSTOR client is configured"
             )
-        url = f"/v1/resource-definitions/{ref.rd}/resources/{self._node}/volumes/{ref.vnr}"
         try:
-            data = self.linstor.get(url, deadline=deadline)
+            path = queries.volume(self.linstor, ref.rd, self._node, ref.vnr, deadline).device_path
         except CsiError as e:
             if e.code == NotFound.code:
                 raise NotFound(
@@ -117,9 +117,6 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     f"{e}"
                 ) from None
             raise
-        if isinstance(data, list):
-            data = data[0] if data else {}
-        path = (data or {}).get("device_path", "")
         if not path:
             raise FailedPrecondition(
                 f"LINSTOR reports no device path for volume {ref.rd}/{ref.vnr} on node {self._node}"

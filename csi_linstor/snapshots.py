@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from csi_linstor import ids
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from csi_linstor.linstor import consts
+from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
+from csi_linstor.linstor.models import Snapshot
 from csi_linstor.volumes import Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
@@ -49,20 +49,11 @@ class SnapshotInfo:
         return self.props.get(PROP_GROUP, "")
 
 
-def parse_snapshot(data: dict[str, Any]) -> SnapshotInfo:
-    size = 0
-    for vd in data.get("volume_definitions") or []:
-        if int(vd.get("volume_number", 0)) == 0:
-            size = int(vd.get("size_kib", 0)) * 1024
-    stamps = [int(s["create_timestamp"]) for s in data.get("snapshots") or []
-              if s.get("create_timestamp")]
-    flags = data.get("flags") or []
-    props = dict(data.get("snapshot_definition_props") or data.get("props") or {})
-    return SnapshotInfo(resource=str(data.get("resource_name")), name=str(data.get("name")),
-                        size_bytes=size, created_ms=min(stamps) if stamps else 0,
-                        ready="SUCCESSFUL" in flags,
-                        failed="FAILED_DEPLOYMENT" in flags or "FAILED_DISCONNECT" in flags,
-                        props=props)
+def snapshot_info(snap: Snapshot) -> SnapshotInfo:
+    return SnapshotInfo(resource=snap.resource_name, name=snap.name,
+                        size_bytes=snap.size_kib(0) * 1024, created_ms=snap.created_ms,
+                        ready=snap.successful, failed=snap.failed,
+                        props=dict(snap.definition_props))
 
 
 class Snapshots:
@@ -74,40 +65,34 @@ class Snapshots:
 
     def by_name(self, name: str, deadline: Deadline) -> list[SnapshotInfo]:
         """Every LINSTOR snapshot named ``name`` (in any resource definition)."""
-        items = self.client.get("/v1/view/snapshots", deadline=deadline,
-                                params={"snapshots": [name]}) or []
-        return [parse_snapshot(i) for i in items
-                if str(i.get("name", "")).upper() == name.upper()
-                and "DELETE" not in (i.get("flags") or [])]
+        return [snapshot_info(s) for s in queries.view_snapshots(self.client, deadline, [name])
+                if s.name.upper() == name.upper() and not s.deleting]
 
     def get(self, snapshot_id: str, deadline: Deadline) -> SnapshotInfo | None:
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None or sid.type != "InCluster":
             return None
         try:
-            data = self.client.get(
-                f"/v1/resource-definitions/{sid.resource}/snapshots/{sid.snapshot}",
-                deadline=deadline)
+            snap = queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
         except LinstorError as err:
             if err.is_not_found():
                 return None
             raise
-        return parse_snapshot(data)
+        return snapshot_info(snap)
 
     def list(self, deadline: Deadline, source: str | None = None) -> list[SnapshotInfo]:
         if source is not None:
             if not ids.is_valid_name(source):
                 return []
             try:
-                items = self.client.get(f"/v1/resource-definitions/{source}/snapshots",
-                                        deadline=deadline) or []
+                items = queries.snapshots(self.client, source, deadline)
             except LinstorError as err:
                 if err.is_not_found():
                     return []
                 raise
         else:
-            items = self.client.get("/v1/view/snapshots", deadline=deadline) or []
-        out = [parse_snapshot(i) for i in items if "DELETE" not in (i.get("flags") or [])]
+            items = queries.view_snapshots(self.client, deadline)
+        out = [snapshot_info(s) for s in items if not s.deleting]
         return sorted(out, key=lambda s: s.id)
 
     # -- create -------------------------------------------------------------------------------

@@ -7,31 +7,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from csi_linstor.deadline import Deadline
+from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.linstor.models import Node, StoragePool
 
 HOSTNAME_KEY = "linbit.com/hostname"
 STORAGE_POOL_PREFIX = "linbit.com/sp-"
 
 
-def segments_for(node: dict[str, Any], pools: list[dict[str, Any]], property_namespace: str,
+def segments_for(node: Node, pools: Sequence[StoragePool], property_namespace: str,
                  label_by_storage_pool: bool) -> dict[str, str]:
     """Segments of one node from its LINSTOR node object and its storage pools."""
-    name = str(node.get("name", ""))
+    name = node.name
     segments: dict[str, str] = {}
     prefix = property_namespace.rstrip("/") + "/"
-    for key, value in (node.get("props") or {}).items():
+    for key, value in node.props.items():
         if key.startswith(prefix) and len(key) > len(prefix):
-            segments[key[len(prefix):]] = str(value)
+            segments[key[len(prefix):]] = value
     if label_by_storage_pool:
         for pool in pools:
-            if pool.get("node_name", name).upper() != name.upper():
+            if (pool.node_name or name).upper() != name.upper():
                 continue
-            if pool.get("provider_kind") == "DISKLESS":
+            if pool.is_diskless:
                 continue
-            segments[STORAGE_POOL_PREFIX + str(pool.get("storage_pool_name"))] = "true"
+            segments[STORAGE_POOL_PREFIX + pool.storage_pool_name] = "true"
     segments[HOSTNAME_KEY] = name
     return segments
 
@@ -39,11 +41,11 @@ def segments_for(node: dict[str, Any], pools: list[dict[str, Any]], property_nam
 def node_segments(client: LinstorClient, node: str, property_namespace: str,
                   label_by_storage_pool: bool, deadline: Deadline) -> dict[str, str]:
     """Segments of ``node`` as NodeGetInfo reports them (two GETs)."""
-    data = client.get(f"/v1/nodes/{node}", deadline=deadline)
-    pools: list[dict[str, Any]] = []
+    data = queries.node(client, node, deadline)
+    pools: list[StoragePool] = []
     if label_by_storage_pool:
-        pools = client.get("/v1/view/storage-pools", deadline=deadline, params={"nodes": [node]})
-    return segments_for(data, pools or [], property_namespace, label_by_storage_pool)
+        pools = queries.storage_pools(client, deadline, nodes=[node])
+    return segments_for(data, pools, property_namespace, label_by_storage_pool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,31 +72,29 @@ class NodeIndex:
         self._ns = property_namespace
         self._deadline = deadline
         self._with_pools = with_pools
-        self._nodes: list[dict[str, Any]] | None = None
+        self._nodes: list[Node] | None = None
         self._segs: dict[str, dict[str, str]] | None = None
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[Node]:
         if self._nodes is None:
-            self._nodes = list(self._client.get("/v1/nodes", deadline=self._deadline) or [])
+            self._nodes = queries.nodes(self._client, self._deadline)
         return self._nodes
 
     def segments(self) -> dict[str, dict[str, str]]:
         """Node name → its segments (hostname + namespaced props + sp-<pool> keys)."""
         if self._segs is None:
-            pools: list[dict[str, Any]] = []
+            pools: list[StoragePool] = []
             if self._with_pools:
-                pools = list(self._client.get("/v1/view/storage-pools",
-                                              deadline=self._deadline) or [])
+                pools = queries.storage_pools(self._client, self._deadline)
             self._segs = {}
             for node in self.nodes():
-                name = str(node.get("name", ""))
-                self._segs[name] = segments_for(node, pools, self._ns, self._with_pools)
+                self._segs[node.name] = segments_for(node, pools, self._ns, self._with_pools)
         return self._segs
 
     def online(self, name: str) -> bool | None:
         for node in self.nodes():
-            if str(node.get("name", "")).upper() == name.upper():
-                return node.get("connection_status") == "ONLINE"
+            if node.name.upper() == name.upper():
+                return node.online
         return None
 
     def matching(self, segments: list[dict[str, str]]) -> list[str]:

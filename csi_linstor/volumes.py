@@ -37,9 +37,10 @@ from csi_linstor.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from csi_linstor.linstor import consts
+from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
+from csi_linstor.linstor.models import Resource, ResourceDefinition, Snapshot
 from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
 from csi_linstor.topology import NodeIndex
 
@@ -169,11 +170,8 @@ class Volumes:
         """The volume ``rd`` (one REST call), or None when missing or deleted."""
         if not ids.is_valid_name(rd):
             return None
-        items = self.client.get("/v1/resource-definitions", deadline=deadline,
-                                params={"resource_definitions": [rd],
-                                        "with_volume_definitions": "true"}) or []
-        for item in items:
-            if str(item.get("name", "")).upper() == rd.upper():
+        for item in queries.resource_definitions(self.client, deadline, names=[rd]):
+            if item.name.upper() == rd.upper():
                 vol = self._volume(item)
                 if vol.props.get(PROP_DELETED) and not include_deleted:
                     return None
@@ -187,38 +185,29 @@ class Volumes:
         return vol
 
     @staticmethod
-    def _volume(item: dict[str, Any]) -> Volume:
-        size = 0
-        for vd in item.get("volume_definitions") or []:
-            if int(vd.get("volume_number", 0)) == 0:
-                size = int(vd.get("size_kib", 0))
-        return Volume(id=str(item.get("name")), size_kib=size,
-                      resource_group=str(item.get("resource_group_name", "")),
-                      props=dict(item.get("props") or {}), flags=list(item.get("flags") or []))
+    def _volume(item: ResourceDefinition) -> Volume:
+        vd = item.volume_definition(0)
+        return Volume(id=item.name, size_kib=vd.size_kib if vd is not None else 0,
+                      resource_group=item.resource_group_name,
+                      props=dict(item.props), flags=list(item.flags))
 
     def list(self, deadline: Deadline) -> list[Volume]:
         """Every complete, not deleted, not cloning volume this driver created, sorted by id."""
-        items = self.client.get("/v1/resource-definitions", deadline=deadline,
-                                params={"with_volume_definitions": "true"}) or []
         out = []
-        for item in items:
+        for item in queries.resource_definitions(self.client, deadline):
             vol = self._volume(item)
             if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
                 continue
-            if not any(int(vd.get("volume_number", -1)) == 0
-                       for vd in item.get("volume_definitions") or []):
+            if item.volume_definition(0) is None:
                 continue
             out.append(vol)
         return sorted(out, key=lambda v: v.id)
 
     def resources(self, rd: str | None, deadline: Deadline,
-                  node: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {}
-        if rd is not None:
-            params["resources"] = [rd]
-        if node is not None:
-            params["nodes"] = [node]
-        return list(self.client.get("/v1/view/resources", deadline=deadline, params=params) or [])
+                  node: str | None = None) -> list[Resource]:
+        return queries.view_resources(self.client, deadline,
+                                      rds=[rd] if rd is not None else None,
+                                      nodes=[node] if node is not None else None)
 
     # -- resource groups ----------------------------------------------------------------------
 
@@ -231,7 +220,7 @@ class Volumes:
         want_filter = p.select_filter()
         want_props = p.props
         try:
-            rg = self.client.get(f"/v1/resource-groups/{name}", deadline=deadline)
+            rg = queries.resource_group(self.client, name, deadline)
         except LinstorError as err:
             if not err.is_not_found():
                 raise
@@ -249,9 +238,9 @@ class Volumes:
                 return self.ensure_resource_group(p, deadline, force=True)
             self._known_rgs.add(name.upper())
             return
-        have_filter = rg.get("select_filter") or {}
+        have_filter = rg.select_filter.as_json()
         change = {k: v for k, v in want_filter.items() if have_filter.get(k) != v}
-        have_props = rg.get("props") or {}
+        have_props = rg.props
         add_props = {}
         for key, value in want_props.items():
             if key not in have_props:
@@ -294,11 +283,11 @@ class Volumes:
         """CreateVolume: idempotent by name; resumes an interrupted multi-step create."""
         p = spec.params
         floor = 0
-        snap_info: dict[str, Any] | None = None
+        snap_info: Snapshot | None = None
         src_vol: Volume | None = None
         if spec.source is not None and spec.source.kind == "snapshot":
             snap_info = self._source_snapshot(spec.source.id, deadline)
-            floor = self._snapshot_size_kib(snap_info) * KIB
+            floor = snap_info.size_kib(0) * KIB
         elif spec.source is not None:
             src_vol = self.find(spec.source.id, deadline)
             if src_vol is None or not src_vol.complete:
@@ -364,7 +353,7 @@ class Volumes:
                                     f"requested range [{spec.required_bytes}, "
                                     f"{spec.limit_bytes or 'unlimited'}]")
 
-    def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: dict[str, Any] | None,
+    def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: Snapshot | None,
                 src_vol: Volume | None, deadline: Deadline, call_log: Any) -> Volume:
         self._check_compatible(spec, vol, kib)
         if vol.complete:
@@ -515,11 +504,10 @@ class Volumes:
 
     def _missing_pools(self, p: VolumeParameters, deadline: Deadline) -> list[str]:
         try:
-            pools = self.client.get("/v1/view/storage-pools", deadline=deadline,
-                                    params={"storage_pools": list(p.storage_pools)}) or []
+            pools = queries.storage_pools(self.client, deadline, pools=p.storage_pools)
         except LinstorError:
             return []
-        have = {str(x.get("storage_pool_name", "")).upper() for x in pools}
+        have = {x.storage_pool_name.upper() for x in pools}
         return [name for name in p.storage_pools if name.upper() not in have]
 
     def _place(self, spec: CreateSpec, deadline: Deadline, nodes: NodeIndex | None = None,
@@ -529,9 +517,7 @@ class Volumes:
         p = spec.params
         rd = spec.rd
         if p.manual:
-            have = {str(r.get("node_name", "")).upper()
-                    for r in self.client.get(f"/v1/resource-definitions/{rd}/resources",
-                                             deadline=deadline) or []}
+            have = {r.node_name.upper() for r in queries.resources(self.client, rd, deadline)}
             body = []
             diskless_flag = "DRBD_DISKLESS" if "DRBD" in p.layer_list else "NVME_INITIATOR"
             for node in p.node_list:
@@ -576,7 +562,7 @@ class Volumes:
 
     # restore --------------------------------------------------------------------------------
 
-    def _source_snapshot(self, snapshot_id: str, deadline: Deadline) -> dict[str, Any]:
+    def _source_snapshot(self, snapshot_id: str, deadline: Deadline) -> Snapshot:
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
             raise NotFound(f"source snapshot {snapshot_id} does not exist (not a snapshot id of "
@@ -585,29 +571,19 @@ class Volumes:
             raise InvalidArgument(f"source snapshot {snapshot_id}: {sid.type} snapshots are not "
                                   "supported by this driver yet")
         try:
-            snap = self.client.get(
-                f"/v1/resource-definitions/{sid.resource}/snapshots/{sid.snapshot}",
-                deadline=deadline)
+            snap = queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
         except LinstorError as err:
             if err.is_not_found():
                 raise NotFound(f"source snapshot {snapshot_id} does not exist") from err
             raise
-        flags = snap.get("flags") or []
-        if "SUCCESSFUL" not in flags:
+        if not snap.successful:
             raise Unavailable(f"source snapshot {snapshot_id} is not ready (flags "
-                              f"{', '.join(flags) or 'none'}); retry when it is")
+                              f"{', '.join(snap.flags) or 'none'}); retry when it is")
         return snap
 
-    @staticmethod
-    def _snapshot_size_kib(snap: dict[str, Any]) -> int:
-        for vd in snap.get("volume_definitions") or []:
-            if int(vd.get("volume_number", 0)) == 0:
-                return int(vd.get("size_kib", 0))
-        return 0
-
-    def _restore(self, spec: CreateSpec, kib: int, snap: dict[str, Any], deadline: Deadline,
+    def _restore(self, spec: CreateSpec, kib: int, snap: Snapshot, deadline: Deadline,
                  fresh: bool) -> Volume:
-        src, name = str(snap.get("resource_name")), str(snap.get("name"))
+        src, name = snap.resource_name, snap.name
         rd = spec.rd
         if fresh:
             try:
@@ -632,17 +608,16 @@ class Volumes:
             except LinstorError as err:
                 if not err.has(consts.FAIL_EXISTS_VLM_DFN):
                     raise self._restore_error(spec, err) from err
-            vol.size_kib = self._snapshot_size_kib(snap)
+            vol.size_kib = snap.size_kib(0)
         if kib > vol.size_kib:
             self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
                             deadline=deadline, body={"size_kib": kib})
-        present = self.client.get(f"/v1/resource-definitions/{rd}/resources",
-                                  deadline=deadline) or []
+        present = queries.resources(self.client, rd, deadline)
         if not present:
             nodes = NodeIndex(self.client, self.ns, deadline)
             allowed = self._constraint(spec, nodes)
             preferred = self._preferred_node(spec, nodes, allowed)
-            snap_nodes = [str(n) for n in snap.get("nodes") or []]
+            snap_nodes = list(snap.nodes)
             ok = [n for n in snap_nodes
                   if allowed is None or n.upper() in {a.upper() for a in allowed}]
             order = sorted(ok, key=lambda n: (preferred is None or n.upper() != preferred.upper()))
@@ -661,8 +636,8 @@ class Volumes:
                     raise self._restore_error(spec, err) from err
             if count > len(targets):
                 self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=None)
-        elif len([r for r in present if not _diskless(r)]) < (spec.mutable_count
-                                                               or spec.params.placement_count):
+        elif len([r for r in present if not r.is_diskless]) < (spec.mutable_count
+                                                                or spec.params.placement_count):
             self._place(spec, deadline)  # resumed after the restore: add the other replicas
         return self._finish(spec, deadline)
 
@@ -703,13 +678,11 @@ class Volumes:
                 raise
         while True:
             try:
-                status = self.client.get(f"/v1/resource-definitions/{src.id}/clone/{rd}",
-                                         deadline=deadline) or {}
+                state = queries.clone_status(self.client, src.id, rd, deadline).status
             except LinstorError as err:
                 if not err.is_not_found():
                     raise
-                status = {"status": "COMPLETE"}  # LINSTOR forgot the clone job: check the RD
-            state = status.get("status")
+                state = "COMPLETE"  # LINSTOR forgot the clone job: check the RD
             if state == "COMPLETE":
                 break
             if state == "FAILED":
@@ -732,9 +705,7 @@ class Volumes:
             self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
                             deadline=deadline, body={"size_kib": kib})
         count = spec.mutable_count or spec.params.placement_count
-        present = [r for r in self.client.get(f"/v1/resource-definitions/{rd}/resources",
-                                              deadline=deadline) or []
-                   if not _diskless(r)]
+        present = [r for r in queries.resources(self.client, rd, deadline) if not r.is_diskless]
         if len(present) < count:
             self._place(spec, deadline, skip_constraint=True)
         return self._finish(spec, deadline)
@@ -742,7 +713,7 @@ class Volumes:
     # -- accessible topology ------------------------------------------------------------------
 
     def accessible_topology(self, rd: str, policy: RemoteAccessPolicy, deadline: Deadline,
-                            resources: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
+                            resources: list[Resource] | None = None) -> list[dict[str, str]]:
         """Segments from which the volume is reachable; [] means everywhere (Go: nil)."""
         if policy.anywhere:
             return []
@@ -752,9 +723,9 @@ class Volumes:
         nodes = NodeIndex(self.client, self.ns, deadline)
         out: list[dict[str, str]] = []
         for res in resources:
-            if _diskless(res) or any(f in (res.get("flags") or []) for f in BAD_RESOURCE_FLAGS):
+            if res.is_diskless or any(f in res.flags for f in BAD_RESOURCE_FLAGS):
                 continue
-            segs = nodes.segments_of(str(res.get("node_name")), keys)
+            segs = nodes.segments_of(res.node_name, keys)
             out.extend(policy.accessible_segments(segs))
         return prune_patterns([s for s in out if s])
 
@@ -776,14 +747,14 @@ class Volumes:
 
     def _retire(self, rd: str, deadline: Deadline) -> None:
         resources = self.resources(rd, deadline)
-        busy = [str(r.get("node_name")) for r in resources if (r.get("state") or {}).get("in_use")]
+        busy = [r.node_name for r in resources if r.in_use]
         if busy:
             raise FailedPrecondition(f"volume {rd} is in use on {', '.join(busy)}; unmount it first")
         self.client.put(f"/v1/resource-definitions/{rd}", deadline=deadline,
                         body={"override_props": {PROP_DELETED: "true"}})
-        ordered = sorted(resources, key=lambda r: not _diskless(r))
+        ordered = sorted(resources, key=lambda r: not r.is_diskless)
         for res in ordered:
-            node = str(res.get("node_name"))
+            node = res.node_name
             try:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{node}",
                                    deadline=deadline, params={"keep_tiebreaker": "false"})
@@ -817,34 +788,33 @@ class Volumes:
                 raise NotFound(f"volume {rd} does not exist")
             raise FailedPrecondition(f"volume {rd} has no replica in LINSTOR; it cannot be "
                                      "attached (check `linstor resource list -r {rd}`)")
-        mine = next((r for r in resources
-                     if str(r.get("node_name", "")).upper() == node.upper()), None)
-        if mine is not None and "DELETE" not in (mine.get("flags") or []):
-            if "state" not in mine:
+        mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
+        if mine is not None and not mine.deleting:
+            if not mine.reported:
                 raise FailedPrecondition(
                     f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
                     "not reporting; bring it online and retry")
-            if "TIE_BREAKER" in (mine.get("flags") or []):
+            if mine.is_tiebreaker:
                 self._make_available(rd, node, deadline)
-            path = _device_path(mine)
+            path = mine.device_path(0)
             if path:
                 return path
             return self._volume_device_path(rd, node, deadline)
         if not policy.anywhere:
             keys = {k for rule in policy.rules for k in rule}
             nodes = NodeIndex(self.client, self.ns, deadline)
-            replicas = [nodes.segments_of(str(r.get("node_name")), keys) for r in resources
-                        if not _diskless(r)]
+            replicas = [nodes.segments_of(r.node_name, keys) for r in resources
+                        if not r.is_diskless]
             if not policy.allows(replicas, nodes.segments_of(node, keys)):
-                on = ", ".join(str(r.get("node_name")) for r in resources if not _diskless(r))
+                on = ", ".join(r.node_name for r in resources if not r.is_diskless)
                 raise FailedPrecondition(
                     f"volume {rd} has no replica on node {node} and its StorageClass does not "
                     f"allow remote access from there (allowRemoteVolumeAccess: "
                     f"{policy.render().strip()}); replicas are on {on}")
         self._make_available(rd, node, deadline)
         for res in resources:
-            path = _device_path(res)
-            if path and _top_layer(res) == "DRBD":
+            path = res.device_path(0)
+            if path and res.top_layer == "DRBD":
                 return path  # DRBD device paths are the same on every node
         return self._volume_device_path(rd, node, deadline)
 
@@ -876,9 +846,7 @@ class Volumes:
                                      "attached there until its satellite is back")
 
     def _volume_device_path(self, rd: str, node: str, deadline: Deadline) -> str:
-        vol = self.client.get(f"/v1/resource-definitions/{rd}/resources/{node}/volumes/0",
-                              deadline=deadline) or {}
-        path = str(vol.get("device_path") or "")
+        path = queries.volume(self.client, rd, node, 0, deadline).device_path
         if not path:
             raise Unavailable(f"LINSTOR reports no device path for {rd} on {node} yet; retry")
         return path
@@ -889,9 +857,9 @@ class Volumes:
             return
         resources = self.resources(rd, deadline, node=node)
         for res in resources:
-            if not _diskless(res) or "TIE_BREAKER" in (res.get("flags") or []):
+            if not res.is_diskless or res.is_tiebreaker:
                 continue
-            name = str(res.get("node_name"))
+            name = res.node_name
             try:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{name}",
                                    deadline=deadline, params={"keep_tiebreaker": "true"})
@@ -945,8 +913,7 @@ class Volumes:
         if count is None:
             return
         resources = self.resources(rd, deadline)
-        diskful = [r for r in resources if not _diskless(r)
-                   and "DELETE" not in (r.get("flags") or [])]
+        diskful = [r for r in resources if not r.is_diskless and not r.deleting]
         if len(diskful) < count:
             try:
                 self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
@@ -957,15 +924,15 @@ class Volumes:
                                             f"{err.message}") from err
                 raise
         elif len(diskful) > count:
-            idle = [r for r in diskful if not (r.get("state") or {}).get("in_use")]
+            idle = [r for r in diskful if not r.in_use]
             extra = len(diskful) - count
             if len(idle) < extra:
                 raise FailedPrecondition(f"cannot drop to {count} replicas of {rd}: the "
                                          "remaining ones are in use")
             # drop the replicas that are not in use, unhealthy ones first
-            idle.sort(key=lambda r: (_healthy(r), str(r.get("node_name"))))
+            idle.sort(key=lambda r: (r.healthy, r.node_name))
             for res in idle[:extra]:
-                node = str(res.get("node_name"))
+                node = res.node_name
                 try:
                     self.client.delete(f"/v1/resource-definitions/{rd}/resources/{node}",
                                        deadline=deadline, params={"keep_tiebreaker": "true"})
@@ -979,56 +946,26 @@ class Volumes:
     # -- health -------------------------------------------------------------------------------
 
     @staticmethod
-    def condition(resources: list[dict[str, Any]]) -> tuple[bool, str]:
+    def condition(resources: list[Resource]) -> tuple[bool, str]:
         """(abnormal, message) from replica states."""
         if not resources:
             return True, "no replica of the volume exists in LINSTOR"
         problems = []
         for res in resources:
-            node = str(res.get("node_name"))
-            flags = res.get("flags") or []
-            if "state" not in res:
+            node = res.node_name
+            if not res.reported:
                 problems.append(f"{node} (no state reported: satellite offline?)")
                 continue
-            if any(f in flags for f in ("FAILED_DEPLOYMENT", "FAILED_DISCONNECT")):
-                problems.append(f"{node} ({', '.join(flags)})")
+            if any(f in res.flags for f in ("FAILED_DEPLOYMENT", "FAILED_DISCONNECT")):
+                problems.append(f"{node} ({', '.join(res.flags)})")
                 continue
-            for vol in res.get("volumes") or []:
-                disk = (vol.get("state") or {}).get("disk_state")
-                want = "Diskless" if _diskless(res) else "UpToDate"
-                if disk is None or (disk != want and not (_diskless(res) and disk == "Diskless")):
-                    if disk != want:
-                        problems.append(f"{node} (disk {disk or 'unknown'})")
+            want = "Diskless" if res.is_diskless else "UpToDate"
+            for vol in res.volumes:
+                if vol.disk_state != want:
+                    problems.append(f"{node} (disk {vol.disk_state or 'unknown'})")
         if problems:
             return True, "replica problems on " + "; ".join(problems)
         return False, "volume healthy: every replica UpToDate"
-
-
-def _diskless(res: dict[str, Any]) -> bool:
-    flags = res.get("flags") or []
-    return "DISKLESS" in flags or "DRBD_DISKLESS" in flags or "NVME_INITIATOR" in flags
-
-
-def _healthy(res: dict[str, Any]) -> bool:
-    for vol in res.get("volumes") or []:
-        if (vol.get("state") or {}).get("disk_state") != "UpToDate":
-            return False
-    return "state" in res
-
-
-def _device_path(res: dict[str, Any]) -> str:
-    for vol in res.get("volumes") or []:
-        if int(vol.get("volume_number", 0)) == 0:
-            return str(vol.get("device_path") or "")
-    return ""
-
-
-def _top_layer(res: dict[str, Any]) -> str:
-    for vol in res.get("volumes") or []:
-        layers = vol.get("layer_data_list") or []
-        if layers:
-            return str(layers[0].get("type", ""))
-    return ""
 
 
 __all__ = ["ANYWHERE", "CreateSpec", "Source", "Volume", "Volumes", "allocation_kib"]
