@@ -98,6 +98,7 @@ class Snapshots:
     # -- create -------------------------------------------------------------------------------
 
     def create(self, name: str, source: str, deadline: Deadline) -> SnapshotInfo:
+        self.volumes.require_supported(deadline)
         snap = ids.snapshot_name(name)
         for _attempt in range(2):
             found = self.by_name(snap, deadline)
@@ -173,6 +174,7 @@ class Snapshots:
 
     def create_group(self, name: str, sources: list[str], deadline: Deadline
                      ) -> tuple[str, list[SnapshotInfo]]:
+        self.volumes.require_supported(deadline)
         snap = ids.snapshot_name(name)
         gid = ids.group_snapshot_id(snap)
         want = sorted({s.upper() for s in sources})

@@ -14,6 +14,10 @@ one volume definition (VD 0). What later RPCs need is stored on the RD as ``Aux/
 Create is one ``spawn`` (RD + VD + placement, atomic in LINSTOR, with the props): a retry finds
 nothing or a complete RD. Multi-step creates (preferred topology with several replicas, manual
 lists, restore, clone) leave the done marker for last and resume from what they find.
+
+Operations that create or change volumes first check the controller's REST API version once
+(``linstor.versions``): below 1.22.0 they fail with FAILED_PRECONDITION before writing anything.
+Deletes, detaches and reads are not gated, so volumes can still be cleaned up.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from csi_linstor.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from csi_linstor.linstor import consts, queries
+from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource, ResourceDefinition, Snapshot
@@ -65,6 +69,9 @@ MIN_SIZE = {"block": 4 * KIB, "ext2": 2 * MIB, "ext3": 2 * MIB, "ext4": 2 * MIB,
 FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
 
 BAD_RESOURCE_FLAGS = ("DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT")
+# Props a clone copies from its source that say whose volume an RD is (see _unfixed_clone).
+CLONED_OWNER_PROPS = (PROP_NAME, PROP_DONE, PROP_SOURCE, PROP_ACCESS, PROP_FS, PROP_PVC_NAME,
+                      PROP_PVC_NAMESPACE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +269,10 @@ class Volumes:
     def forget_resource_group(self, name: str) -> None:
         self._known_rgs.discard(name.upper())
 
+    def require_supported(self, deadline: Deadline) -> None:
+        """FAILED_PRECONDITION when the controller's REST API is too old (checked once)."""
+        versions.require_supported(self.client, deadline)
+
     # -- create -------------------------------------------------------------------------------
 
     def props_for(self, spec: CreateSpec, done: bool) -> dict[str, str]:
@@ -281,6 +292,7 @@ class Volumes:
 
     def create(self, spec: CreateSpec, deadline: Deadline, call_log: Any = log) -> Volume:
         """CreateVolume: idempotent by name; resumes an interrupted multi-step create."""
+        self.require_supported(deadline)
         p = spec.params
         floor = 0
         snap_info: Snapshot | None = None
@@ -355,6 +367,12 @@ class Volumes:
 
     def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: Snapshot | None,
                 src_vol: Volume | None, deadline: Deadline, call_log: Any) -> Volume:
+        if src_vol is not None and _unfixed_clone(spec, vol, src_vol):
+            call_log.info("resuming the clone of %s into %s: setting its properties",
+                          src_vol.id, spec.rd)
+            self.ensure_resource_group(spec.params, deadline)
+            self._set_clone_props(spec, src_vol, deadline)
+            return self._clone(spec, kib, src_vol, deadline, fresh=False)
         self._check_compatible(spec, vol, kib)
         if vol.complete:
             return vol
@@ -654,16 +672,13 @@ class Volumes:
                fresh: bool) -> Volume:
         rd = spec.rd
         if fresh:
-            body = {
-                "name": rd,
-                "resource_group": spec.params.resource_group,
-                "override_props": self.props_for(spec, done=False),
-                "delete_props": [k for k in (PROP_DONE, PROP_PVC_NAME, PROP_PVC_NAMESPACE,
-                                             PROP_SOURCE, PROP_FS, PROP_DELETED)
-                                 if k in src.props and k not in self.props_for(spec, False)],
-            }
-            if not body["delete_props"]:
-                del body["delete_props"]
+            inline = versions.clone_props_supported(self.client, deadline)
+            body: dict[str, Any] = {"name": rd, "resource_group": spec.params.resource_group}
+            if inline:
+                override, drop = self._clone_props(spec, src)
+                body["override_props"] = override
+                if drop:
+                    body["delete_props"] = drop
             try:
                 self.client.post_raw(f"/v1/resource-definitions/{src.id}/clone",
                                      deadline=deadline, body=body)
@@ -676,6 +691,8 @@ class Volumes:
                         consts.FAIL_NOT_ENOUGH_FREE_SPACE):
                     raise ResourceExhausted(f"cloning {src.id} into {rd}: {err.message}") from err
                 raise
+            if not inline:
+                self._set_clone_props(spec, src, deadline)
         while True:
             try:
                 state = queries.clone_status(self.client, src.id, rd, deadline).status
@@ -709,6 +726,37 @@ class Volumes:
         if len(present) < count:
             self._place(spec, deadline, skip_constraint=True)
         return self._finish(spec, deadline)
+
+    def _clone_props(self, spec: CreateSpec, src: Volume) -> tuple[dict[str, str], list[str]]:
+        """(props to set, source props to drop) turning a copy of ``src`` into this volume.
+
+        The source's done marker is always dropped (it is set last, by ``_finish``).
+        """
+        override = self.props_for(spec, done=False)
+        drop = [k for k in (PROP_DONE, PROP_PVC_NAME, PROP_PVC_NAMESPACE, PROP_SOURCE, PROP_FS,
+                            PROP_DELETED)
+                if k in src.props and k not in override]
+        return override, drop
+
+    def _set_clone_props(self, spec: CreateSpec, src: Volume, deadline: Deadline) -> None:
+        """REST < 1.26: a clone request cannot carry props, so LINSTOR copies the source's
+        (done marker and owner included) and they are replaced right after the clone starts.
+
+        Until this PUT lands the clone looks like a finished volume of the source's owner, so a
+        create interrupted here is recognised by ``_unfixed_clone`` and resumed through this
+        method; ListVolumes hides it as long as LINSTOR flags it CLONING.
+        """
+        override, drop = self._clone_props(spec, src)
+        body: dict[str, Any] = {"override_props": override}
+        if drop:
+            body["delete_props"] = drop
+        try:
+            self.client.put(f"/v1/resource-definitions/{spec.rd}", deadline=deadline, body=body)
+        except LinstorError as err:
+            if err.has(consts.FAIL_INVLD_PROP):
+                raise InvalidArgument(f"LINSTOR rejected a property of clone {spec.rd}: "
+                                      f"{err.message}") from err
+            raise
 
     # -- accessible topology ------------------------------------------------------------------
 
@@ -781,6 +829,7 @@ class Volumes:
     def publish(self, rd: str, node: str, policy: RemoteAccessPolicy,
                 deadline: Deadline) -> str:
         """Make ``rd`` available on ``node``; returns the device path there."""
+        self.require_supported(deadline)
         resources = self.resources(rd, deadline)
         if not resources:
             vol = self.find(rd, deadline)
@@ -873,6 +922,7 @@ class Volumes:
     # -- expand -------------------------------------------------------------------------------
 
     def expand(self, rd: str, required: int, limit: int, deadline: Deadline) -> Volume:
+        self.require_supported(deadline)
         vol = self.require(rd, deadline)
         if limit and required > limit:
             raise OutOfRange(f"required_bytes {required} exceeds limit_bytes {limit}")
@@ -901,6 +951,7 @@ class Volumes:
 
     def modify(self, rd: str, count: int | None, props: dict[str, str],
                deadline: Deadline) -> None:
+        self.require_supported(deadline)
         self.require(rd, deadline)
         if props:
             try:
@@ -966,6 +1017,13 @@ class Volumes:
         if problems:
             return True, "replica problems on " + "; ".join(problems)
         return False, "volume healthy: every replica UpToDate"
+
+
+def _unfixed_clone(spec: CreateSpec, vol: Volume, src: Volume) -> bool:
+    """Whether ``vol`` is our clone of ``src`` made on REST < 1.26 whose props were not set yet:
+    it still carries exactly the source's ownership props (a clone copies them all)."""
+    return (vol.id.upper() != src.id.upper() and vol.props.get(PROP_NAME) != spec.name
+            and all(vol.props.get(k) == src.props.get(k) for k in CLONED_OWNER_PROPS))
 
 
 __all__ = ["ANYWHERE", "CreateSpec", "Source", "Volume", "Volumes", "allocation_kib"]

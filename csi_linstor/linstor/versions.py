@@ -1,0 +1,60 @@
+"""REST API versions the driver depends on, and the one check of the controller's version.
+
+LINSTOR rejects a request body field it does not know (Jackson ``FAIL_ON_UNKNOWN_PROPERTIES``,
+linstor-facts.md §0.4), so every optional field the driver sends is tied to the REST version that
+introduced it.
+
+MIN_REST_API = 1.22.0 (LINSTOR 1.27.0, 2024): the driver's create path relies on
+``ResourceGroupSpawn.resource_definition_props``, which creates the resource definition, its
+volume definition, its placement *and* the ``Aux/`` ownership props in one transaction. That is
+what makes CreateVolume one call and crash-safe (a retry finds nothing or a complete, owned
+volume); emulating it on an older controller would need a second write and leave unowned
+resource definitions behind when the driver dies in between. Older controllers are refused
+with FAILED_PRECONDITION before anything is written.
+
+CLONE_PROPS = 1.26.0 (LINSTOR 1.32.0): ``ResourceDefinitionCloneRequest.override_props`` /
+``delete_props``. On 1.22–1.25 the clone is made without them and its props are fixed with a
+``PUT /v1/resource-definitions/{rd}`` right after (see ``Volumes._clone``).
+
+The version is read once per client (``LinstorClient.rest_api_version`` caches it); a controller
+upgraded underneath a running driver is seen after the driver restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from csi_linstor.deadline import Deadline
+from csi_linstor.errors import CsiError, FailedPrecondition
+from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.linstor.models import format_version
+
+log = logging.getLogger("csi_linstor.linstor")
+
+MIN_REST_API = (1, 22, 0)
+MIN_LINSTOR = "1.27.0"  # the first LINSTOR release serving REST API 1.22.0
+CLONE_PROPS = (1, 26, 0)
+
+
+def require_supported(client: LinstorClient, deadline: Deadline) -> tuple[int, ...]:
+    """The controller's REST API version; FAILED_PRECONDITION when below ``MIN_REST_API``."""
+    have = client.rest_api_version(deadline)
+    if have >= MIN_REST_API:
+        return have
+    release = ""
+    try:  # only on this failure path: name the LINSTOR release too (one more GET)
+        from csi_linstor.linstor.queries import controller_version
+
+        release = controller_version(client, deadline).version
+    except CsiError as err:
+        log.debug("could not read the LINSTOR release for the version error: %s", err)
+    raise FailedPrecondition(
+        f"the LINSTOR controller{f' {release}' if release else ''} serves REST API "
+        f"{format_version(have)}, but this driver needs REST API {format_version(MIN_REST_API)} "
+        f"or newer (LINSTOR {MIN_LINSTOR} or newer): upgrade the LINSTOR controller, then "
+        "restart the driver's controller pod")
+
+
+def clone_props_supported(client: LinstorClient, deadline: Deadline) -> bool:
+    """Whether the clone request may carry ``override_props``/``delete_props``."""
+    return client.rest_api_version(deadline) >= CLONE_PROPS
