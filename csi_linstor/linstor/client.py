@@ -110,6 +110,7 @@ class LinstorClient:
         self._preferred = 0
         self._lock = threading.Lock()
         self._api_version: tuple[int, ...] | None = None
+        self.controller_release = ""  # LINSTOR's own version, e.g. "1.33.3", once known
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=len(self.endpoints), pool_maxsize=max(pool_size, 4),
                               max_retries=0)
@@ -271,15 +272,21 @@ class LinstorClient:
     # -- helpers -----------------------------------------------------------------------------
 
     def version(self, deadline: Deadline) -> dict[str, Any]:
+        """``GET /v1/controller/version``; also refreshes the cached versions (the readiness
+        probe calls this every few seconds, so an upgraded controller is noticed)."""
         data = self.get("/v1/controller/version", deadline=deadline)
-        return data if isinstance(data, dict) else {}
+        data = data if isinstance(data, dict) else {}
+        text = str(data.get("rest_api_version", "0"))
+        with self._lock:
+            self._api_version = tuple(int(p) for p in text.split(".") if p.isdigit())
+            self.controller_release = str(data.get("version", ""))
+        return data
 
     def rest_api_version(self, deadline: Deadline) -> tuple[int, ...]:
         """The controller's REST API version (cached), for gating optional request fields."""
         if self._api_version is None:
-            text = str(self.version(deadline).get("rest_api_version", "0"))
-            self._api_version = tuple(int(p) for p in text.split(".") if p.isdigit())
-        return self._api_version
+            self.version(deadline)
+        return self._api_version or (0,)
 
     def supports(self, minimum: str, deadline: Deadline) -> bool:
         return self.rest_api_version(deadline) >= tuple(int(p) for p in minimum.split("."))

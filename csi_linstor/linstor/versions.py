@@ -16,20 +16,18 @@ CLONE_PROPS = 1.26.0 (LINSTOR 1.32.0): ``ResourceDefinitionCloneRequest.override
 ``delete_props``. On 1.22–1.25 the clone is made without them and its props are fixed with a
 ``PUT /v1/resource-definitions/{rd}`` right after (see ``Volumes._clone``).
 
-The version is read once per client (``LinstorClient.rest_api_version`` caches it); a controller
-upgraded underneath a running driver is seen after the driver restarts.
+The version is read once per client (``LinstorClient.rest_api_version`` caches it) and refreshed
+by every ``LinstorClient.version`` call, which the readiness probe makes every few seconds: an
+upgraded controller is noticed without a restart, and the first CreateVolume of a process whose
+probe has run costs no extra call.
 """
 
 from __future__ import annotations
 
-import logging
-
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import CsiError, FailedPrecondition
+from csi_linstor.errors import FailedPrecondition
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import format_version
-
-log = logging.getLogger("csi_linstor.linstor")
 
 MIN_REST_API = (1, 22, 0)
 MIN_LINSTOR = "1.27.0"  # the first LINSTOR release serving REST API 1.22.0
@@ -41,18 +39,11 @@ def require_supported(client: LinstorClient, deadline: Deadline) -> tuple[int, .
     have = client.rest_api_version(deadline)
     if have >= MIN_REST_API:
         return have
-    release = ""
-    try:  # only on this failure path: name the LINSTOR release too (one more GET)
-        from csi_linstor.linstor.queries import controller_version
-
-        release = controller_version(client, deadline).version
-    except CsiError as err:
-        log.debug("could not read the LINSTOR release for the version error: %s", err)
+    release = client.controller_release
     raise FailedPrecondition(
         f"the LINSTOR controller{f' {release}' if release else ''} serves REST API "
         f"{format_version(have)}, but this driver needs REST API {format_version(MIN_REST_API)} "
-        f"or newer (LINSTOR {MIN_LINSTOR} or newer): upgrade the LINSTOR controller, then "
-        "restart the driver's controller pod")
+        f"or newer (LINSTOR {MIN_LINSTOR} or newer): upgrade the LINSTOR controller and retry")
 
 
 def clone_props_supported(client: LinstorClient, deadline: Deadline) -> bool:

@@ -235,7 +235,7 @@ def test_missing_client_certificate_or_untrusted_server_is_unavailable_not_a_han
     with pytest.raises(LinstorUnavailable):
         no_cert.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "tlsrg"})
     assert tls_sim.request_counts().get("POST /v1/resource-groups", 0) == 0
-    assert tls_sim.app.tls_failures >= 3
+    assert tls_sim.app.tls_failures >= 2  # the server refused both certificate-less attempts
 
 
 def test_http_port_redirecting_to_https_gives_a_clear_error_and_no_post_as_get(
