@@ -101,6 +101,18 @@ def parse_snapshot_id(text: str) -> SnapshotId | None:
     return SnapshotId(scheme, remote, parts[0], parts[1])
 
 
+def legacy_snapshot_name(text: str) -> str | None:
+    """The LINSTOR snapshot name in a handle without a scheme, or None.
+
+    LINBIT's Go driver wrote bare LINSTOR snapshot names as snapshot handles before it moved to
+    the URL format, and still resolves them by searching the cluster's snapshots by name. Such
+    handles live on in old VolumeSnapshotContents, so they are looked up the same way.
+    """
+    if "://" in text or "/" in text or not is_valid_name(text):
+        return None
+    return text
+
+
 def group_snapshot_id(snapshot: str) -> str:
     return f"InCluster:///{GROUP_PREFIX}/{snapshot}"
 

@@ -39,10 +39,11 @@ class SnapshotInfo:
     ready: bool
     failed: bool
     props: dict[str, str]
+    handle: str = ""  # the id it was found by, when that was a legacy (scheme-less) one
 
     @property
     def id(self) -> str:
-        return ids.snapshot_id(self.resource, self.name)
+        return self.handle or ids.snapshot_id(self.resource, self.name)
 
     @property
     def group_id(self) -> str:
@@ -69,16 +70,17 @@ class Snapshots:
                 if s.name.upper() == name.upper() and not s.deleting]
 
     def get(self, snapshot_id: str, deadline: Deadline) -> SnapshotInfo | None:
-        sid = ids.parse_snapshot_id(snapshot_id)
-        if sid is None or sid.type != "InCluster":
-            return None
+        """The snapshot ``snapshot_id`` names; None when missing or not a snapshot id at all."""
         try:
-            snap = queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
-        except LinstorError as err:
-            if err.is_not_found():
-                return None
-            raise
-        return snapshot_info(snap)
+            snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
+        except InvalidArgument:
+            return None  # S3/Linstor ids: nothing of ours to report
+        if snap is None:
+            return None
+        info = snapshot_info(snap)
+        if ids.legacy_snapshot_name(snapshot_id) is not None:
+            info.handle = snapshot_id  # answer with the id the caller knows it by
+        return info
 
     def list(self, deadline: Deadline, source: str | None = None) -> list[SnapshotInfo]:
         if source is not None:
@@ -150,6 +152,12 @@ class Snapshots:
 
     def delete(self, snapshot_id: str, deadline: Deadline) -> None:
         """DeleteSnapshot: unknown or malformed ids are OK; collects a deleted volume's RD."""
+        legacy = ids.legacy_snapshot_name(snapshot_id)
+        if legacy is not None:
+            snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
+            if snap is not None:
+                self._delete(snap.resource_name, snap.name, deadline)
+            return
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
             return

@@ -580,20 +580,40 @@ class Volumes:
 
     # restore --------------------------------------------------------------------------------
 
-    def _source_snapshot(self, snapshot_id: str, deadline: Deadline) -> Snapshot:
+    def lookup_snapshot(self, snapshot_id: str, deadline: Deadline) -> Snapshot | None:
+        """The LINSTOR snapshot a CSI snapshot id names (one GET), or None when there is none.
+
+        ``InCluster:///<rd>/<snap>`` is read directly; a legacy handle without a scheme (the Go
+        driver's bare snapshot name) is searched by name across the cluster, and an ambiguous
+        one is FAILED_PRECONDITION rather than a guess. S3/Linstor ids are INVALID_ARGUMENT.
+        """
+        legacy = ids.legacy_snapshot_name(snapshot_id)
+        if legacy is not None:
+            found = [s for s in queries.view_snapshots(self.client, deadline, [legacy])
+                     if s.name.upper() == legacy.upper() and not s.deleting]
+            if len(found) > 1:
+                raise FailedPrecondition(
+                    f"legacy snapshot id {snapshot_id} matches the LINSTOR snapshots "
+                    f"{', '.join(f'{s.resource_name}/{s.name}' for s in found)}; handle it with "
+                    "`linstor snapshot` commands")
+            return found[0] if found else None
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
-            raise NotFound(f"source snapshot {snapshot_id} does not exist (not a snapshot id of "
-                           "this driver)")
+            return None
         if sid.type != "InCluster":
-            raise InvalidArgument(f"source snapshot {snapshot_id}: {sid.type} snapshots are not "
+            raise InvalidArgument(f"snapshot {snapshot_id}: {sid.type} snapshots are not "
                                   "supported by this driver yet")
         try:
-            snap = queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
+            return queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
         except LinstorError as err:
             if err.is_not_found():
-                raise NotFound(f"source snapshot {snapshot_id} does not exist") from err
+                return None
             raise
+
+    def _source_snapshot(self, snapshot_id: str, deadline: Deadline) -> Snapshot:
+        snap = self.lookup_snapshot(snapshot_id, deadline)
+        if snap is None:
+            raise NotFound(f"source snapshot {snapshot_id} does not exist")
         if not snap.successful:
             raise Unavailable(f"source snapshot {snapshot_id} is not ready (flags "
                               f"{', '.join(snap.flags) or 'none'}); retry when it is")

@@ -214,3 +214,43 @@ def test_group_snapshots(env):
         name="groupsnapshot-2", source_volume_ids=["pvc-g1", "pvc-none"])) == \
         grpc.StatusCode.NOT_FOUND
     assert env.sim.list_snapshots() == []
+
+
+def _linstor_snapshot(env, rd: str, name: str) -> None:
+    """A snapshot taken outside this driver (as LINBIT's Go driver named them long ago)."""
+    from csi_linstor.deadline import Deadline
+
+    env.client.post(f"/v1/resource-definitions/{rd}/snapshots", deadline=Deadline(10),
+                    body={"name": name})
+
+
+def test_legacy_snapshot_handles_of_the_go_driver_are_found_restored_and_deleted(env):
+    env.ctl.CreateVolume(create_req("pvc-old", params=R2))
+    _linstor_snapshot(env, "pvc-old", "snapshot-0b1e")
+    handle = "snapshot-0b1e"  # a VolumeSnapshotContent's snapshotHandle from those days
+    listed = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(snapshot_id=handle)).entries
+    assert [(e.snapshot.snapshot_id, e.snapshot.source_volume_id) for e in listed] == \
+        [(handle, "pvc-old")]
+    got = env.ctl.GetSnapshot(csi_pb2.GetSnapshotRequest(snapshot_id=handle)).snapshot
+    assert got.ready_to_use and got.size_bytes == GIB
+    src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id=handle))
+    restored = env.ctl.CreateVolume(create_req("pvc-new", params=R2,
+                                               volume_content_source=src)).volume
+    assert restored.content_source.snapshot.snapshot_id == handle
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-new"))
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=handle))
+    assert env.sim.list_snapshots() == []  # nothing left behind in LINSTOR
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=handle))  # idempotent
+    assert code_of(env.ctl.GetSnapshot, csi_pb2.GetSnapshotRequest(snapshot_id=handle)) == \
+        grpc.StatusCode.NOT_FOUND
+
+
+def test_an_ambiguous_legacy_handle_is_refused_not_guessed(env):
+    for rd in ("pvc-amb1", "pvc-amb2"):
+        env.ctl.CreateVolume(create_req(rd, params=R2))
+        _linstor_snapshot(env, rd, "snapshot-same")
+    err = code_of(env.ctl.DeleteSnapshot, csi_pb2.DeleteSnapshotRequest(
+        snapshot_id="snapshot-same"))
+    assert err == grpc.StatusCode.FAILED_PRECONDITION
+    assert env.sim.list_snapshots() == ["pvc-amb1/snapshot-same", "pvc-amb2/snapshot-same"]
