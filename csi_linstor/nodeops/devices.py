@@ -122,6 +122,33 @@ def is_readonly_loop_over_device(dev: tuple[int, int]) -> bool:
     return block_rdev(backing.removesuffix(" (deleted)")) is not None
 
 
+def readonly_loops_over(dev: tuple[int, int]) -> list[tuple[str, tuple[int, int]]]:
+    """(path, major:minor) of every read-only loop device whose backing file is device ``dev``."""
+    found = []
+    try:
+        names = sorted(os.listdir("/sys/block"))
+    except OSError:
+        return []
+    for name in names:
+        if not name.startswith("loop"):
+            continue
+        try:
+            with open(f"/sys/block/{name}/dev", encoding="ascii") as f:
+                major, _, minor = f.read().strip().partition(":")
+            loop = (int(major), int(minor))
+        except (OSError, ValueError):
+            continue
+        if not is_readonly_loop_over_device(loop):
+            continue
+        backing = loop_backing_file(loop)
+        if backing is None or block_rdev(backing.removesuffix(" (deleted)")) != dev:
+            continue
+        path = node_path(loop)
+        if path is not None:
+            found.append((path, loop))
+    return found
+
+
 def create_readonly_loop(device: str, deadline: Deadline) -> str:
     """Attach a new read-only loop device over ``device`` and return its path."""
     out = runner.run(["losetup", "--read-only", "--find", "--show", device], deadline, cap=30.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # DRBD
+
+
+# Written into a block volume's staging directory: the device it was staged with.
+DEVICE_NOTE = "csi-linstor-device"
+# Serialises taking and sweeping read-only loop devices across targets and volumes.
+_RO_LOOPS = threading.Lock()
 
 
 def drbd_problem(drbd: Drbd | None, ref: VolumeRef, deadline: Deadline) -> str | None:
@@ -198,7 +205,11 @@ def stage_block(
     device_wait_seconds: float,
     node: str,
 ) -> None:
-    """Block volumes mount nothing at stage: the device must exist and DRBD must be usable."""
+    """Block volumes mount nothing at stage: the device must exist and DRBD must be usable.
+
+    The device path is noted in ``<staging>/DEVICE_NOTE`` so that NodeUnstage can find read-only
+    loop devices over it that an interrupted publish left behind.
+    """
     what = f"volume {ref.rd}/{ref.vnr} on node {node}"
     devices.wait_for_device(device, deadline, device_wait_seconds, what=what)
     top = MountTable.read().top(staging)
@@ -208,6 +219,11 @@ def stage_block(
             "not as a block device"
         )
     check_drbd(drbd, ref, deadline)
+    if os.path.isdir(staging):
+        note = os.path.join(staging, DEVICE_NOTE)
+        with open(note + ".tmp", "w", encoding="utf-8") as f:
+            f.write(device + "\n")
+        os.replace(note + ".tmp", note)
 
 
 def unstage(staging: str, deadline: Deadline) -> None:
@@ -220,6 +236,7 @@ def unstage(staging: str, deadline: Deadline) -> None:
     table = MountTable.read()
     stacked = table.at(staging)
     if not stacked:
+        _unstage_block(staging, deadline)
         return
     staged = set(stacked)
     for entry in stacked:
@@ -231,6 +248,25 @@ def unstage(staging: str, deadline: Deadline) -> None:
                 "unpublish those targets first"
             )
     mounts.unmount_all(staging, deadline)
+
+
+def _unstage_block(staging: str, deadline: Deadline) -> None:
+    """Detach read-only loop devices over the staged block device that no target uses (left by
+    a publish that died between ``losetup`` and the bind mount), then drop the device note."""
+    note = os.path.join(staging, DEVICE_NOTE)
+    try:
+        with open(note, encoding="utf-8") as f:
+            device = f.read().strip()
+    except FileNotFoundError:
+        return
+    dev = devices.block_rdev(device) if device else None
+    if dev is not None:
+        with _RO_LOOPS:
+            for path, _loop in _unused_readonly_loops(MountTable.read(), dev):
+                log.warning("detaching read-only loop device %s over %s that no target uses "
+                            "(left by an interrupted publish)", path, device)
+                devices.detach_loop(path, deadline)
+    os.unlink(note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,16 +400,33 @@ def publish_block(
         mounts.bind(device, target, False, deadline)
         return
     # A read-only bind of a device node does not stop writes to the device. A read-only loop device
-    # over it does: the kernel refuses every write to it (EPERM), whoever opens it.
-    loop = devices.create_readonly_loop(device, deadline)
-    try:
-        mounts.bind(loop, target, False, deadline)
-    except BaseException:
+    # over it does: the kernel refuses every write to it (EPERM), whoever opens it. One left by a
+    # publish that died before its bind mount is reused rather than leaked (the lock keeps two
+    # publishes of different targets from taking the same one).
+    with _RO_LOOPS:
+        unused = _unused_readonly_loops(MountTable.read(), dev)
+        if unused:
+            loop = unused[0][0]
+            log.info("reusing read-only loop device %s over %s left by an interrupted publish",
+                     loop, device)
+        else:
+            loop = devices.create_readonly_loop(device, deadline)
         try:
-            devices.detach_loop(loop, deadline)
-        except CsiError as e:
-            log.warning("could not detach %s after a failed publish: %s", loop, e)
-        raise
+            mounts.bind(loop, target, False, deadline)
+        except BaseException:
+            try:
+                devices.detach_loop(loop, deadline)
+            except CsiError as e:
+                log.warning("could not detach %s after a failed publish: %s", loop, e)
+            raise
+
+
+def _unused_readonly_loops(table: MountTable, dev: tuple[int, int]
+                           ) -> list[tuple[str, tuple[int, int]]]:
+    """Read-only loop devices over ``dev`` that are bind-mounted nowhere."""
+    bound = {devices.block_rdev(e.mount_point) for e in table
+             if e.fstype.endswith("devtmpfs") and e.root not in ("", "/")}
+    return [(path, loop) for path, loop in devices.readonly_loops_over(dev) if loop not in bound]
 
 
 def unpublish(target: str, deadline: Deadline) -> None:

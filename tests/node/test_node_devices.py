@@ -333,3 +333,31 @@ def test_missing_fields_are_invalid_argument(node, tmp_path) -> None:
         with pytest.raises(RpcFailed) as ei:
             getattr(node, method)(req)
         assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT, method
+
+
+def test_a_readonly_loop_left_by_an_interrupted_publish_is_reused_then_swept(
+        node, loops, tmp_path, deadline) -> None:
+    from csi_linstor.nodeops import devices as devs
+
+    loop = loops(64)
+    staging, _, _ = dirs(tmp_path)
+    target = tmp_path / "pod" / "dev"
+    target.parent.mkdir()
+    cap = block_cap(Mode.SINGLE_NODE_MULTI_WRITER)
+    node.NodeStageVolume(stage_req(loop.path, staging, cap))
+    dev = devs.block_rdev(loop.path)
+    assert dev is not None
+    # the driver died between `losetup -r` and the bind mount: a read-only loop nobody uses
+    orphan = devs.create_readonly_loop(loop.path, deadline)
+    assert [p for p, _ in devs.readonly_loops_over(dev)] == [orphan]
+    node.NodePublishVolume(publish_req(loop.path, staging, target, cap, readonly=True))
+    assert [p for p, _ in devs.readonly_loops_over(dev)] == [orphan]  # reused, not a second one
+    assert devs.block_rdev(str(target)) == devs.block_rdev(orphan)
+    node.NodeUnpublishVolume(unpublish_req(target))
+    assert devs.readonly_loops_over(dev) == []
+    # again, and this time the pod goes away: NodeUnstage sweeps the orphan
+    orphan = devs.create_readonly_loop(loop.path, deadline)
+    node.NodeUnstageVolume(unstage_req(staging))
+    assert devs.readonly_loops_over(dev) == []
+    assert list(staging.iterdir()) == []  # the device note is gone with the stage
+    node.NodeUnstageVolume(unstage_req(staging))  # idempotent
