@@ -35,6 +35,7 @@ from requests.adapters import HTTPAdapter
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import DeadlineExceeded, FailedPrecondition
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
+from csi_linstor.linstor.models import ControllerVersion
 
 log = logging.getLogger("csi_linstor.linstor")
 
@@ -276,10 +277,10 @@ class LinstorClient:
         probe calls this every few seconds, so an upgraded controller is noticed)."""
         data = self.get("/v1/controller/version", deadline=deadline)
         data = data if isinstance(data, dict) else {}
-        text = str(data.get("rest_api_version", "0"))
+        info = ControllerVersion.from_json(data)
         with self._lock:
-            self._api_version = tuple(int(p) for p in text.split(".") if p.isdigit())
-            self.controller_release = str(data.get("version", ""))
+            self._api_version = info.rest_api
+            self.controller_release = info.version
         return data
 
     def rest_api_version(self, deadline: Deadline) -> tuple[int, ...]:
