@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,10 +29,7 @@ from csi_linstor.linstor.models import (
     format_version,
     parse_version,
 )
-from tests.prerequisites import require
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SPEC = SHARED / "spec" / "linstor-rest-v1-openapi.yaml"
+from tests.contract.schema import require_spec, schemas
 
 # A /v1/view/resources entry as LINSTOR sends it (fields from linstor-facts.md §3.8), with
 # fields this driver does not model.
@@ -273,25 +268,17 @@ def test_single_object_queries() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _schemas() -> dict[str, Any]:
-    import yaml
-
-    with open(SPEC, encoding="utf-8") as f:
-        return yaml.safe_load(f)["components"]["schemas"]
-
-
 def _resolve(node: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """(component name or None, schema) of a property, following one $ref."""
     ref = node.get("$ref")
     if ref:
         name = ref.rsplit("/", 1)[-1]
-        return name, _schemas()[name]
+        return name, schemas()[name]
     return None, node
 
 
 def _properties(name: str) -> dict[str, Any]:
-    schema = _schemas()[name]
+    schema = schemas()[name]
     props: dict[str, Any] = {}
     for part in schema.get("allOf", []):
         if "$ref" in part:
@@ -323,16 +310,10 @@ def _type_problem(hint: Any, prop: dict[str, Any]) -> str | None:
     return None if jtype == want else f"spec type {jtype}, model reads {want}"
 
 
-def _require_spec() -> None:
-    require(SHARED.is_dir(), f"{SHARED} (LINSTOR's OpenAPI spec, read at test time and never "
-                             "vendored: it is GPL) is not beside this repository")
-    assert SPEC.is_file(), f"{SHARED} exists but {SPEC} is missing"
-
-
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_wire_fields_exist_in_the_openapi_component(model: type[Model]) -> None:
-    _require_spec()
-    assert model.SCHEMA in _schemas(), f"no component {model.SCHEMA} in the spec"
+    require_spec()
+    assert model.SCHEMA in schemas(), f"no component {model.SCHEMA} in the spec"
     props = _properties(model.SCHEMA)
     hints = typing.get_type_hints(model)
     problems = []
