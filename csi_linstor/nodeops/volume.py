@@ -26,6 +26,7 @@ from csi_linstor.errors import (
 from csi_linstor.nodeops import devices, fs, mounts, runner
 from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountEntry, MountTable
+from csi_linstor.nodeops.owner import VolumeDevice
 
 log = logging.getLogger(__name__)
 
@@ -226,18 +227,22 @@ def stage_block(
         os.replace(note + ".tmp", note)
 
 
-def unstage(staging: str, deadline: Deadline) -> None:
+def unstage(staging: str, deadline: Deadline, owner: VolumeDevice) -> None:
     """Unmount the staging path (all stacked mounts); not staged or gone already is fine.
 
-    Refuses while the staged filesystem is still mounted elsewhere (publish bind mounts): the CO
-    must unpublish every target first, and unmounting the staging path under them would leave the
-    device in use after the CO thinks it is free.
+    Only this volume's staging mount is unmounted: a mount of any other device there is refused
+    (FAILED_PRECONDITION) and left alone. Refuses while the staged filesystem is still mounted
+    elsewhere (publish bind mounts): the CO must unpublish every target first, and unmounting the
+    staging path under them would leave the device in use after the CO thinks it is free.
     """
     table = MountTable.read()
     stacked = table.at(staging)
     if not stacked:
-        _unstage_block(staging, deadline)
+        _unstage_block(staging, deadline, owner)
         return
+    known = owner.known()
+    for entry in reversed(stacked):
+        owner.check_mount(staging, entry, known)
     staged = set(stacked)
     for entry in stacked:
         others = [e.mount_point for e in table.of_device(*entry.dev) if e not in staged]
@@ -247,12 +252,15 @@ def unstage(staging: str, deadline: Deadline) -> None:
                 f"{', '.join(sorted(others))}; "
                 "unpublish those targets first"
             )
-    mounts.unmount_all(staging, deadline)
+    mounts.unmount_all(staging, deadline,
+                       check=lambda path, top: owner.check_mount(path, top, known))
 
 
-def _unstage_block(staging: str, deadline: Deadline) -> None:
+def _unstage_block(staging: str, deadline: Deadline, owner: VolumeDevice) -> None:
     """Detach read-only loop devices over the staged block device that no target uses (left by
-    a publish that died between ``losetup`` and the bind mount), then drop the device note."""
+    a publish that died between ``losetup`` and the bind mount), then drop the device note.
+
+    The note must name this volume's device; a note of another volume's is left alone."""
     note = os.path.join(staging, DEVICE_NOTE)
     try:
         with open(note, encoding="utf-8") as f:
@@ -261,6 +269,14 @@ def _unstage_block(staging: str, deadline: Deadline) -> None:
         return
     dev = devices.block_rdev(device) if device else None
     if dev is not None:
+        known = owner.known()
+        if not owner.owns(dev, known):
+            mine = known.describe() if known is not None else owner.why_unknown
+            raise FailedPrecondition(
+                f"{staging} holds the block staging note of {device}, which is not the device "
+                f"of {owner.name} ({mine}); refusing to unstage it. Check the path and the "
+                "volume id of the request"
+            )
         with _RO_LOOPS:
             for path, _loop in _unused_readonly_loops(MountTable.read(), dev):
                 log.warning("detaching read-only loop device %s over %s that no target uses "
@@ -429,8 +445,19 @@ def _unused_readonly_loops(table: MountTable, dev: tuple[int, int]
     return [(path, loop) for path, loop in devices.readonly_loops_over(dev) if loop not in bound]
 
 
-def unpublish(target: str, deadline: Deadline) -> None:
-    mounts.unpublish_path(target, deadline)
+def unpublish(target: str, deadline: Deadline, owner: VolumeDevice) -> None:
+    """Undo a publish of this volume at ``target``; nothing mounted there (or no path) is fine.
+
+    Only a mount of this volume (a bind of its staging mount, of its device, or of a read-only
+    loop over it) is unmounted; anything else there is FAILED_PRECONDITION and left alone. The
+    volume's device is looked up only when something is mounted.
+    """
+    if MountTable.read().top(target) is None:
+        mounts.unpublish_path(target, deadline)
+        return
+    known = owner.known()
+    mounts.unpublish_path(target, deadline,
+                          check=lambda path, top: owner.check_mount(path, top, known))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,6 +247,7 @@ def test_node_daemonset(default_render: HelmResult) -> None:
     d = container(ds, DRIVER)
     assert flag(d, "mode") == "node"
     assert "--node=$(KUBE_NODE_NAME)" in d["args"]
+    assert flag(d, "kubelet-dir") == "/var/lib/kubelet"
     kube_node = [e for e in d["env"] if e["name"] == "KUBE_NODE_NAME"][0]
     assert kube_node["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert d["securityContext"]["privileged"] is True
@@ -289,6 +290,7 @@ def test_node_kubelet_dir_and_driver_name(render: RenderFn) -> None:
         "/var/lib/k0s/kubelet"
     ] == "Bidirectional"
     assert flag(d, "driver-name") == "linstor.example.com"
+    assert flag(d, "kubelet-dir") == "/var/lib/k0s/kubelet"
     assert r.one("CSIDriver")["metadata"]["name"] == "linstor.example.com"
 
 

@@ -298,10 +298,15 @@ def test_over_a_real_grpc_socket(loops, tmp_path) -> None:
     from csi_linstor.node import NodeServicer
     from csi_linstor.rpc import Runtime
     from csi_linstor.server import CsiServer
-    from tests.node.conftest import make_config
+    from tests.node.conftest import by_res_dir, make_config
 
     sock = tmp_path / "csi.sock"
-    servicer = NodeServicer(Runtime(), make_config(), None, lambda d: {"linbit.com/hostname": NODE})
+    servicer = NodeServicer(
+        Runtime(),
+        make_config(kubelet_dir=tmp_path, drbd_by_res_dir=by_res_dir(tmp_path)),
+        None,
+        lambda d: {"linbit.com/hostname": NODE},
+    )
     server = CsiServer(
         parse_endpoint(f"unix://{sock}"),
         lambda s: csi_pb2_grpc.add_NodeServicer_to_server(servicer, s),
