@@ -17,7 +17,14 @@ from typing import Any
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
 from csi_linstor.drbd import Drbd
-from csi_linstor.errors import CsiError, FailedPrecondition, InvalidArgument, NotFound
+from csi_linstor.errors import (
+    CsiError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from csi_linstor.nodeops import devices, fs
 from csi_linstor.nodeops import volume as ops
 from csi_linstor.nodeops.devices import VolumeRef
@@ -33,6 +40,8 @@ KEY_FS_TYPE = PREFIX + "fs-type"
 KEY_MOUNT_OPTIONS = PREFIX + "mount-options"
 KEY_FS_OPTS = PREFIX + "fs-opts"
 KEY_POST_MOUNT_XFS_OPTS = PREFIX + "post-mount-xfs-opts"
+# Set by ControllerPublish after checking the capability against the volume's created access type.
+KEY_ACCESS_TYPE = PREFIX + "access-type"
 
 Mode = csi_pb2.VolumeCapability.AccessMode
 READ_ONLY_MODES = (Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY)
@@ -121,6 +130,34 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         owner.verify(path)
         return path
 
+    def _no_format_reason(self, owner: VolumeDevice, publish_context: Any, call: Call) -> str:
+        """Refuse a filesystem stage of a volume created as raw block; return why an empty device
+        must not be formatted ("" when it may be).
+
+        The controller's publish context says which access type it checked; without it (an older
+        controller) LINSTOR's resource definition says. When neither can answer, an existing
+        filesystem is still mounted but an empty device is never formatted.
+        """
+        published = publish_context.get(KEY_ACCESS_TYPE, "")
+        if published == "mount":
+            return ""
+        created = published
+        if not created:
+            try:
+                created = owner.created_access()
+            except (FailedPrecondition, Unavailable, DeadlineExceeded) as e:
+                call.log.warning("cannot tell whether %s was created as a raw block volume: %s",
+                                 owner.ref.rd, e)
+                return (f"it cannot be confirmed that volume {owner.ref.rd} was created as a "
+                        f"filesystem volume (the publish context does not say and LINSTOR "
+                        f"cannot be asked: {e})")
+        if created == "block":
+            raise FailedPrecondition(
+                f"volume {owner.ref.rd} was created as a raw block volume; it cannot be staged "
+                "as a filesystem (that would format or mount its raw data); use volumeMode: Block"
+            )
+        return ""
+
     # -- identity of the node ----------------------------------------------------------------
 
     @rpc()
@@ -150,11 +187,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         ref = VolumeRef.parse(request.volume_id)
         staging = self._inside(request.staging_target_path, "staging_target_path")
         is_block, mode = _access(request.volume_capability)
-        device = self._device_path(self._owner(ref, call.deadline), request.publish_context)
+        owner = self._owner(ref, call.deadline)
+        device = self._device_path(owner, request.publish_context)
         common = dict(drbd=self.drbd, device_wait_seconds=self._wait, node=self._node)
         if is_block:
             ops.stage_block(ref, device, staging, call.deadline, **common)
             return csi_pb2.NodeStageVolumeResponse()
+        no_format = self._no_format_reason(owner, request.publish_context, call)
         mnt = request.volume_capability.mount
         fstype = fs.normalize_fstype(
             request.publish_context.get(KEY_FS_TYPE, "") or mnt.fs_type or "ext4"
@@ -166,6 +205,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             context_options=[o for o in vc.get(KEY_MOUNT_OPTIONS, "").split(",") if o.strip()],
             mount_flags=list(mnt.mount_flags),
             readonly=mode in READ_ONLY_MODES,
+            no_format_reason=no_format,
         )
         if mnt.volume_mount_group:
             call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")

@@ -24,6 +24,7 @@ from csi_linstor.linstor import queries
 from csi_linstor.nodeops import devices
 from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountEntry
+from csi_linstor.volumes import PROP_ACCESS  # where CreateVolume records the access type
 
 Dev = tuple[int, int]
 
@@ -96,6 +97,20 @@ class VolumeDevice:
             )
         self._linstor_path = vol.device_path
         return vol.device_path
+
+    def created_access(self) -> str:
+        """The access type the volume was created with, from its resource definition's props:
+        "block", "mount", or "" when none is recorded (a volume made by LINBIT's driver).
+        Raises when LINSTOR cannot be asked (no client: FAILED_PRECONDITION; unreachable:
+        UNAVAILABLE)."""
+        if self.linstor is None:
+            raise FailedPrecondition("no LINSTOR client is configured")
+        rds = queries.resource_definitions(self.linstor, self.deadline, names=[self.ref.rd],
+                                           with_volume_definitions=False)
+        for rd in rds:
+            if rd.name.upper() == self.ref.rd.upper():
+                return rd.props.get(PROP_ACCESS, "")
+        raise NotFound(f"volume {self.ref.rd} does not exist in LINSTOR")
 
     def known(self) -> Known | None:
         """The volume's device: by-res link first, then LINSTOR; None (with ``why_unknown``)

@@ -70,6 +70,9 @@ class MountRequest:
     context_options: Sequence[str] = ()  # volume_context mount-options
     mount_flags: Sequence[str] = ()  # VolumeCapability.mount.mount_flags
     readonly: bool = False  # a reader-only access mode: mount ro, never format, never repair
+    # Why an empty device must not be formatted ("" = it may be): it could not be confirmed that
+    # the volume was created as a filesystem volume (a raw block volume's data has no signature).
+    no_format_reason: str = ""
 
 
 def mount_options(req: MountRequest, fstype: str) -> list[str]:
@@ -120,6 +123,11 @@ def stage_mount(
             raise FailedPrecondition(
                 f"{device} ({what}) has no filesystem and the volume is staged read-only; "
                 "a read-only volume cannot be formatted"
+            )
+        if req.no_format_reason:
+            raise Unavailable(
+                f"{device} ({what}) has no filesystem, and {req.no_format_reason}: not formatting "
+                "it, since a raw block volume's data has no signature to recognise; retry"
             )
         fs.mkfs(device, req.fstype, req.fs_opts, deadline)
         fstype = req.fstype

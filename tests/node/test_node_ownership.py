@@ -271,3 +271,70 @@ def test_stage_refuses_a_device_that_is_not_this_volumes(make_node, loops, tmp_p
     own(tmp_path, str(alias), "pvc-1")
     make_node().NodeStageVolume(stage_req(mine.path, staging, block_cap()))
     make_node().NodeUnstageVolume(unstage_req(staging))
+
+
+class FakeRdLinstor(FakeLinstor):
+    """Also answers the resource definition list with the given Aux/csi-access-type."""
+
+    def __init__(self, device: str | None, access: str | None,
+                 error: Exception | None = None) -> None:
+        super().__init__(device, error)
+        self.access = access
+
+    def get(self, path: str, *, deadline: Any, params: Any = None) -> Any:
+        if path != "/v1/resource-definitions":
+            return super().get(path, deadline=deadline, params=params)
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        props = {} if self.access is None else {"Aux/csi-access-type": self.access}
+        return [{"name": "pvc-1", "props": props, "resource_group_name": "rg"}]
+
+
+def test_a_volume_created_as_block_is_never_formatted(make_node, loops, tmp_path) -> None:
+    """A raw block volume (data without a signature) asked for as a filesystem: refused with
+    FAILED_PRECONDITION, never formatted, whether the publish context or LINSTOR says so; when
+    neither can say, an empty device is not formatted (UNAVAILABLE) but a filesystem mounts."""
+    loop = loops(64)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+
+    def blank() -> bool:
+        return subprocess.run(["blkid", "-p", loop.path], capture_output=True).returncode == 2
+
+    def no_key(cap: Any) -> Any:
+        req = stage_req(loop.path, staging, cap)
+        del req.publish_context["linstor.csi.linbit.com/access-type"]
+        return req
+
+    req = stage_req(loop.path, staging, mount_cap())
+    req.publish_context["linstor.csi.linbit.com/access-type"] = "block"
+    for node, request in (
+        (make_node(), req),  # the controller's publish context says block
+        (make_node(linstor=FakeRdLinstor(loop.path, "block")), no_key(mount_cap())),  # LINSTOR
+    ):
+        err = _code(node.NodeStageVolume, request)
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION, err
+        assert "raw block" in err.message and "pvc-1" in err.message
+        assert blank() and not _mounted(staging)
+
+    # LINSTOR unreachable (or absent) and no key: an empty device is not formatted
+    down = FakeRdLinstor(loop.path, None, error=Unavailable("LINSTOR controller unreachable"))
+    for node in (make_node(linstor=down), make_node()):
+        err = _code(node.NodeStageVolume, no_key(mount_cap()))
+        assert err.code == grpc.StatusCode.UNAVAILABLE and "not formatting" in err.message
+        assert blank() and not _mounted(staging)
+
+    # a volume with no recorded access type (LINBIT's driver) is formatted as before
+    node = make_node(linstor=FakeRdLinstor(loop.path, None))
+    node.NodeStageVolume(no_key(mount_cap()))
+    assert not blank()
+    node.NodeUnstageVolume(unstage_req(staging))
+    # ...and once it has a filesystem, it mounts even while LINSTOR cannot be asked
+    node = make_node(linstor=down)
+    node.NodeStageVolume(no_key(mount_cap()))
+    assert _mounted(staging)
+    node.NodeUnstageVolume(unstage_req(staging))
+    # block staging of a block volume is untouched by all this
+    make_node(linstor=FakeRdLinstor(loop.path, "block")).NodeStageVolume(no_key(block_cap()))
+    make_node().NodeUnstageVolume(unstage_req(staging))
