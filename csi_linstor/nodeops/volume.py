@@ -23,7 +23,7 @@ from csi_linstor.errors import (
     NotFound,
     Unavailable,
 )
-from csi_linstor.nodeops import devices, fs, mounts, runner
+from csi_linstor.nodeops import devices, fs, longops, mounts, runner
 from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountEntry, MountTable
 from csi_linstor.nodeops.owner import VolumeDevice
@@ -116,6 +116,9 @@ def stage_mount(
         return
     check_drbd(drbd, ref, deadline)
     os.makedirs(staging, exist_ok=True)
+    # A mkfs, fsck or resize2fs that an earlier attempt left running: wait for it and take its
+    # result before looking at the device (it would look half-written).
+    longops.join(device, deadline)
 
     found = fs.probe(device, deadline)
     if found.empty:
