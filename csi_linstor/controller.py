@@ -344,6 +344,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc(required=("volume_id", "capacity_range"), lock=lambda r: f"vol:{r.volume_id}")
     def ControllerExpandVolume(self, request: csi_pb2.ControllerExpandVolumeRequest,
                                call: Call) -> csi_pb2.ControllerExpandVolumeResponse:
+        rng = request.capacity_range
+        if rng.required_bytes < 0 or rng.limit_bytes < 0:
+            raise InvalidArgument(f"capacity_range must not be negative (required_bytes "
+                                  f"{rng.required_bytes}, limit_bytes {rng.limit_bytes})")
         if not ids.is_valid_name(request.volume_id):
             raise NotFound(f"volume {request.volume_id} does not exist")
         vol = self.volumes.expand(request.volume_id, request.capacity_range.required_bytes,

@@ -82,7 +82,7 @@ def _access(cap: csi_pb2.VolumeCapability) -> tuple[bool, int]:
     mode = cap.access_mode.mode
     if kind == "mount" and mode in MULTI_NODE_WRITER_MODES:
         raise FailedPrecondition(
-            f"access mode {Mode.Name(mode)} is not supported for filesystem volumes: a local "
+            f"access mode {Mode.Mode.Name(mode)} is not supported for filesystem volumes: a local "
             "filesystem cannot be written from several nodes"
         )
     return kind == "block", mode
@@ -332,12 +332,14 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         required = (
             request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
         )
+        owner = self._owner(ref, call.deadline)
         result = ops.expand(
             ref,
             path,
             required,
             call.deadline,
             block=block,
-            resolve_device=lambda: self._owner(ref, call.deadline).linstor_path(),
+            resolve_device=lambda: owner.linstor_path(),
+            owner=owner,
         )
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=result.capacity_bytes)

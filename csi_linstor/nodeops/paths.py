@@ -21,6 +21,8 @@ def resolve_inside(
     NodeGetVolumeStats and NodeExpandVolume pass NOT_FOUND: the spec (and csi-sanity) want
     "the volume does not exist at volume_path" for a path where no volume can be.
     """
+    if "\x00" in path:
+        raise InvalidArgument(f"{field} {path!r} contains a NUL byte: no path can")
     if not path.startswith("/"):
         raise error(f"{field} {path!r} is not an absolute path inside the kubelet directory")
     base = os.path.realpath(root)

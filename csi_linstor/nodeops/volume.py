@@ -553,7 +553,13 @@ def expand(
     *,
     block: bool | None,
     resolve_device: Callable[[], str] | None = None,
+    owner: VolumeDevice | None = None,
 ) -> Expanded:
+    """Grow the filesystem at ``path`` (or measure the block device there) to the device's size.
+
+    With ``owner``, what is at ``path`` must be this volume's (its device, a read-only loop over
+    it, or a filesystem on it): growing another volume's filesystem is FAILED_PRECONDITION.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -562,6 +568,15 @@ def expand(
         ) from None
     if stat.S_ISBLK(st.st_mode):
         dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        if owner is not None:
+            known = owner.known()
+            if not owner.owns(dev, known):
+                top = MountTable.read().top(path)
+                if top is not None:
+                    owner.check_mount(path, top, known)  # raises, naming what is there
+                raise FailedPrecondition(
+                    f"{path} is the block device {dev[0]}:{dev[1]}, not a device of volume "
+                    f"{ref.rd}; refusing to touch it")
         if devices.is_readonly_loop_over_device(dev):
             # a read-only block publish: its loop device keeps the old size until told
             loop = devices.node_path(dev) or path
@@ -586,6 +601,8 @@ def expand(
         raise NotFound(
             f"{path} is not a mount point: volume {ref.rd} is not staged or published there"
         )
+    if owner is not None:
+        owner.check_mount(path, top, owner.known())
     device = devices.node_path(top.dev)
     if device is None and devices.block_rdev(top.source) == top.dev:
         device = top.source
