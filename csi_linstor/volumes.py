@@ -621,23 +621,33 @@ class Volumes:
 
     def _restore(self, spec: CreateSpec, kib: int, snap: Snapshot, deadline: Deadline,
                  fresh: bool) -> Volume:
+        """Restore ``snap`` into ``spec.rd``, resumable after a crash at any step.
+
+        Steps: RD (props, no done marker) → VDs at the snapshot's size
+        (snapshot-restore-volume-definition) → resources (snapshot-restore-resource) → grow the
+        VD to the requested size → more replicas → done marker. LINSTOR restores only into a VD
+        of exactly the snapshot's size (linstor-facts C7, CtrlSnapshotRestoreApiCallHandler:
+        FAIL_INVLD_VLM_SIZE otherwise), so the VD is grown only once resources exist; what a
+        retry finds (VD size, resources) tells it where to continue.
+        """
         src, name = snap.resource_name, snap.name
         rd = spec.rd
+        snap_kib = snap.size_kib(0)
         if fresh:
-            try:
-                self.client.post("/v1/resource-definitions", deadline=deadline, body={
-                    "resource_definition": {"name": rd,
-                                            "resource_group_name": spec.params.resource_group,
-                                            "props": self.props_for(spec, done=False)}})
-            except LinstorError as err:
-                if err.has(consts.FAIL_EXISTS_RSC_DFN):
-                    raise Aborted(f"volume {rd} was created concurrently; retry") from err
-                if err.has(consts.FAIL_NOT_FOUND_RSC_GRP):
-                    self.forget_resource_group(spec.params.resource_group)
-                raise
+            self._restore_rd(spec, deadline)
         vol = self.find(rd, deadline)
         if vol is None:
             raise Aborted(f"volume {rd} vanished while it was being restored; retry")
+        present = queries.resources(self.client, rd, deadline)
+        if not present and vol.size_kib and vol.size_kib != snap_kib:
+            # Left by a driver that grew the VD before restoring: LINSTOR would refuse the
+            # restore on every retry. The RD has no resources (no data): start it over.
+            log.warning("volume %s has a %d KiB volume definition but snapshot %s/%s is %d KiB;"
+                        " recreating its resource definition to restore at the snapshot's size",
+                        rd, vol.size_kib, src, name, snap_kib)
+            self.client.delete(f"/v1/resource-definitions/{rd}", deadline=deadline)
+            self._restore_rd(spec, deadline)
+            vol.size_kib = 0
         if not vol.size_kib:
             try:
                 self.client.post(
@@ -646,11 +656,10 @@ class Volumes:
             except LinstorError as err:
                 if not err.has(consts.FAIL_EXISTS_VLM_DFN):
                     raise self._restore_error(spec, err) from err
-            vol.size_kib = snap.size_kib(0)
-        if kib > vol.size_kib:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
-                            deadline=deadline, body={"size_kib": kib})
-        present = queries.resources(self.client, rd, deadline)
+            vol.size_kib = snap_kib
+        count = spec.mutable_count or spec.params.placement_count
+        nodes: NodeIndex | None = None
+        allowed: list[str] | None = None
         if not present:
             nodes = NodeIndex(self.client, self.ns, deadline)
             allowed = self._constraint(spec, nodes)
@@ -659,7 +668,6 @@ class Volumes:
             ok = [n for n in snap_nodes
                   if allowed is None or n.upper() in {a.upper() for a in allowed}]
             order = sorted(ok, key=lambda n: (preferred is None or n.upper() != preferred.upper()))
-            count = spec.mutable_count or spec.params.placement_count
             targets = order[:max(1, count)]
             if not targets:
                 raise ResourceExhausted(
@@ -672,12 +680,44 @@ class Volumes:
             except LinstorError as err:
                 if not err.has(consts.FAIL_EXISTS_RSC):
                     raise self._restore_error(spec, err) from err
-            if count > len(targets):
+            diskful = len(targets)
+        else:
+            diskful = len([r for r in present if not r.is_diskless])
+        if kib > vol.size_kib:
+            self._grow(rd, kib, deadline)
+        if diskful < count:
+            if nodes is not None:
                 self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=None)
-        elif len([r for r in present if not r.is_diskless]) < (spec.mutable_count
-                                                                or spec.params.placement_count):
-            self._place(spec, deadline)  # resumed after the restore: add the other replicas
+            else:
+                self._place(spec, deadline)  # resumed after the restore: add the other replicas
         return self._finish(spec, deadline)
+
+    def _restore_rd(self, spec: CreateSpec, deadline: Deadline) -> None:
+        """The restore's target RD: our props, no volume definitions, no done marker."""
+        try:
+            self.client.post("/v1/resource-definitions", deadline=deadline, body={
+                "resource_definition": {"name": spec.rd,
+                                        "resource_group_name": spec.params.resource_group,
+                                        "props": self.props_for(spec, done=False)}})
+        except LinstorError as err:
+            if err.has(consts.FAIL_EXISTS_RSC_DFN):
+                raise Aborted(f"volume {spec.rd} was created concurrently; retry") from err
+            if err.has(consts.FAIL_NOT_FOUND_RSC_GRP):
+                self.forget_resource_group(spec.params.resource_group)
+            raise
+
+    def _grow(self, rd: str, kib: int, deadline: Deadline) -> None:
+        """Grow VD 0 of ``rd`` to ``kib`` (one PUT); the errors a user can act on, typed."""
+        try:
+            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
+                            deadline=deadline, body={"size_kib": kib})
+        except LinstorError as err:
+            if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
+                raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
+            if err.has(consts.FAIL_NOT_ALL_UPTODATE):
+                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
+                                  f"{err.message}; retry when it has synced") from err
+            raise
 
     def _restore_error(self, spec: CreateSpec, err: LinstorError) -> Exception:
         if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
@@ -739,8 +779,7 @@ class Volumes:
             self._cleanup_failed_create(spec, deadline)
             raise Internal(f"LINSTOR failed to clone {src.id} into {rd}; retry")
         if kib > vol.size_kib:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
-                            deadline=deadline, body={"size_kib": kib})
+            self._grow(rd, kib, deadline)
         count = spec.mutable_count or spec.params.placement_count
         present = [r for r in queries.resources(self.client, rd, deadline) if not r.is_diskless]
         if len(present) < count:
@@ -954,16 +993,7 @@ class Volumes:
             raise OutOfRange(f"{required} bytes rounded up to whole KiB exceeds limit_bytes {limit}")
         if kib <= vol.size_kib:
             return vol
-        try:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
-                            deadline=deadline, body={"size_kib": kib})
-        except LinstorError as err:
-            if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
-                raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
-            if err.has(consts.FAIL_NOT_ALL_UPTODATE):
-                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
-                                  f"{err.message}; retry when it has synced") from err
-            raise
+        self._grow(rd, kib, deadline)
         vol.size_kib = kib
         return vol
 

@@ -2005,10 +2005,13 @@ class Controller:
             if nr not in snap.sizes:
                 raise r.error(C.FAIL_NOT_FOUND_SNAPSHOT_VLM_DFN,
                               f"Snapshot '{snap.name}' has no volume {nr}.", refs=refs)
-            if vd.size_kib < snap.sizes[nr]:
+            # LINSTOR restores only into a volume definition of exactly the snapshot's size,
+            # smaller or larger (CtrlSnapshotRestoreApiCallHandler.restoreOnNode: snapshot size
+            # != required size -> FAIL_INVLD_VLM_SIZE); grow after the restore instead.
+            if vd.size_kib != snap.sizes[nr]:
                 raise r.error(C.FAIL_INVLD_VLM_SIZE,
-                              f"Volume {nr} of '{target.name}' is smaller than the snapshot.",
-                              refs=refs)
+                              f"Snapshot size does not match for volume number {nr}; snapshot "
+                              f"size: {snap.sizes[nr]}KiB, required size: {vd.size_kib}KiB", refs=refs)
         nodes = body.get("nodes") or list(snap.nodes)
         rename = body.get("stor_pool_rename") or {}
         plan = []

@@ -112,6 +112,9 @@ def test_restore(env):
     assert vol.capacity_bytes == 2 * GIB and vol.content_source.snapshot.snapshot_id
     nodes = env.client.get("/v1/resource-definitions/pvc-restored/resources", deadline=_dl())
     assert len(nodes) == 3
+    vd = env.client.get("/v1/resource-definitions/pvc-restored/volume-definitions/0",
+                        deadline=_dl())
+    assert vd["size_kib"] == 2 * GIB // 1024  # restored at 1 GiB (LINSTOR's rule), then grown
     again = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB,
                                             params={"placementCount": "3"},
                                             volume_content_source=src)).volume
@@ -254,3 +257,24 @@ def test_an_ambiguous_legacy_handle_is_refused_not_guessed(env):
         snapshot_id="snapshot-same"))
     assert err == grpc.StatusCode.FAILED_PRECONDITION
     assert env.sim.list_snapshots() == ["pvc-amb1/snapshot-same", "pvc-amb2/snapshot-same"]
+
+
+def test_restore_recovers_a_volume_definition_grown_before_its_resources(env):
+    """An older driver grew the VD before snapshot-restore-resource, which LINSTOR refuses on
+    every retry (FAIL_INVLD_VLM_SIZE); the retry now starts that resource-less RD over."""
+    env.ctl.CreateVolume(create_req("pvc-gsrc", params={"placementCount": "1"}))
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-g", "pvc-gsrc")).snapshot
+    src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id=snap.snapshot_id))
+    req = create_req("pvc-gdst", size=2 * GIB, params=R2, volume_content_source=src)
+    env.sim.fail_next(1, route="snapshot-restore-resource")
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.UNAVAILABLE
+    env.client.put("/v1/resource-definitions/pvc-gdst/volume-definitions/0", deadline=_dl(),
+                   body={"size_kib": 2 * GIB // 1024})
+    vol = env.ctl.CreateVolume(req).volume
+    assert vol.capacity_bytes == 2 * GIB
+    assert len(env.client.get("/v1/resource-definitions/pvc-gdst/resources", deadline=_dl())) == 2
+    for rd in ("pvc-gdst", "pvc-gsrc"):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    assert env.leftovers() == ([], [])

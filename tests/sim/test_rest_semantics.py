@@ -511,3 +511,22 @@ def test_view_resources_derived_fields(sim: Any, api: Api) -> None:
     assert lo["children"][0]["type"] == "STORAGE"
     ids = sorted(v["layer_object"]["drbd"]["node_id"] for v in view.values())
     assert ids == [0, 1, 2]
+
+
+def test_restore_only_into_a_volume_definition_of_the_snapshot_size(api: Api) -> None:
+    # CtrlSnapshotRestoreApiCallHandler: a VD grown before restore-resource never restores
+    api.rg("rg1")
+    api.spawn("src", size_kib=8192)
+    api.post("/v1/resource-definitions/src/snapshots", {"name": "s1"})
+    base = "/v1/resource-definitions/src"
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "big",
+                                                                  "resource_group_name": "rg1"}})
+    assert api.post(base + "/snapshot-restore-volume-definition/s1",
+                    {"to_resource": "big"}).status_code == 200
+    assert api.put("/v1/resource-definitions/big/volume-definitions/0",
+                   {"size_kib": 16384}).status_code == 200
+    r = api.post(base + "/snapshot-restore-resource/s1", {"to_resource": "big"})
+    assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_INVLD_VLM_SIZE)
+    assert r.json()[0]["message"] == ("Snapshot size does not match for volume number 0; "
+                                      "snapshot size: 8192KiB, required size: 16384KiB")
+    assert api.get("/v1/resource-definitions/big/resources").json() == []
