@@ -225,6 +225,7 @@ class Volumes:
         if not force and name.upper() in self._known_rgs:
             return
         want_filter = p.select_filter()
+        versions.check_select_filter(self.client, want_filter, deadline)
         want_props = p.props
         try:
             rg = queries.resource_group(self.client, name, deadline)
@@ -733,7 +734,9 @@ class Volumes:
         rd = spec.rd
         if fresh:
             inline = versions.clone_props_supported(self.client, deadline)
-            body: dict[str, Any] = {"name": rd, "resource_group": spec.params.resource_group}
+            body: dict[str, Any] = {"name": rd}
+            if versions.clone_resource_group_supported(self.client, deadline):
+                body["resource_group"] = spec.params.resource_group
             if inline:
                 override, drop = self._clone_props(spec, src)
                 body["override_props"] = override
@@ -799,7 +802,8 @@ class Volumes:
 
     def _set_clone_props(self, spec: CreateSpec, src: Volume, deadline: Deadline) -> None:
         """REST < 1.26: a clone request cannot carry props, so LINSTOR copies the source's
-        (done marker and owner included) and they are replaced right after the clone starts.
+        (done marker and owner included) and they are replaced right after the clone starts;
+        below REST 1.24 the same PUT moves the clone into the class's resource group.
 
         Until this PUT lands the clone looks like a finished volume of the source's owner, so a
         create interrupted here is recognised by ``_unfixed_clone`` and resumed through this
@@ -809,6 +813,9 @@ class Volumes:
         body: dict[str, Any] = {"override_props": override}
         if drop:
             body["delete_props"] = drop
+        if src.resource_group.upper() != spec.params.resource_group.upper():
+            # REST < 1.24: the clone request cannot name the group, the clone is in the source's
+            body["resource_group"] = spec.params.resource_group
         try:
             self.client.put(f"/v1/resource-definitions/{spec.rd}", deadline=deadline, body=body)
         except LinstorError as err:
