@@ -590,7 +590,8 @@ class Volumes:
         """
         legacy = ids.legacy_snapshot_name(snapshot_id)
         if legacy is not None:
-            found = [s for s in queries.view_snapshots(self.client, deadline, [legacy])
+            # A bare name says nothing of its RD: this reads every snapshot (legacy ids only).
+            found = [s for s in queries.view_snapshots(self.client, deadline)
                      if s.name.upper() == legacy.upper() and not s.deleting]
             if len(found) > 1:
                 raise FailedPrecondition(

@@ -181,6 +181,7 @@ class Snapshot:
     rd_props: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=lambda: ["SUCCESSFUL"])
     uuid: str = field(default_factory=new_uuid)
+    delete_at: float | None = None  # flagged DELETE, gone from LINSTOR at this monotonic time
 
 
 @dataclass
@@ -315,6 +316,7 @@ class Controller:
         self.clone_polls = cfg.clone_polls
         self.clone_fail = False
         self.snapshot_fail = False
+        self.snapshot_delete_seconds = 0.0
         self._build(cfg)
 
     # -- setup ---------------------------------------------------------------------------------
@@ -1830,6 +1832,15 @@ class Controller:
     # ==========================================================================================
     # snapshots
 
+    def reap(self) -> None:
+        """Finish the snapshot deletions whose satellites are done (see h_snapshot_delete)."""
+        now = time.monotonic()
+        for rd in self.rds.values():
+            for key, snap in list(rd.snapshots.items()):
+                if snap.delete_at is not None and snap.delete_at <= now:
+                    del rd.snapshots[key]
+                    self._drop_snapshot_files(snap)
+
     def _take_snapshot(self, rd: ResourceDef, sb: dict, r: Reply) -> Snapshot:
         name = check_name(sb.get("name"), C.FAIL_INVLD_SNAPSHOT_NAME, "snapshot", r)
         refs = {"RscDfn": rd.name, "Snapshot": name}
@@ -1938,16 +1949,15 @@ class Controller:
         return 200, self._snapshot_json(rd, self._snap(rd, req.params["snap"], r))
 
     def h_view_snapshots(self, req: Request) -> tuple[int, Any]:
+        # View.listSnapshots takes only nodes, resources, limit and offset: any other query
+        # parameter (snapshots= included) is ignored and every snapshot comes back (C8).
         nodes = self._names(req, "nodes")
         rsc = self._names(req, "resources")
-        snaps = self._names(req, "snapshots")
         out = []
         for rd in self.rds.values():
             if rsc is not None and rd.key not in rsc:
                 continue
             for s in rd.snapshots.values():
-                if snaps is not None and s.name.upper() not in snaps:
-                    continue
                 if nodes is not None and not any(n.upper() in nodes for n in s.nodes):
                     continue
                 out.append(self._snapshot_json(rd, s))
@@ -1967,8 +1977,17 @@ class Controller:
         if only is not None:
             snap.nodes = [n for n in snap.nodes if n.upper() not in only]
         if only is None or not snap.nodes:
-            del rd.snapshots[snap.name.upper()]
-            self._drop_snapshot_files(snap)
+            if self.snapshot_delete_seconds > 0:
+                # CtrlSnapshotDeleteApiCallHandler flags the snapshot definition DELETE and
+                # removes it once the satellites have deleted their parts: until then it is
+                # listed (flag DELETE) and its name is taken (FAIL_EXISTS_SNAPSHOT_DFN).
+                if "DELETE" not in snap.flags:
+                    snap.flags.append("DELETE")
+                if snap.delete_at is None:
+                    snap.delete_at = time.monotonic() + self.snapshot_delete_seconds
+            else:
+                del rd.snapshots[snap.name.upper()]
+                self._drop_snapshot_files(snap)
         r.add(C.DELETED, f"Snapshot '{snap.name}' of resource '{rd.name}' deleted.",
               refs={"RscDfn": rd.name, "Snapshot": snap.name})
         return 200, r.entries

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
+import pytest
 
 from csi_linstor._gen import csi_pb2
 from csi_linstor.sim import SimConfig
@@ -278,3 +281,74 @@ def test_restore_recovers_a_volume_definition_grown_before_its_resources(env):
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
     assert env.leftovers() == ([], [])
+
+
+def _snapshots_read(env, since: int) -> int:
+    """Snapshot objects LINSTOR sent the driver in the replies after reply number ``since``."""
+    n = 0
+    for method, route, _status, body in env.sim.replies()[since:]:
+        if method == "GET" and route == "/v1/view/snapshots":
+            n += len(body)
+        elif method == "GET" and route.startswith("/v1/resource-definitions/{rd}/snapshots"):
+            n += len(body) if isinstance(body, list) else 1
+    return n
+
+
+def test_snapshot_lookups_read_only_the_snapshots_they_need(env):
+    """LINSTOR ignores ``snapshots=`` on /v1/view/snapshots (View.listSnapshots): filtering by
+    it downloaded every snapshot in the cluster on every CreateSnapshot poll and group lookup."""
+    for name in ("pvc-la", "pvc-lb", "pvc-lc"):
+        env.ctl.CreateVolume(create_req(name, params=R2))
+    for i in range(12):
+        env.ctl.CreateSnapshot(snap_req(f"snapshot-other-{i}", "pvc-lc"))
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-la", "pvc-la")).snapshot
+    group = env.group.CreateVolumeGroupSnapshot(csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-l", source_volume_ids=["pvc-la", "pvc-lb"])).group_snapshot
+    ids = [s.snapshot_id for s in group.snapshots]
+    mark = len(env.sim.replies())
+    for _ in range(3):  # the snapshotter repeats CreateSnapshot until ready_to_use
+        assert env.ctl.CreateSnapshot(snap_req("snapshot-la", "pvc-la")).snapshot == snap
+    assert _snapshots_read(env, mark) == 3
+    mark = len(env.sim.replies())
+    again = env.group.CreateVolumeGroupSnapshot(csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-l", source_volume_ids=["pvc-la", "pvc-lb"])).group_snapshot
+    assert sorted(s.snapshot_id for s in again.snapshots) == sorted(ids)
+    got = env.group.GetVolumeGroupSnapshot(csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id, snapshot_ids=ids)).group_snapshot
+    assert sorted(s.snapshot_id for s in got.snapshots) == sorted(ids)
+    # each reads the snapshots of pvc-la and pvc-lb (3), never the 12 of pvc-lc
+    assert _snapshots_read(env, mark) == 6
+    # a member alone still reveals the whole group (its props name every source)
+    assert code_of(env.group.GetVolumeGroupSnapshot, csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id, snapshot_ids=ids[:1])) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(env.group.CreateVolumeGroupSnapshot, csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-l", source_volume_ids=["pvc-la"])) == grpc.StatusCode.ALREADY_EXISTS
+    # CSI names stay unique across sources
+    assert code_of(env.ctl.CreateSnapshot, snap_req("snapshot-la", "pvc-lb")) == \
+        grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_retaking_a_failed_snapshot_waits_while_linstor_deletes_it(env):
+    """LINSTOR keeps a deleted snapshot (flag DELETE) until its satellites confirm, and
+    refuses the name meanwhile (FAIL_EXISTS_SNAPSHOT_DFN): that is not ALREADY_EXISTS."""
+    env.ctl.CreateVolume(create_req("pvc-fs", params=R2))
+    env.sim.set_snapshot_failure(True)
+    failed = env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot
+    assert not failed.ready_to_use
+    env.sim.set_snapshot_failure(False)
+    env.sim.set_snapshot_delete_delay(1.0)
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot  # waits
+    assert snap.ready_to_use
+    # deleting takes longer than the RPC's deadline: ABORTED (retry), then success
+    env.sim.set_snapshot_failure(True)
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs"))
+    env.sim.set_snapshot_failure(False)
+    env.sim.set_snapshot_delete_delay(4.0)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs"), timeout=2.5)
+    assert err.value.code() == grpc.StatusCode.ABORTED, err.value.details()
+    assert "still deleting" in err.value.details()
+    time.sleep(4.0)
+    assert env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot.ready_to_use

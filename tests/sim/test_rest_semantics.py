@@ -384,8 +384,10 @@ def test_multi_snapshot_all_or_nothing(api: Api) -> None:
     body = {"snapshots": [{"name": "g2", "resource_name": "a1"},
                           {"name": "g2", "resource_name": "a2"}]}
     assert api.post("/v1/actions/snapshot/multi", body).status_code == 201
+    # View.listSnapshots has no snapshots= filter: LINSTOR ignores it and lists everything
     view = api.get("/v1/view/snapshots", params={"snapshots": "g2"}).json()
-    assert sorted(s["resource_name"] for s in view) == ["a1", "a2"]
+    assert sorted((s["resource_name"], s["name"]) for s in view) == [
+        ("a1", "g2"), ("a2", "g1"), ("a2", "g2")]
     assert len(api.get("/v1/view/snapshots", params={"resources": "a2"}).json()) == 2
     n = api.get("/v1/resource-definitions/a1/resources").json()[0]["node_name"]
     assert len(api.get("/v1/view/snapshots", params={"nodes": n}).json()) >= 1
@@ -530,3 +532,23 @@ def test_restore_only_into_a_volume_definition_of_the_snapshot_size(api: Api) ->
     assert r.json()[0]["message"] == ("Snapshot size does not match for volume number 0; "
                                       "snapshot size: 8192KiB, required size: 16384KiB")
     assert api.get("/v1/resource-definitions/big/resources").json() == []
+
+
+def test_a_deleted_snapshot_keeps_its_name_until_the_satellites_are_done(sim: Any,
+                                                                         api: Api) -> None:
+    # CtrlSnapshotDeleteApiCallHandler: flag DELETE first, the definition goes once satellites
+    # confirm; meanwhile CtrlSnapshotCrtHelper answers FAIL_EXISTS_SNAPSHOT_DFN for the name
+    import time
+
+    api.rg("rg1")
+    api.spawn("d1")
+    base = "/v1/resource-definitions/d1/snapshots"
+    api.post(base, {"name": "s1"})
+    sim.set_snapshot_delete_delay(0.5)
+    assert api.delete(base + "/s1").status_code == 200
+    assert "DELETE" in api.get(base + "/s1").json()["flags"]
+    r = api.post(base, {"name": "s1"})
+    assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_EXISTS_SNAPSHOT_DFN)
+    time.sleep(0.6)
+    assert api.get(base + "/s1").status_code == 404
+    assert api.post(base, {"name": "s1"}).status_code == 201
