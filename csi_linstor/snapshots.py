@@ -38,7 +38,7 @@ from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
-from csi_linstor.volumes import Volumes
+from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
 
@@ -146,7 +146,9 @@ class Snapshots:
                 raise
         else:
             items = queries.view_snapshots(self.client, deadline)
-        out = [snapshot_info(s) for s in items if not s.deleting]
+        # temporary snapshots of clones (volumes.PROP_CLONE_FOR) are not CSI snapshots
+        out = [snapshot_info(s) for s in items
+               if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
         return sorted(out, key=lambda s: s.id)
 
     # -- create -------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ one volume definition (VD 0). What later RPCs need is stored on the RD as ``Aux/
 - ``Aux/csi-content-source`` ``snapshot:<id>`` / ``volume:<id>``;
 - ``Aux/csi-deleted`` set by DeleteVolume on an RD LINSTOR must keep because it has snapshots:
   the volume is gone for every RPC; DeleteSnapshot removes the RD with its last snapshot.
+- ``Aux/csi-clone-via-snapshot`` ``<source>/<snapshot>`` on a clone made through a temporary
+  snapshot (pools LINSTOR cannot clone, e.g. FILE_THIN); the snapshot carries
+  ``Aux/csi-clone-for`` = the clone, is hidden from ListSnapshots and deleted before the clone
+  gets its done marker (or, when the clone was abandoned, when the source is deleted).
 
 Create is one ``spawn`` (RD + VD + placement, atomic in LINSTOR, with the props): a retry finds
 nothing or a complete RD. Multi-step creates (preferred topology with several replicas, manual
@@ -56,6 +60,8 @@ PROP_ACCESS = "Aux/csi-access-type"
 PROP_FS = "Aux/csi-fs-type"
 PROP_SOURCE = "Aux/csi-content-source"
 PROP_DELETED = "Aux/csi-deleted"
+PROP_CLONE_VIA = "Aux/csi-clone-via-snapshot"  # "<source rd>/<temporary snapshot>"
+PROP_CLONE_FOR = "Aux/csi-clone-for"  # on a temporary snapshot: the clone it is taken for
 PROP_PVC_NAME = "Aux/csi.storage.k8s.io/pvc/name"
 PROP_PVC_NAMESPACE = "Aux/csi.storage.k8s.io/pvc/namespace"
 DONE_VALUE = f"linstor-csi/csi-linstor-{__version__}"
@@ -379,6 +385,8 @@ class Volumes:
             return vol
         call_log.info("resuming the interrupted creation of volume %s", spec.rd)
         self.ensure_resource_group(spec.params, deadline)
+        if src_vol is not None and vol.props.get(PROP_CLONE_VIA):
+            return self._clone_via_snapshot(spec, kib, src_vol, deadline, fresh=False)
         if snap_info is not None:
             return self._restore(spec, kib, snap_info, deadline, fresh=False)
         if src_vol is not None:
@@ -622,7 +630,7 @@ class Volumes:
         return snap
 
     def _restore(self, spec: CreateSpec, kib: int, snap: Snapshot, deadline: Deadline,
-                 fresh: bool) -> Volume:
+                 fresh: bool, before_finish: Any = None) -> Volume:
         """Restore ``snap`` into ``spec.rd``, resumable after a crash at any step.
 
         Steps: RD (props, no done marker) → VDs at the snapshot's size
@@ -692,15 +700,20 @@ class Volumes:
                 self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=None)
             else:
                 self._place(spec, deadline)  # resumed after the restore: add the other replicas
+        if before_finish is not None:
+            before_finish()
         return self._finish(spec, deadline)
 
-    def _restore_rd(self, spec: CreateSpec, deadline: Deadline) -> None:
+    def _restore_rd(self, spec: CreateSpec, deadline: Deadline,
+                    extra: dict[str, str] | None = None) -> None:
         """The restore's target RD: our props, no volume definitions, no done marker."""
+        props = self.props_for(spec, done=False)
+        props.update(extra or {})
         try:
             self.client.post("/v1/resource-definitions", deadline=deadline, body={
                 "resource_definition": {"name": spec.rd,
                                         "resource_group_name": spec.params.resource_group,
-                                        "props": self.props_for(spec, done=False)}})
+                                        "props": props}})
         except LinstorError as err:
             if err.has(consts.FAIL_EXISTS_RSC_DFN):
                 raise Aborted(f"volume {spec.rd} was created concurrently; retry") from err
@@ -754,6 +767,12 @@ class Volumes:
                 if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(
                         consts.FAIL_NOT_ENOUGH_FREE_SPACE):
                     raise ResourceExhausted(f"cloning {src.id} into {rd}: {err.message}") from err
+                if err.has(consts.FAIL_INVLD_PROVIDER):
+                    # LINSTOR clones only LVM, LVM_THIN, ZFS, ZFS_THIN pools (linstor-server
+                    # DeviceProviderKind.isCloneSupported); it rolled the clone back entirely.
+                    log.info("LINSTOR cannot clone the pool of %s (%s); cloning into %s "
+                                  "through a temporary snapshot", src.id, err.message, rd)
+                    return self._clone_via_snapshot(spec, kib, src, deadline, fresh=True)
                 raise
             if not inline:
                 self._set_clone_props(spec, src, deadline)
@@ -789,6 +808,100 @@ class Volumes:
         if len(present) < count:
             self._place(spec, deadline, skip_constraint=True)
         return self._finish(spec, deadline)
+
+    def _clone_via_snapshot(self, spec: CreateSpec, kib: int, src: Volume, deadline: Deadline,
+                            fresh: bool) -> Volume:
+        """Clone ``src`` as temporary snapshot → restore → delete the snapshot → done marker.
+
+        Every step is resumable: the RD (created first) names the temporary snapshot, whose
+        name derives from the clone's, so a retry finds both and continues where it stopped.
+        """
+        rd = spec.rd
+        tmp = ids.snapshot_name(f"clone-for-{rd}")
+        if fresh:
+            self._restore_rd(spec, deadline, extra={PROP_CLONE_VIA: f"{src.id}/{tmp}"})
+        snap = self._temp_snapshot(src.id, tmp, deadline)
+        present = queries.resources(self.client, rd, deadline)
+        if snap is None and not present:
+            try:
+                self.client.post(f"/v1/resource-definitions/{src.id}/snapshots",
+                                 deadline=deadline,
+                                 body={"name": tmp, "props": {PROP_CLONE_FOR: rd}})
+            except LinstorError as err:
+                if err.has(consts.FAIL_SNAPSHOTS_NOT_SUPPORTED):
+                    self._cleanup_failed_create(spec, deadline)
+                    raise InvalidArgument(
+                        f"volume {src.id} cannot be cloned: LINSTOR can neither clone nor "
+                        f"snapshot its storage pool {self._pools_of(src.id, deadline)} "
+                        f"({err.message}); use a storage pool of kind LVM, LVM_THIN, ZFS or "
+                        "ZFS_THIN for volumes that are cloned") from err
+                if err.has(consts.FAIL_NOT_CONNECTED):
+                    raise Unavailable(f"cloning {src.id} into {rd}: a node holding the source "
+                                      f"is offline: {err.message}; retry") from err
+                if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
+                    raise
+            snap = self._temp_snapshot(src.id, tmp, deadline)
+            if snap is None:
+                raise Aborted(f"the temporary snapshot {src.id}/{tmp} for clone {rd} vanished "
+                              "right after it was taken; retry")
+        if snap is not None and not snap.successful:
+            raise Unavailable(f"the temporary snapshot {src.id}/{tmp} for clone {rd} is not "
+                              f"ready (flags {', '.join(snap.flags) or 'none'}); retry")
+
+        def drop_snapshot() -> None:
+            self._drop_temp_snapshot(src.id, tmp, deadline)
+
+        if snap is not None:
+            return self._restore(spec, kib, snap, deadline, fresh=False,
+                                 before_finish=drop_snapshot)
+        # resumed after the snapshot was restored and deleted: finish the placement
+        vol = self.find(rd, deadline)
+        if vol is None:
+            raise Aborted(f"volume {rd} vanished while it was being cloned; retry")
+        if kib > vol.size_kib:
+            self._grow(rd, kib, deadline)
+        count = spec.mutable_count or spec.params.placement_count
+        if len([r for r in present if not r.is_diskless]) < count:
+            self._place(spec, deadline)
+        return self._finish(spec, deadline)
+
+    def _pools_of(self, rd: str, deadline: Deadline) -> str:
+        """``pool (KIND) on node, ...`` of ``rd``'s diskful replicas, for error messages."""
+        out = sorted({f"{v.storage_pool_name} ({v.provider_kind}) on {r.node_name}"
+                      for r in queries.view_resources(self.client, deadline, rds=[rd])
+                      if not r.is_diskless for v in r.volumes})
+        return ", ".join(out) or "(no diskful replica)"
+
+    def _temp_snapshot(self, rd: str, name: str, deadline: Deadline) -> Snapshot | None:
+        """A clone's temporary snapshot; a failed one is deleted (and one being deleted waited
+        out by the retry: ABORTED), so the caller takes it again."""
+        try:
+            snap = queries.snapshot(self.client, rd, name, deadline)
+        except LinstorError as err:
+            if err.is_not_found():
+                return None
+            raise
+        if snap.deleting:
+            raise Aborted(f"LINSTOR is still deleting the temporary snapshot {rd}/{name}; retry")
+        if snap.failed:
+            log.warning("temporary snapshot %s/%s failed in LINSTOR; deleting and retaking it",
+                        rd, name)
+            self._drop_temp_snapshot(rd, name, deadline)
+            raise Aborted(f"the temporary snapshot {rd}/{name} failed in LINSTOR and was "
+                          "deleted; retry to take it again (see the LINSTOR error reports)")
+        return snap
+
+    def _drop_temp_snapshot(self, rd: str, name: str, deadline: Deadline) -> None:
+        try:
+            self.client.delete(f"/v1/resource-definitions/{rd}/snapshots/{name}",
+                               deadline=deadline)
+        except LinstorError as err:
+            if err.has(consts.FAIL_IN_USE):
+                raise Unavailable(f"the temporary snapshot {rd}/{name} is still in use by "
+                                  f"LINSTOR: {err.message}; retry") from err
+            if not err.is_not_found():
+                raise
+        self.collect_if_retired(rd, deadline)
 
     def _clone_props(self, spec: CreateSpec, src: Volume) -> tuple[dict[str, str], list[str]]:
         """(props to set, source props to drop) turning a copy of ``src`` into this volume.
@@ -859,6 +972,21 @@ class Volumes:
             if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
                 raise
         self._retire(rd, deadline)
+        self._drop_abandoned_clone_snapshots(rd, deadline)
+
+    def _drop_abandoned_clone_snapshots(self, rd: str, deadline: Deadline) -> None:
+        """Delete the temporary clone snapshots of ``rd`` whose clone is finished or gone (a
+        clone abandoned midway), so the deleted volume's RD can go; the RD goes with the last."""
+        for snap in queries.snapshots(self.client, rd, deadline):
+            target = snap.definition_props.get(PROP_CLONE_FOR)
+            if not target:
+                continue
+            clone = self.find(target, deadline, include_deleted=True) \
+                if ids.is_valid_name(target) else None
+            if clone is None or clone.complete:
+                log.info("deleting the temporary snapshot %s/%s of clone %s, which is %s",
+                         rd, snap.name, target, "gone" if clone is None else "complete")
+                self._drop_temp_snapshot(rd, snap.name, deadline)
 
     def _retire(self, rd: str, deadline: Deadline) -> None:
         resources = self.resources(rd, deadline)

@@ -29,8 +29,12 @@ log = logging.getLogger("csi_linstor.sim")
 DISKLESS_POOL = "DfltDisklessStorPool"
 DEFAULT_POOL = "DfltStorPool"
 DEFAULT_RG = "DfltRscGrp"
-SNAPSHOT_PROVIDERS = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE_THIN"}
+# DeviceProviderKind.isSnapshotSupported (linstor-server 1.33.3): not LVM, EBS_INIT, DISKLESS.
+SNAPSHOT_PROVIDERS = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE", "FILE_THIN", "SPDK", "EBS_TARGET"}
 THIN_PROVIDERS = {"LVM_THIN", "ZFS_THIN", "FILE_THIN"}
+# DeviceProviderKind.isCloneSupported (linstor-server 1.33.3): LVM, LVM_THIN, ZFS, ZFS_THIN (and
+# DISKLESS); FILE, FILE_THIN, SPDK, REMOTE_SPDK, EBS_* and STORAGE_SPACES* cannot clone.
+CLONE_PROVIDERS = {"LVM", "LVM_THIN", "ZFS", "ZFS_THIN"}
 LAYER_TYPES = {"DRBD", "LUKS", "STORAGE", "NVME", "WRITECACHE", "CACHE", "BCACHE"}
 PROVIDER_KINDS = {"DISKLESS", "LVM", "LVM_THIN", "ZFS", "ZFS_THIN", "FILE", "FILE_THIN", "SPDK",
                   "EBS_TARGET", "EBS_INIT"}
@@ -2098,7 +2102,14 @@ class Controller:
                                           "props": dict(vd.props)}, None, r, seed=vd.device)
                 for res in src.diskful():
                     node = self.nodes[res.node.upper()]
-                    self._add_resource(dst, node, node.pools.get(res.pool.upper()), r)
+                    pool = node.pools.get(res.pool.upper())
+                    # CtrlRscDfnApiCallHandler.cloneRscDfn: every diskful clone volume's pool
+                    # must support cloning, else the whole clone is rolled back with
+                    # FAIL_INVLD_PROVIDER "Clone source contains unsupported storage pools".
+                    if pool is None or pool.kind not in CLONE_PROVIDERS:
+                        raise r.error(C.FAIL_INVLD_PROVIDER,
+                                      "Clone source contains unsupported storage pools")
+                    self._add_resource(dst, node, pool, r)
             except (ApiError, OSError):
                 self._release_rd_devices(dst)
                 for vd in dst.vds.values():

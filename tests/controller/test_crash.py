@@ -117,9 +117,41 @@ CLONE_STEPS = [r"POST /v1/resource-definitions/\{rd\}/clone$", r"GET .*/clone/",
                r"PUT /v1/resource-definitions/\{rd\}$"]
 
 
+# a pool LINSTOR cannot clone (FILE_THIN): the clone goes through a temporary snapshot
+FALLBACK_STEPS = [r"POST /v1/resource-definitions/\{rd\}/clone$",
+                  r"POST /v1/resource-definitions$",
+                  r"POST /v1/resource-definitions/\{rd\}/snapshots$",
+                  r"snapshot-restore-volume-definition", r"snapshot-restore-resource",
+                  r"PUT /v1/resource-definitions/\{rd\}/volume-definitions",
+                  r"DELETE /v1/resource-definitions/\{rd\}/snapshots/",
+                  r"PUT /v1/resource-definitions/\{rd\}$"]
+
+
+@pytest.fixture
+def lvm_env(tmp_path):
+    from csi_linstor.sim import SimConfig
+    from csi_linstor.sim.simulator import PoolSpec
+    from tests.controller.conftest import close_env, make_env
+
+    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
+    yield e
+    close_env(e)
+
+
 @pytest.mark.parametrize("mode", ["drop", "fail"])
 @pytest.mark.parametrize("route", CLONE_STEPS)
-def test_clone_converges(env, mode, route):
+def test_clone_converges(lvm_env, mode, route):
+    _clone_converges(lvm_env, mode, route)
+
+
+@pytest.mark.parametrize("mode", ["drop", "fail"])
+@pytest.mark.parametrize("route", FALLBACK_STEPS)
+def test_clone_through_a_snapshot_converges(env, mode, route):
+    _clone_converges(env, mode, route)
+
+
+def _clone_converges(env, mode, route):
     rgs = env.rgs()
     env.ctl.CreateVolume(create_req("pvc-csrc", params={"placementCount": "2"}))
     (env.sim.drop_next if mode == "drop" else env.sim.fail_next)(1, route=route)

@@ -9,6 +9,7 @@ import pytest
 
 from csi_linstor._gen import csi_pb2
 from csi_linstor.sim import SimConfig
+from csi_linstor.sim.simulator import PoolSpec
 from tests.controller.conftest import GIB, close_env, code_of, create_req, make_env
 
 R2 = {"placementCount": "2"}
@@ -135,7 +136,17 @@ def test_restore(env):
         grpc.StatusCode.ALREADY_EXISTS
 
 
-def test_clone(env):
+@pytest.mark.parametrize("kind", ["LVM_THIN", "FILE_THIN"])
+def test_clone(tmp_path, kind):
+    env = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", kind), PoolSpec("sp1", kind)]))
+    try:
+        _check_clone(env)
+    finally:
+        close_env(env)
+
+
+def _check_clone(env):
     env.ctl.CreateVolume(create_req("pvc-orig", params={"placementCount": "1"}))
     env.sim.set_clone_behaviour(polls=2)
     src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
@@ -157,7 +168,17 @@ def test_clone(env):
         grpc.StatusCode.OUT_OF_RANGE
 
 
-def test_clone_still_running_then_resumes(env):
+@pytest.fixture
+def lvm_env(tmp_path):
+    """Pools LINSTOR clones natively (DeviceProviderKind.isCloneSupported: LVM_THIN)."""
+    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
+    yield e
+    close_env(e)
+
+
+def test_clone_still_running_then_resumes(lvm_env):
+    env = lvm_env
     env.ctl.CreateVolume(create_req("pvc-slow"))
     env.sim.set_clone_behaviour(polls=8)
     src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
@@ -352,3 +373,59 @@ def test_retaking_a_failed_snapshot_waits_while_linstor_deletes_it(env):
     assert "still deleting" in err.value.details()
     time.sleep(4.0)
     assert env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot.ready_to_use
+
+
+
+def _clone_src(rd):
+    return csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id=rd))
+
+
+def test_clone_on_a_pool_linstor_cannot_clone_goes_through_a_temporary_snapshot(env):
+    """LINSTOR refuses to clone FILE_THIN volumes (FAIL_INVLD_PROVIDER, "Clone source contains
+    unsupported storage pools"): the driver retried that forever (UNAVAILABLE)."""
+    env.ctl.CreateVolume(create_req("pvc-fsrc", params=R2))
+    req = create_req("pvc-fdst", size=2 * GIB, params=R2, volume_content_source=_clone_src(
+        "pvc-fsrc"))
+    env.sim.fail_next(1, route=r"DELETE /v1/resource-definitions/\{rd\}/snapshots/")
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.UNAVAILABLE
+    # the temporary snapshot is never listed as a CSI snapshot
+    assert list(env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest()).entries) == []
+    vol = env.ctl.CreateVolume(req).volume
+    assert vol.capacity_bytes == 2 * GIB and vol.content_source.volume.volume_id == "pvc-fsrc"
+    refused = [b for m, r, st, b in env.sim.replies() if r.endswith("/clone") and st == 500]
+    assert refused and "unsupported storage pools" in refused[0]["messages"][0]["message"]
+    assert len(env.client.get("/v1/resource-definitions/pvc-fdst/resources", deadline=_dl())) == 2
+    assert env.sim.list_snapshots() == []  # the temporary snapshot is gone
+    assert env.ctl.CreateVolume(req).volume.volume_id == "pvc-fdst"
+    for rd in ("pvc-fdst", "pvc-fsrc"):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
+    assert env.leftovers() == ([], [])
+
+
+def test_an_abandoned_fallback_clone_leaks_no_snapshot(env):
+    env.ctl.CreateVolume(create_req("pvc-asrc", params=R2))
+    env.sim.fail_next(5, route="snapshot-restore-resource")
+    req = create_req("pvc-adst", params=R2, volume_content_source=_clone_src("pvc-asrc"))
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.UNAVAILABLE
+    assert env.sim.list_snapshots() != []  # the temporary snapshot, mid-clone
+    # the PVC is given up: both volumes are deleted, in either order
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-adst"))
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-asrc"))
+    assert env.leftovers() == ([], [])
+
+
+def test_clone_on_a_pool_that_can_neither_clone_nor_snapshot_is_invalid_argument(tmp_path):
+    cfg = SimConfig(nodes=3).add_pool("ebs", provider_kind="EBS_INIT")
+    env = make_env(tmp_path, sim_config=cfg)
+    try:
+        params = {"placementCount": "1", "storagePool": "ebs"}
+        env.ctl.CreateVolume(create_req("pvc-esrc", params=params))
+        with pytest.raises(grpc.RpcError) as err:
+            env.ctl.CreateVolume(create_req("pvc-edst", params=params,
+                                            volume_content_source=_clone_src("pvc-esrc")))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "pvc-esrc" in err.value.details() and "ebs (EBS_INIT)" in err.value.details()
+        assert env.leftovers() == (["pvc-esrc"], [])
+    finally:
+        close_env(env)

@@ -418,7 +418,28 @@ def test_restore_rules(api: Api) -> None:
     assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_EXISTS_RSC)
 
 
-def test_clone(sim: Any, api: Api) -> None:
+def _thin_lvm_sim(sim_factory: Any) -> tuple[Any, Api]:
+    from csi_linstor.sim.simulator import PoolSpec
+
+    sim = sim_factory(pools=[PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")])
+    return sim, Api(sim.url)
+
+
+def test_clone_refuses_pools_linstor_cannot_clone(api: Api) -> None:
+    # CtrlRscDfnApiCallHandler.cloneRscDfn + DeviceProviderKind.isCloneSupported: FILE_THIN
+    # (the default pools) cannot clone; the clone is rolled back, the reply is the clone object
+    api.rg("rg1")
+    api.spawn("f-src")
+    r = api.post("/v1/resource-definitions/f-src/clone", {"name": "f-dst"})
+    assert r.status_code == 500
+    msg = r.json()["messages"][0]
+    assert rc_is(msg["ret_code"], C.FAIL_INVLD_PROVIDER)
+    assert msg["message"] == "Clone source contains unsupported storage pools"
+    assert api.get("/v1/resource-definitions/f-dst").status_code == 404
+
+
+def test_clone(sim_factory: Any) -> None:
+    sim, api = _thin_lvm_sim(sim_factory)
     api.rg("rg1")
     api.spawn("c-src", resource_definition_props={"Aux/a": "1"})
     r = api.post("/v1/resource-definitions/c-src/clone", {"name": "c-dst"})
