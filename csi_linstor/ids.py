@@ -22,8 +22,6 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from csi_linstor.errors import InvalidArgument
-
 DRIVER_NAMESPACE = b"linstor.csi.linbit.com"
 RESOURCE_GROUP_NAMESPACE = b"resourcegroup.linstor.csi.linbit.com"
 
@@ -125,9 +123,3 @@ def parse_group_snapshot_id(text: str) -> str | None:
     name = text[len(prefix):]
     return name if is_valid_name(name) else None
 
-
-def require_volume_id(text: str) -> str:
-    """Volume ids this driver can hold; a malformed one cannot exist (callers map to NOT_FOUND/OK)."""
-    if not is_valid_name(text):
-        raise InvalidArgument(f"volume id {text!r} is not a valid LINSTOR resource name")
-    return text

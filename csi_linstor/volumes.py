@@ -154,10 +154,6 @@ def allocation_kib(required: int, limit: int, min_bytes: int, floor_bytes: int =
     return kib
 
 
-def _rc_nodes(err: LinstorError) -> str:
-    return err.message
-
-
 # ---------------------------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------------------------

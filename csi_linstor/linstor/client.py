@@ -289,9 +289,6 @@ class LinstorClient:
             self.version(deadline)
         return self._api_version or (0,)
 
-    def supports(self, minimum: str, deadline: Deadline) -> bool:
-        return self.rest_api_version(deadline) >= tuple(int(p) for p in minimum.split("."))
-
 
 def _loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
