@@ -81,8 +81,10 @@ def check_capabilities(caps: Any, layers: tuple[str, ...] | None = None) -> tupl
         if kind == "mount":
             want = cap.mount.fs_type or "ext4"
             if want not in FS_TYPES:
-                raise InvalidArgument(f"filesystem {want!r} is not supported; use one of "
-                                      f"{', '.join(FS_TYPES)}")
+                raise InvalidArgument(f"filesystem {want!r} is not supported: the node plugin "
+                                      f"formats, grows and checks only {', '.join(FS_TYPES)}; "
+                                      "set csi.storage.k8s.io/fstype in the StorageClass to one "
+                                      "of them")
             if fs and want != fs:
                 raise InvalidArgument(f"volume capabilities ask for both {fs} and {want}")
             fs = want

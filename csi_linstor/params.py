@@ -28,6 +28,7 @@ import yaml
 
 from csi_linstor.errors import InvalidArgument
 from csi_linstor.ids import RESOURCE_GROUP_NAMESPACE, go_uuid5
+from csi_linstor.nodeops.fs import SUPPORTED as SUPPORTED_FS
 
 log = logging.getLogger("csi_linstor.params")
 
@@ -37,6 +38,7 @@ SNAPSHOT_NAMESPACE = "snap.linstor.csi.linbit.com"
 DRBD_OPTIONS = "DrbdOptions"
 PVC_NAME_KEY = "csi.storage.k8s.io/pvc/name"
 PVC_NAMESPACE_KEY = "csi.storage.k8s.io/pvc/namespace"
+FSTYPE_KEY = "csi.storage.k8s.io/fstype"
 
 HOSTNAME_KEY = "linbit.com/hostname"
 DEFAULT_DISKLESS_POOL = "DfltDisklessStorPool"
@@ -293,6 +295,13 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
     remote_access: RemoteAccessPolicy | None = None
     pvc_name = params.get(PVC_NAME_KEY, "")
     pvc_namespace = params.get(PVC_NAMESPACE_KEY, "")
+    fstype = params.get(FSTYPE_KEY)
+    if fstype and fstype not in SUPPORTED_FS:
+        # The provisioner normally moves it into the capability's fs_type; when it is passed
+        # through, refuse it here too rather than create a volume no node can mount.
+        raise InvalidArgument(f"parameter {FSTYPE_KEY}: filesystem {fstype!r} is not supported; "
+                              f"the node plugin formats, grows and checks only "
+                              f"{', '.join(SUPPORTED_FS)}")
 
     for key in sorted(params):
         value = params[key]

@@ -45,6 +45,7 @@ from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource, ResourceDefinition, Snapshot
+from csi_linstor.nodeops import fs as nodeops_fs
 from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
 from csi_linstor.topology import NodeIndex
 
@@ -64,9 +65,10 @@ KIB = 1024
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 DEFAULT_SIZE = GIB
-MIN_SIZE = {"block": 4 * KIB, "ext2": 2 * MIB, "ext3": 2 * MIB, "ext4": 2 * MIB,
-            "xfs": 300 * MIB, "btrfs": 256 * MIB}
-FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
+MIN_SIZE = {"block": 4 * KIB, "ext4": 2 * MIB, "xfs": 300 * MIB}
+# Exactly what the node side can format, grow and check: a volume with another filesystem
+# would be created and then never mount.
+FS_TYPES = nodeops_fs.SUPPORTED
 
 BAD_RESOURCE_FLAGS = ("DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT")
 # Props a clone copies from its source that say whose volume an RD is (see _unfixed_clone).

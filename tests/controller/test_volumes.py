@@ -336,3 +336,29 @@ def test_default_remote_access_flag(tmp_path):
         assert len(vol.accessible_topology) == 1
     finally:
         close_env(env)
+
+
+def _fs_cap(fs_type):
+    return csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(fs_type=fs_type),
+                                    access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))
+
+
+@pytest.mark.parametrize("fs_type", ["ext2", "ext3", "btrfs"])
+def test_filesystems_the_node_cannot_handle_are_refused_up_front(env, fs_type):
+    # The node plugin formats, grows and checks only ext4 and xfs: a volume with another
+    # filesystem would be created and then never mount, leaving the pod stuck.
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req(f"pvc-{fs_type}", cap=_fs_cap(fs_type)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fs_type in err.value.details() and "ext4, xfs" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req(f"pvc-p-{fs_type}",
+                                        params={"csi.storage.k8s.io/fstype": fs_type}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fs_type in err.value.details()
+    assert env.sim.list_resource_definitions() == []
+    env.ctl.CreateVolume(create_req("pvc-fs-ok"))
+    answer = env.ctl.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="pvc-fs-ok", volume_capabilities=[_fs_cap(fs_type)]))
+    assert not answer.HasField("confirmed") and fs_type in answer.message
+    for good in ("ext4", "xfs"):
+        env.ctl.CreateVolume(create_req(f"pvc-{good}", cap=_fs_cap(good)))
