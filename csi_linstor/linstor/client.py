@@ -184,12 +184,12 @@ class LinstorClient:
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
                 last_error = err
-                log.warning("LINSTOR controller %s unreachable: %s", base, _short(err))
+                log.debug("LINSTOR controller %s unreachable: %s", base, _short(err))
                 continue
             except requests.exceptions.ConnectionError as err:
                 if idempotent or _never_sent(err):
                     last_error = err
-                    log.warning("LINSTOR controller %s unreachable: %s", base, _short(err))
+                    log.debug("LINSTOR controller %s unreachable: %s", base, _short(err))
                     continue
                 raise LinstorUnavailable(
                     f"connection to LINSTOR at {base} broke during {method} {path}: {_short(err)}; "
@@ -209,6 +209,9 @@ class LinstorClient:
                     f"LINSTOR at {base} redirects {method} {path} to {target}: the controller "
                     "serves HTTPS; set --linstor-endpoint (LS_CONTROLLERS) to its https:// URL "
                     "(or linstor+ssl://host) and LS_ROOT_CA to the CA that signed it")
+            if last_error is not None:
+                log.warning("LINSTOR controller %s answered after another was unreachable: %s",
+                            base, _short(last_error))
             with self._lock:
                 self._preferred = index
             return response.status_code, _decode(response)
@@ -273,8 +276,8 @@ class LinstorClient:
     # -- helpers -----------------------------------------------------------------------------
 
     def version(self, deadline: Deadline) -> dict[str, Any]:
-        """``GET /v1/controller/version``; also refreshes the cached versions (the readiness
-        probe calls this every few seconds, so an upgraded controller is noticed)."""
+        """``GET /v1/controller/version``; also refreshes the cached versions (the LINSTOR
+        monitor calls this every few seconds, so an upgraded controller is noticed)."""
         data = self.get("/v1/controller/version", deadline=deadline)
         data = data if isinstance(data, dict) else {}
         info = ControllerVersion.from_json(data)
