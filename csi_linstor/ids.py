@@ -27,6 +27,7 @@ RESOURCE_GROUP_NAMESPACE = b"resourcegroup.linstor.csi.linbit.com"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 _LETTER = re.compile(r"[A-Za-z]")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+$")
 
 SNAPSHOT_TYPES = ("InCluster", "S3", "Linstor")
 GROUP_PREFIX = "group"
@@ -41,8 +42,29 @@ def go_uuid5(namespace: bytes, data: bytes) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    """LINSTOR's resource/snapshot name rule (also the Go driver's check)."""
+    """LINSTOR's resource/snapshot name rule (also the Go driver's check).
+
+    LINSTOR (``Checks.nameCheck`` for ``ResourceName``/``SnapshotName``): 2-48 bytes, first a
+    letter or ``_``, then letters, digits, ``_`` and ``-``, at least one letter; ``all`` is
+    reserved. (``proxy`` is reserved too for resources only: see ``volume_id``.)
+    """
     return bool(_NAME.match(name)) and bool(_LETTER.search(name)) and name.lower() != "all"
+
+
+def is_valid_node_name(name: str) -> bool:
+    """LINSTOR's node name rule (``NodeName`` → ``Checks.hostNameCheck``, RFC 1123 host names):
+    2-255 bytes of letters, digits, ``.`` and ``-``; not starting with ``.`` or ``-``, not ending
+    with ``-``; every dot-separated label at most 63 bytes."""
+    if not 2 <= len(name) <= 255 or not _HOST.match(name):
+        return False
+    if name.startswith((".", "-")) or name.endswith("-"):
+        return False
+    return all(len(label) <= 63 for label in name.split("."))
+
+
+def is_valid_pool_name(name: str) -> bool:
+    """LINSTOR's storage pool name rule (``StorPoolName``: like resource names, 3-48 bytes)."""
+    return len(name) >= 3 and bool(_NAME.match(name)) and bool(_LETTER.search(name))
 
 
 def volume_id(name: str, *, use_pvc_name: bool = False, pvc_name: str = "",
@@ -52,7 +74,7 @@ def volume_id(name: str, *, use_pvc_name: bool = False, pvc_name: str = "",
         candidate = f"{pvc_namespace}-{pvc_name}"
         if is_valid_name(candidate):
             return candidate
-    if is_valid_name(name):
+    if is_valid_name(name) and name.lower() != "proxy":  # LINSTOR reserves "proxy" for DRBD
         return name
     return "vol-" + go_uuid5(DRIVER_NAMESPACE, name.encode())
 

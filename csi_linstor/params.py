@@ -27,7 +27,12 @@ from typing import Any
 import yaml
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.ids import RESOURCE_GROUP_NAMESPACE, go_uuid5
+from csi_linstor.ids import (
+    RESOURCE_GROUP_NAMESPACE,
+    go_uuid5,
+    is_valid_node_name,
+    is_valid_pool_name,
+)
 from csi_linstor.nodeops.fs import SUPPORTED as SUPPORTED_FS
 
 log = logging.getLogger("csi_linstor.params")
@@ -347,10 +352,12 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
             pools = split_list(value)
             if not pools:
                 raise InvalidArgument(f"parameter {key}: names no storage pool")
+            _check_names(key, pools, is_valid_pool_name, "storage pool")
             values["storage_pools"] = pools
         elif canonical == "disklessstoragepool":
             if not value.strip():
                 raise InvalidArgument(f"parameter {key}: is empty")
+            _check_names(key, (value.strip(),), is_valid_pool_name, "storage pool")
             values["diskless_storage_pool"] = value.strip()
         elif canonical == "layerlist":
             layers = []
@@ -377,9 +384,10 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
         elif canonical == "disklessonremaining":
             values["diskless_on_remaining"] = _parse_bool(key, value)
         elif canonical == "nodelist":
-            values["node_list"] = split_list(value)
+            values["node_list"] = _check_names(key, split_list(value), is_valid_node_name, "node")
         elif canonical == "clientlist":
-            values["client_list"] = split_list(value)
+            values["client_list"] = _check_names(key, split_list(value), is_valid_node_name,
+                                                 "node")
         elif canonical == "placementpolicy":
             match = [p for p in PLACEMENT_POLICIES if p.lower() == value.strip().lower()]
             if not match:
@@ -453,6 +461,14 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
         warnings.append("usePvcName needs the provisioner's --extra-create-metadata; "
                         "using the volume name")
     return p
+
+
+def _check_names(key: str, names: tuple[str, ...], valid: Any, kind: str) -> tuple[str, ...]:
+    """INVALID_ARGUMENT for a name LINSTOR would refuse (see ``ids.py`` for the rules)."""
+    for name in names:
+        if not valid(name):
+            raise InvalidArgument(f"parameter {key}: {name!r} is not a valid LINSTOR {kind} name")
+    return names
 
 
 def _replace(p: VolumeParameters, **changes: Any) -> VolumeParameters:

@@ -847,6 +847,10 @@ class Volumes:
     def publish(self, rd: str, node: str, policy: RemoteAccessPolicy,
                 deadline: Deadline) -> str:
         """Make ``rd`` available on ``node``; returns the device path there."""
+        if not ids.is_valid_node_name(node):
+            # Checked before any call: the name becomes a REST path component.
+            raise NotFound(f"node {node!r} does not exist: it is not a valid LINSTOR node name "
+                           "(RFC 1123 host name); NodeGetInfo reports the LINSTOR node name")
         self.require_supported(deadline)
         resources = self.resources(rd, deadline)
         if not resources:
@@ -920,8 +924,8 @@ class Volumes:
 
     def unpublish(self, rd: str, node: str | None, deadline: Deadline) -> None:
         """Remove diskless attachments (never a diskful replica); missing → OK."""
-        if not ids.is_valid_name(rd):
-            return
+        if not ids.is_valid_name(rd) or (node is not None and not ids.is_valid_node_name(node)):
+            return  # a volume or node that cannot exist is not attached anywhere
         resources = self.resources(rd, deadline, node=node)
         for res in resources:
             if not res.is_diskless or res.is_tiebreaker:

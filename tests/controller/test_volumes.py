@@ -362,3 +362,41 @@ def test_filesystems_the_node_cannot_handle_are_refused_up_front(env, fs_type):
     assert not answer.HasField("confirmed") and fs_type in answer.message
     for good in ("ext4", "xfs"):
         env.ctl.CreateVolume(create_req(f"pvc-{good}", cap=_fs_cap(good)))
+
+
+@pytest.mark.parametrize("node_id", ["../pvc-big", "../../pvc-big/resources/{free}",
+                                     "{free}/../../pvc-big/resources/{free}", "node-1?x=1",
+                                     "node_1", "-node"])
+def test_node_id_that_is_not_a_linstor_node_name_touches_nothing(env, node_id):
+    env.ctl.CreateVolume(create_req("pvc-small", params={"placementCount": "1"}))
+    env.ctl.CreateVolume(create_req("pvc-big", params={"placementCount": "1"}))
+    before = {rd: sorted(r["node_name"] for r in env.client.get(
+        f"/v1/resource-definitions/{rd}/resources", deadline=_dl()))
+        for rd in ("pvc-small", "pvc-big")}
+    free = next(n for n in ("node-1", "node-2", "node-3") if n not in before["pvc-big"])
+    node_id = node_id.format(free=free)
+    env.sim.reset_counts()
+    req = csi_pb2.ControllerPublishVolumeRequest(volume_id="pvc-small", node_id=node_id,
+                                                 volume_capability=MOUNT)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(req)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not a valid LINSTOR node name" in err.value.details()
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id="pvc-small", node_id=node_id))  # cannot be attached there: OK
+    assert env.counts() == {}, "nothing may reach LINSTOR"
+    after = {rd: sorted(r["node_name"] for r in env.client.get(
+        f"/v1/resource-definitions/{rd}/resources", deadline=_dl()))
+        for rd in ("pvc-small", "pvc-big")}
+    assert after == before
+
+
+def test_storage_class_names_that_linstor_refuses_are_invalid_argument(env):
+    for params in ({"storagePool": "../x"}, {"storagePool": "ok-pool p?"},
+                   {"disklessStoragePool": "a/b"}, {"nodeList": "node-1 ../node-2"},
+                   {"clientList": "node_3"}):
+        with pytest.raises(grpc.RpcError) as err:
+            env.ctl.CreateVolume(create_req("pvc-badname", params=params))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid LINSTOR" in err.value.details()
+    assert env.sim.list_resource_definitions() == []

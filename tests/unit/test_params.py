@@ -29,7 +29,7 @@ VALID = [
     ({"storagePool": "sp1"}, "storage_pools", ("sp1",)),
     ({"storagePool": "sp1 sp2"}, "storage_pools", ("sp1", "sp2")),
     ({"storagePool": "sp1,sp2"}, "storage_pools", ("sp1", "sp2")),
-    ({"disklessStoragePool": "dl"}, "diskless_storage_pool", "dl"),
+    ({"disklessStoragePool": "dless"}, "diskless_storage_pool", "dless"),
     ({"layerList": "drbd luks storage"}, "layer_list", ("DRBD", "LUKS", "STORAGE")),
     ({"layerlist": "Storage"}, "layer_list", ("STORAGE",)),
     ({"replicasOnSame": "zone"}, "replicas_on_same", ("Aux/zone",)),
@@ -148,7 +148,7 @@ RG_VECTORS = [
     ({"placementCount": "1", "storagePool": "thin-pool", "layerList": "storage"},
      '{"select_filter":{"place_count":1,"storage_pool_list":["thin-pool"],"layer_stack":["STORAGE"]}}',
      "sc-f94a0b17-a381-5148-8bf8-dacc29ce2f6d"),
-    ({"placementCount": "2", "storagePool": "a b", "doNotPlaceWithRegex": "^db-.*",
+    ({"placementCount": "2", "storagePool": "sp-a sp-b", "doNotPlaceWithRegex": "^db-.*",
       "replicasOnSame": "topology/zone", "replicasOnDifferent": "rack",
       "xReplicasOnDifferent": "topology/zone: 2\na: 1", "layerList": "drbd luks storage",
       "encryption": "true", "disklessOnRemaining": "true",
@@ -157,10 +157,10 @@ RG_VECTORS = [
       "property.linstor.csi.linbit.com/Aux/x": "<a&b>"},
      '{"override_props":{"Aux/x":"\\u003ca\\u0026b\\u003e","DrbdOptions/Resource/on-no-quorum":'
      '"io-error","DrbdOptions/auto-quorum":"suspend-io"},"select_filter":{"place_count":2,'
-     '"storage_pool_list":["a","b"],"not_place_with_rsc_regex":"^db-.*","replicas_on_same":'
+     '"storage_pool_list":["sp-a","sp-b"],"not_place_with_rsc_regex":"^db-.*","replicas_on_same":'
      '["Aux/topology/zone"],"replicas_on_different":["Aux/rack"],"x_replicas_on_different_map":'
      '{"Aux/a":1,"Aux/topology/zone":2},"layer_stack":["DRBD","LUKS","STORAGE"],'
-     '"diskless_on_remaining":true}}', "sc-ac27c168-f17d-5d72-8a82-159a7fc90fb5"),
+     '"diskless_on_remaining":true}}', "sc-5b7e218c-c97f-50f1-b34b-df16a9760b69"),
 ]
 
 
