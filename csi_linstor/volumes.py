@@ -167,7 +167,7 @@ class Volumes:
         self.client = client
         self.ns = property_namespace
         self.poll_interval = poll_interval
-        self._known_rgs: set[str] = set()
+        self._known_rgs: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -218,9 +218,18 @@ class Volumes:
 
     def ensure_resource_group(self, p: VolumeParameters, deadline: Deadline,
                               force: bool = False) -> None:
-        """Create or reconcile the class's RG once per process (cached once confirmed)."""
+        """Make sure the class's RG exists and carries the class's properties.
+
+        Placement does not depend on the RG's select filter: every spawn and autoplace sends
+        the class's own filter, whose fields win over the RG's (LINSTOR merges them field by
+        field, ``AutoSelectFilterPojo.merge``). So two classes naming one ``resourceGroup``
+        with different counts, or an admin editing the RG, never change what a class places;
+        the RG's filter is only written when the RG is created (for ``linstor rg spawn`` and
+        LINBIT's driver). Properties cannot be per volume: missing ones are added, a conflict
+        is INVALID_ARGUMENT. Confirmed (name, properties) pairs are cached per process.
+        """
         name = p.resource_group
-        if not force and name.upper() in self._known_rgs:
+        if not force and _rg_key(p) in self._known_rgs:
             return
         want_filter = p.select_filter()
         want_props = p.props
@@ -241,10 +250,8 @@ class Volumes:
                 if not cerr.has(consts.FAIL_EXISTS_RSC_GRP):
                     raise
                 return self.ensure_resource_group(p, deadline, force=True)
-            self._known_rgs.add(name.upper())
+            self._known_rgs.add(_rg_key(p))
             return
-        have_filter = rg.select_filter.as_json()
-        change = {k: v for k, v in want_filter.items() if have_filter.get(k) != v}
         have_props = rg.props
         add_props = {}
         for key, value in want_props.items():
@@ -255,17 +262,13 @@ class Volumes:
                     f"resource group {name} already has property {key}={have_props[key]!r} but "
                     f"the StorageClass asks for {value!r}; properties of an existing resource "
                     "group are never changed: fix the class or the resource group")
-        if change or add_props:
-            body = {}
-            if change:
-                body["select_filter"] = change
-            if add_props:
-                body["override_props"] = add_props
-            self.client.put(f"/v1/resource-groups/{name}", deadline=deadline, body=body)
-        self._known_rgs.add(name.upper())
+        if add_props:
+            self.client.put(f"/v1/resource-groups/{name}", deadline=deadline,
+                            body={"override_props": add_props})
+        self._known_rgs.add(_rg_key(p))
 
     def forget_resource_group(self, name: str) -> None:
-        self._known_rgs.discard(name.upper())
+        self._known_rgs = {k for k in self._known_rgs if k[0] != name.upper()}
 
     def require_supported(self, deadline: Deadline) -> None:
         """FAILED_PRECONDITION when the controller's REST API is too old (checked once)."""
@@ -417,7 +420,8 @@ class Volumes:
         return None
 
     def _place_filter(self, spec: CreateSpec, allowed: list[str] | None) -> dict[str, Any]:
-        sf: dict[str, Any] = {}
+        """The class's own select filter (see ensure_resource_group), narrowed to ``allowed``."""
+        sf = spec.params.select_filter()
         if spec.mutable_count is not None:
             sf["place_count"] = spec.mutable_count
         if allowed is not None:
@@ -466,8 +470,8 @@ class Volumes:
             "volume_sizes": [kib],
             "resource_definition_props": self.props_for(spec, done=not definitions_only),
         }
-        if sf:
-            body["select_filter"] = sf
+        # Always the class's own filter (layer stack included), never only the RG's.
+        body["select_filter"] = sf or spec.params.select_filter()
         if definitions_only:
             body["definitions_only"] = True
         rg = spec.params.resource_group
@@ -559,16 +563,14 @@ class Volumes:
             preferred = self._preferred_node(spec, nodes, allowed)
         if preferred is not None:
             try:
+                first = {**p.select_filter(), "place_count": 1, "node_name_list": [preferred]}
                 self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
-                                 body={"select_filter": {"place_count": 1,
-                                                         "node_name_list": [preferred]}})
+                                 body={"select_filter": first})
             except LinstorError as err:
                 if not (err.has(consts.FAIL_NOT_ENOUGH_NODES)
                         or err.has(consts.FAIL_NOT_FOUND_STOR_POOL)):
                     raise
         sf = self._place_filter(spec, None if skip_constraint else allowed)
-        if "place_count" not in sf:
-            sf["place_count"] = p.placement_count
         try:
             self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
                              body={"select_filter": sf})
@@ -1039,6 +1041,10 @@ class Volumes:
         if problems:
             return True, "replica problems on " + "; ".join(problems)
         return False, "volume healthy: every replica UpToDate"
+
+
+def _rg_key(p: VolumeParameters) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return p.resource_group.upper(), tuple(sorted(p.properties))
 
 
 def _unfixed_clone(spec: CreateSpec, vol: Volume, src: Volume) -> bool:

@@ -400,3 +400,34 @@ def test_storage_class_names_that_linstor_refuses_are_invalid_argument(env):
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "not a valid LINSTOR" in err.value.details()
     assert env.sim.list_resource_definitions() == []
+
+
+def test_every_volume_gets_its_own_class_placement_whatever_the_shared_group_says(env):
+    one = {"resourceGroup": "shared-rg", "placementCount": "1"}
+    three = {"resourceGroup": "shared-rg", "placementCount": "3"}
+    env.ctl.CreateVolume(create_req("pvc-one", params=one))
+    env.ctl.CreateVolume(create_req("pvc-three", params=three))
+    assert len(diskful_nodes(env, "pvc-one")) == 1
+    assert len(diskful_nodes(env, "pvc-three")) == 3
+    # An admin edits the group behind the driver's back: each class still gets its count.
+    env.client.put("/v1/resource-groups/shared-rg", deadline=_dl(),
+                   body={"select_filter": {"place_count": 2}})
+    env.ctl.CreateVolume(create_req("pvc-three-again", params=three))
+    env.ctl.CreateVolume(create_req("pvc-one-again", params=one))
+    assert len(diskful_nodes(env, "pvc-three-again")) == 3
+    assert len(diskful_nodes(env, "pvc-one-again")) == 1
+    # The preferred-topology path (several steps) follows the class too.
+    pref = csi_pb2.TopologyRequirement(preferred=[csi_pb2.Topology(
+        segments={"linbit.com/hostname": "node-2"})])
+    env.ctl.CreateVolume(create_req("pvc-three-pref", params=three,
+                                    accessibility_requirements=pref))
+    assert len(diskful_nodes(env, "pvc-three-pref")) == 3
+    # Properties cannot differ per volume: a class contradicting the group's is refused,
+    # even after another class of the same group was served.
+    env.ctl.CreateVolume(create_req("pvc-prop", params={
+        **one, "property.linstor.csi.linbit.com/DrbdOptions/Net/protocol": "A"}))  # added
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req("pvc-conflict-2", params={
+            **three, "property.linstor.csi.linbit.com/DrbdOptions/Net/protocol": "C"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "DrbdOptions/Net/protocol" in err.value.details()
