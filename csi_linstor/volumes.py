@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csi_linstor import __version__, ids
@@ -267,6 +267,20 @@ class Volumes:
                             body={"override_props": add_props})
         self._known_rgs.add(_rg_key(p))
 
+    def _group_count(self, p: VolumeParameters, deadline: Deadline) -> VolumeParameters:
+        """``placementCount: 0`` (accepted as LINBIT's driver does) leaves the count to the
+        resource group: read it, so that every later step places that many replicas."""
+        self.ensure_resource_group(p, deadline)
+        count = queries.resource_group(self.client, p.resource_group, deadline) \
+            .select_filter.place_count
+        if not count:
+            raise InvalidArgument(
+                f"placementCount is 0, which leaves the replica count to resource group "
+                f"{p.resource_group}, but that group sets no place_count; set placementCount in "
+                f"the StorageClass or `linstor resource-group modify {p.resource_group} "
+                "--place-count N`")
+        return replace(p, placement_count=count)
+
     def forget_resource_group(self, name: str) -> None:
         self._known_rgs = {k for k in self._known_rgs if k[0] != name.upper()}
 
@@ -294,6 +308,9 @@ class Volumes:
     def create(self, spec: CreateSpec, deadline: Deadline, call_log: Any = log) -> Volume:
         """CreateVolume: idempotent by name; resumes an interrupted multi-step create."""
         self.require_supported(deadline)
+        if spec.params.placement_count == 0 and not spec.params.manual \
+                and spec.mutable_count is None:
+            spec.params = self._group_count(spec.params, deadline)
         p = spec.params
         floor = 0
         snap_info: Snapshot | None = None

@@ -431,3 +431,31 @@ def test_every_volume_gets_its_own_class_placement_whatever_the_shared_group_say
             **three, "property.linstor.csi.linbit.com/DrbdOptions/Net/protocol": "C"}))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "DrbdOptions/Net/protocol" in err.value.details()
+
+
+def test_node_topology_reports_the_diskless_pool_like_linbits_driver(env):
+    from csi_linstor.topology import node_segments
+
+    segs = node_segments(env.client, "node-1", "Aux", True, _dl())
+    # PVs provisioned by LINBIT's driver carry this key in their node affinity.
+    assert segs["linbit.com/sp-DfltDisklessStorPool"] == "true"
+    assert segs["linbit.com/hostname"] == "node-1"
+    # GetCapacity for such a segment still counts only the diskful pool named in it
+    pool = next(k for k in segs if k.startswith("linbit.com/sp-") and "Diskless" not in k)
+    cap = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(
+        volume_capabilities=[MOUNT], accessible_topology=csi_pb2.Topology(segments=segs)))
+    assert cap.available_capacity > 0, pool
+
+
+def test_placement_count_zero_takes_the_resource_groups_count(env):
+    env.client.post("/v1/resource-groups", deadline=_dl(),
+                    body={"name": "rg-two", "select_filter": {"place_count": 2}})
+    env.ctl.CreateVolume(create_req("pvc-zero", params={"resourceGroup": "rg-two",
+                                                        "placementCount": "0"}))
+    assert len(diskful_nodes(env, "pvc-zero")) == 2
+    # a generated group has no count of its own: say so instead of creating an empty volume
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req("pvc-zero-2", params={"placementCount": "0"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "place_count" in err.value.details()
+    assert sorted(env.sim.list_resource_definitions()) == ["pvc-zero"]
