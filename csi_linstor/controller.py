@@ -242,7 +242,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest,
                                 call: Call) -> csi_pb2.ControllerPublishVolumeResponse:
         access, fs = check_capabilities([request.volume_capability])
-        if not ids.is_valid_name(request.volume_id):
+        if not ids.is_valid_name(request.volume_id) and \
+                ids.parse_member_volume_id(request.volume_id) is None:
             raise NotFound(f"volume {request.volume_id} does not exist")
         ctx = dict(request.volume_context)
         policy = ANYWHERE
@@ -365,6 +366,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc(required=("snapshot_id",), lock=lambda r: f"snapid:{r.snapshot_id}")
     def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest,
                        call: Call) -> csi_pb2.DeleteSnapshotResponse:
+        self.volumes.refuse_consistency_group_snapshot(request.snapshot_id, call.deadline)
         self.snapshots.delete(request.snapshot_id, call.deadline)
         return csi_pb2.DeleteSnapshotResponse()
 

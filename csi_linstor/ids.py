@@ -7,6 +7,10 @@
   ``Linstor://remote/...`` are recognised but not served by this driver).
 - Group snapshot id (this driver's own format): ``InCluster:///group/<snapshot>``; every member
   is the LINSTOR snapshot ``<snapshot>`` of one source resource definition.
+- Forms LINBIT's driver also writes, recognised so they are never mistaken for something else:
+  a group snapshot id that is a bare LINSTOR snapshot name; consistency-group volume ids
+  ``cg-<uuid5>/<vnr>`` (``cg-<uuid5>`` for volume number 0) and their snapshot ids
+  ``InCluster:///cg-<uuid5>/<vnr>/<snapshot>``.
 - Generated resource-group name: ``sc-<uuid5>`` over the JSON the Go driver marshals (see
   ``params.py``).
 
@@ -145,3 +149,42 @@ def parse_group_snapshot_id(text: str) -> str | None:
     name = text[len(prefix):]
     return name if is_valid_name(name) else None
 
+
+
+MAX_VOLUME_NUMBER = 1 << 16  # DRBD volume numbers are 16 bit
+CONSISTENCY_GROUP_PREFIX = "cg-"
+
+
+def _volume_number(text: str) -> int | None:
+    if not text.isascii() or not text.isdigit():
+        return None
+    vnr = int(text)
+    return vnr if vnr < MAX_VOLUME_NUMBER else None
+
+
+def parse_member_volume_id(text: str) -> tuple[str, int] | None:
+    """``(resource, volume number)`` of a LINBIT consistency-group member id ``<rd>/<vnr>``."""
+    rd, sep, vnr = text.partition("/")
+    number = _volume_number(vnr) if sep else None
+    if number is None or not is_valid_name(rd):
+        return None
+    return rd, number
+
+
+def parse_member_snapshot_id(text: str) -> tuple[str, int, str] | None:
+    """``(resource, volume number, snapshot)`` of ``InCluster:///<rd>/<vnr>/<snapshot>``."""
+    prefix = "InCluster:///"
+    if not text.startswith(prefix):
+        return None
+    parts = text[len(prefix):].split("/")
+    if len(parts) != 3:
+        return None
+    number = _volume_number(parts[1])
+    if number is None or not is_valid_name(parts[0]) or not is_valid_name(parts[2]):
+        return None
+    return parts[0], number, parts[2]
+
+
+def may_be_consistency_group(rd: str) -> bool:
+    """Whether ``rd`` may be the shared resource of a LINBIT consistency group (``cg-…``)."""
+    return rd.lower().startswith(CONSISTENCY_GROUP_PREFIX)

@@ -59,6 +59,8 @@ PROP_SOURCE = "Aux/csi-content-source"
 PROP_DELETED = "Aux/csi-deleted"
 PROP_PVC_NAME = "Aux/csi.storage.k8s.io/pvc/name"
 PROP_PVC_NAMESPACE = "Aux/csi.storage.k8s.io/pvc/namespace"
+# Set by LINBIT's driver on the shared RD of a consistency group (value "<namespace>/<group>").
+PROP_CONSISTENCY_GROUP = "Aux/linstor.csi.linbit.com/consistency-group"
 DONE_VALUE = f"linstor-csi/csi-linstor-{__version__}"
 
 KIB = 1024
@@ -814,12 +816,83 @@ class Volumes:
             out.extend(policy.accessible_segments(segs))
         return prune_patterns([s for s in out if s])
 
+    # -- consistency groups of LINBIT's driver -------------------------------------------------
+
+    def consistency_group_member(self, volume_id: str,
+                                 deadline: Deadline) -> tuple[str, int, str] | None:
+        """``(resource, volume number, group)`` when ``volume_id`` names an existing member of a
+        consistency group made by LINBIT's driver (``cg-…/<vnr>``, or ``cg-…`` for number 0);
+        None otherwise. Costs a GET only for those id forms."""
+        member = ids.parse_member_volume_id(volume_id)
+        if member is not None:
+            rd, vnr = member
+        elif ids.is_valid_name(volume_id) and ids.may_be_consistency_group(volume_id):
+            rd, vnr = volume_id, 0
+        else:
+            return None
+        for item in queries.resource_definitions(self.client, deadline, names=[rd]):
+            if item.name.upper() != rd.upper():
+                continue
+            group = item.props.get(PROP_CONSISTENCY_GROUP)
+            if group is None and member is None:
+                return None  # an ordinary volume whose name happens to start with cg-
+            if item.volume_definition(vnr) is None:
+                return None
+            return item.name, vnr, group or "?"
+        return None
+
+    def refuse_consistency_group(self, volume_id: str, action: str, deadline: Deadline) -> None:
+        """FAILED_PRECONDITION for a LINBIT consistency-group member: this driver cannot act on
+        one volume number of a shared resource without touching the other members."""
+        member = self.consistency_group_member(volume_id, deadline)
+        if member is None:
+            return
+        rd, vnr, group = member
+        raise FailedPrecondition(
+            f"volume {volume_id} is volume number {vnr} of consistency group {group} (LINSTOR "
+            f"resource {rd}), created by LINBIT's driver with --enable-consistency-groups; this "
+            f"driver does not manage consistency-group volumes yet, so it was not {action}. "
+            f"Keep LINBIT's driver for such volumes, or by hand, once no pod uses it: `linstor "
+            f"volume-definition delete {rd} {vnr}`, and `linstor resource-definition delete "
+            f"{rd}` after the last member")
+
+    def refuse_consistency_group_snapshot(self, snapshot_id: str, deadline: Deadline) -> None:
+        """FAILED_PRECONDITION for an existing member of a consistency-group snapshot made by
+        LINBIT's driver: all members are one LINSTOR snapshot, which DeleteSnapshot of one
+        member must neither delete nor leak by answering OK."""
+        member = ids.parse_member_snapshot_id(snapshot_id)
+        if member is not None:
+            rd, vnr, snap = member
+        else:
+            sid = ids.parse_snapshot_id(snapshot_id)
+            if sid is None or sid.type != "InCluster" or \
+                    not ids.may_be_consistency_group(sid.resource):
+                return
+            rd, vnr, snap = sid.resource, 0, sid.snapshot
+            if self.consistency_group_member(rd, deadline) is None:
+                return
+        try:
+            queries.snapshot(self.client, rd, snap, deadline)
+        except LinstorError as err:
+            if err.is_not_found():
+                return
+            raise
+        raise FailedPrecondition(
+            f"snapshot {snapshot_id} is volume number {vnr} of the consistency-group snapshot "
+            f"{snap} of {rd}, made by LINBIT's driver: one LINSTOR snapshot holds every member, "
+            f"so it cannot be deleted alone. Delete its VolumeGroupSnapshot (group snapshot id "
+            f"{snap}), or by hand `linstor snapshot delete {rd} {snap}`")
+
     # -- delete -------------------------------------------------------------------------------
 
     def delete(self, rd: str, deadline: Deadline) -> None:
         """DeleteVolume: one DELETE normally; keeps (and hides) an RD that still has snapshots."""
-        if not ids.is_valid_name(rd):
-            return
+        if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
+            # Answering OK for a member that exists would leak it; deleting the shared
+            # resource would delete every member.
+            self.refuse_consistency_group(rd, "deleted", deadline)
+            if not ids.is_valid_name(rd):
+                return
         try:
             self.client.delete(f"/v1/resource-definitions/{rd}", deadline=deadline)
             return
@@ -870,6 +943,7 @@ class Volumes:
             # Checked before any call: the name becomes a REST path component.
             raise NotFound(f"node {node!r} does not exist: it is not a valid LINSTOR node name "
                            "(RFC 1123 host name); NodeGetInfo reports the LINSTOR node name")
+        self.refuse_consistency_group(rd, "attached", deadline)
         self.require_supported(deadline)
         resources = self.resources(rd, deadline)
         if not resources:
@@ -942,9 +1016,21 @@ class Volumes:
         return path
 
     def unpublish(self, rd: str, node: str | None, deadline: Deadline) -> None:
-        """Remove diskless attachments (never a diskful replica); missing → OK."""
-        if not ids.is_valid_name(rd) or (node is not None and not ids.is_valid_node_name(node)):
-            return  # a volume or node that cannot exist is not attached anywhere
+        """Remove diskless attachments (never a diskful replica); missing → OK.
+
+        A member of a LINBIT consistency group shares one resource with the other members:
+        its diskless attachment is removed unless another member still uses it on that node
+        (LINSTOR refuses: in use), in which case the last member's unpublish removes it.
+        """
+        if node is not None and not ids.is_valid_node_name(node):
+            return  # a node that cannot exist has nothing attached
+        shared = False
+        if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
+            member = self.consistency_group_member(rd, deadline)
+            if member is not None:
+                rd, shared = member[0], True
+            elif not ids.is_valid_name(rd):
+                return  # a volume that cannot exist is not attached anywhere
         resources = self.resources(rd, deadline, node=node)
         for res in resources:
             if not res.is_diskless or res.is_tiebreaker:
@@ -954,6 +1040,11 @@ class Volumes:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{name}",
                                    deadline=deadline, params={"keep_tiebreaker": "true"})
             except LinstorError as err:
+                if err.has(consts.FAIL_IN_USE) and shared:
+                    log.info("consistency group %s is still in use on %s by another member; "
+                             "its attachment stays until the last member is unpublished",
+                             rd, name)
+                    continue
                 if err.has(consts.FAIL_IN_USE):
                     raise FailedPrecondition(f"volume {rd} is still in use on {name}; unmount "
                                              f"it there first: {err.message}") from err
@@ -993,6 +1084,7 @@ class Volumes:
     def modify(self, rd: str, count: int | None, props: dict[str, str],
                deadline: Deadline) -> None:
         self.require_supported(deadline)
+        self.refuse_consistency_group(rd, "modified", deadline)
         self.require(rd, deadline)
         if props:
             try:
