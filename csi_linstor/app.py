@@ -12,7 +12,7 @@ import grpc
 from csi_linstor._gen import csi_pb2_grpc
 from csi_linstor.config import Config
 from csi_linstor.deadline import Deadline
-from csi_linstor.identity import IdentityServicer, Readiness
+from csi_linstor.identity import IdentityServicer, LinstorMonitor
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.rpc import Metrics, Runtime
 from csi_linstor.server import CsiServer, prepare_unix_socket
@@ -29,7 +29,7 @@ class Driver:
         self.sim: Any = None
         self.client: LinstorClient | None = None
         self.server: CsiServer | None = None
-        self.readiness: Readiness | None = None
+        self.monitor: LinstorMonitor | None = None
         self.metrics_server: Any = None
 
     def start(self) -> None:
@@ -70,9 +70,10 @@ class Driver:
             log.info("metrics on http://%s/metrics", cfg.metrics_address)
         runtime = Runtime(metrics=metrics)
         client = self.client
-        self.readiness = Readiness(lambda deadline: client.version(deadline),
-                                   interval=cfg.probe_interval)
-        self.readiness.start()
+        self.monitor = LinstorMonitor(lambda deadline: client.version(deadline),
+                                      interval=cfg.probe_interval,
+                                      on_change=metrics.set_linstor_reachable if metrics else None)
+        self.monitor.start()
         self.server = CsiServer(cfg.csi_endpoint, lambda srv: self._register(srv, runtime),
                                 workers=cfg.workers, grace=cfg.grace_period)
         self.server.start()
@@ -101,7 +102,7 @@ class Driver:
             csi_pb2_grpc.add_NodeServicer_to_server(
                 NodeServicer(runtime, cfg, client, topology), server)
         csi_pb2_grpc.add_IdentityServicer_to_server(
-            IdentityServicer(runtime, cfg.driver_name, cfg.runs_controller, self.readiness,
+            IdentityServicer(runtime, cfg.driver_name, cfg.runs_controller,
                              group_controller=group),
             server,
         )
@@ -116,8 +117,8 @@ class Driver:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
-        if self.readiness is not None:
-            self.readiness.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.client is not None:
             self.client.close()
         if self.metrics_server is not None:

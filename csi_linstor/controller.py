@@ -84,8 +84,10 @@ def check_capabilities(caps: Any, layers: tuple[str, ...] | None = None) -> tupl
         if kind == "mount":
             want = cap.mount.fs_type or "ext4"
             if want not in FS_TYPES:
-                raise InvalidArgument(f"filesystem {want!r} is not supported; use one of "
-                                      f"{', '.join(FS_TYPES)}")
+                raise InvalidArgument(f"filesystem {want!r} is not supported: the node plugin "
+                                      f"formats, grows and checks only {', '.join(FS_TYPES)}; "
+                                      "set csi.storage.k8s.io/fstype in the StorageClass to one "
+                                      "of them")
             if fs and want != fs:
                 raise InvalidArgument(f"volume capabilities ask for both {fs} and {want}")
             fs = want
@@ -243,8 +245,14 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest,
                                 call: Call) -> csi_pb2.ControllerPublishVolumeResponse:
         access, fs = check_capabilities([request.volume_capability])
-        if not ids.is_valid_name(request.volume_id):
+        if not ids.is_valid_name(request.volume_id) and \
+                ids.parse_member_volume_id(request.volume_id) is None:
             raise NotFound(f"volume {request.volume_id} does not exist")
+        if not ids.is_valid_node_name(request.node_id):
+            # before any call: the name becomes a REST path component
+            raise NotFound(f"node {request.node_id!r} does not exist: it is not a valid LINSTOR "
+                           "node name (RFC 1123 host name); NodeGetInfo reports the LINSTOR node "
+                           "name")
         if access == "mount":
             # One more REST call, for filesystem publishes only: a raw block volume holds data
             # without a signature that a filesystem publish would format (e.g. a re-created PV).
@@ -380,6 +388,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc(required=("snapshot_id",), lock=lambda r: f"snapid:{r.snapshot_id}")
     def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest,
                        call: Call) -> csi_pb2.DeleteSnapshotResponse:
+        self.volumes.refuse_consistency_group_snapshot(request.snapshot_id, call.deadline)
         self.snapshots.delete(request.snapshot_id, call.deadline)
         return csi_pb2.DeleteSnapshotResponse()
 

@@ -7,6 +7,10 @@
   ``Linstor://remote/...`` are recognised but not served by this driver).
 - Group snapshot id (this driver's own format): ``InCluster:///group/<snapshot>``; every member
   is the LINSTOR snapshot ``<snapshot>`` of one source resource definition.
+- Forms LINBIT's driver also writes, recognised so they are never mistaken for something else:
+  a group snapshot id that is a bare LINSTOR snapshot name; consistency-group volume ids
+  ``cg-<uuid5>/<vnr>`` (``cg-<uuid5>`` for volume number 0) and their snapshot ids
+  ``InCluster:///cg-<uuid5>/<vnr>/<snapshot>``.
 - Generated resource-group name: ``sc-<uuid5>`` over the JSON the Go driver marshals (see
   ``params.py``).
 
@@ -22,13 +26,12 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from csi_linstor.errors import InvalidArgument
-
 DRIVER_NAMESPACE = b"linstor.csi.linbit.com"
 RESOURCE_GROUP_NAMESPACE = b"resourcegroup.linstor.csi.linbit.com"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 _LETTER = re.compile(r"[A-Za-z]")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+$")
 
 SNAPSHOT_TYPES = ("InCluster", "S3", "Linstor")
 GROUP_PREFIX = "group"
@@ -43,8 +46,29 @@ def go_uuid5(namespace: bytes, data: bytes) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    """LINSTOR's resource/snapshot name rule (also the Go driver's check)."""
+    """LINSTOR's resource/snapshot name rule (also the Go driver's check).
+
+    LINSTOR (``Checks.nameCheck`` for ``ResourceName``/``SnapshotName``): 2-48 bytes, first a
+    letter or ``_``, then letters, digits, ``_`` and ``-``, at least one letter; ``all`` is
+    reserved. (``proxy`` is reserved too for resources only: see ``volume_id``.)
+    """
     return bool(_NAME.match(name)) and bool(_LETTER.search(name)) and name.lower() != "all"
+
+
+def is_valid_node_name(name: str) -> bool:
+    """LINSTOR's node name rule (``NodeName`` → ``Checks.hostNameCheck``, RFC 1123 host names):
+    2-255 bytes of letters, digits, ``.`` and ``-``; not starting with ``.`` or ``-``, not ending
+    with ``-``; every dot-separated label at most 63 bytes."""
+    if not 2 <= len(name) <= 255 or not _HOST.match(name):
+        return False
+    if name.startswith((".", "-")) or name.endswith("-"):
+        return False
+    return all(len(label) <= 63 for label in name.split("."))
+
+
+def is_valid_pool_name(name: str) -> bool:
+    """LINSTOR's storage pool name rule (``StorPoolName``: like resource names, 3-48 bytes)."""
+    return len(name) >= 3 and bool(_NAME.match(name)) and bool(_LETTER.search(name))
 
 
 def volume_id(name: str, *, use_pvc_name: bool = False, pvc_name: str = "",
@@ -54,7 +78,7 @@ def volume_id(name: str, *, use_pvc_name: bool = False, pvc_name: str = "",
         candidate = f"{pvc_namespace}-{pvc_name}"
         if is_valid_name(candidate):
             return candidate
-    if is_valid_name(name):
+    if is_valid_name(name) and name.lower() != "proxy":  # LINSTOR reserves "proxy" for DRBD
         return name
     return "vol-" + go_uuid5(DRIVER_NAMESPACE, name.encode())
 
@@ -126,8 +150,41 @@ def parse_group_snapshot_id(text: str) -> str | None:
     return name if is_valid_name(name) else None
 
 
-def require_volume_id(text: str) -> str:
-    """Volume ids this driver can hold; a malformed one cannot exist (callers map to NOT_FOUND/OK)."""
-    if not is_valid_name(text):
-        raise InvalidArgument(f"volume id {text!r} is not a valid LINSTOR resource name")
-    return text
+
+MAX_VOLUME_NUMBER = 1 << 16  # DRBD volume numbers are 16 bit
+CONSISTENCY_GROUP_PREFIX = "cg-"
+
+
+def _volume_number(text: str) -> int | None:
+    if not text.isascii() or not text.isdigit():
+        return None
+    vnr = int(text)
+    return vnr if vnr < MAX_VOLUME_NUMBER else None
+
+
+def parse_member_volume_id(text: str) -> tuple[str, int] | None:
+    """``(resource, volume number)`` of a LINBIT consistency-group member id ``<rd>/<vnr>``."""
+    rd, sep, vnr = text.partition("/")
+    number = _volume_number(vnr) if sep else None
+    if number is None or not is_valid_name(rd):
+        return None
+    return rd, number
+
+
+def parse_member_snapshot_id(text: str) -> tuple[str, int, str] | None:
+    """``(resource, volume number, snapshot)`` of ``InCluster:///<rd>/<vnr>/<snapshot>``."""
+    prefix = "InCluster:///"
+    if not text.startswith(prefix):
+        return None
+    parts = text[len(prefix):].split("/")
+    if len(parts) != 3:
+        return None
+    number = _volume_number(parts[1])
+    if number is None or not is_valid_name(parts[0]) or not is_valid_name(parts[2]):
+        return None
+    return parts[0], number, parts[2]
+
+
+def may_be_consistency_group(rd: str) -> bool:
+    """Whether ``rd`` may be the shared resource of a LINBIT consistency group (``cg-…``)."""
+    return rd.lower().startswith(CONSISTENCY_GROUP_PREFIX)

@@ -27,7 +27,13 @@ from typing import Any
 import yaml
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.ids import RESOURCE_GROUP_NAMESPACE, go_uuid5
+from csi_linstor.ids import (
+    RESOURCE_GROUP_NAMESPACE,
+    go_uuid5,
+    is_valid_node_name,
+    is_valid_pool_name,
+)
+from csi_linstor.nodeops.fs import SUPPORTED as SUPPORTED_FS
 
 log = logging.getLogger("csi_linstor.params")
 
@@ -37,6 +43,7 @@ SNAPSHOT_NAMESPACE = "snap.linstor.csi.linbit.com"
 DRBD_OPTIONS = "DrbdOptions"
 PVC_NAME_KEY = "csi.storage.k8s.io/pvc/name"
 PVC_NAMESPACE_KEY = "csi.storage.k8s.io/pvc/namespace"
+FSTYPE_KEY = "csi.storage.k8s.io/fstype"
 
 HOSTNAME_KEY = "linbit.com/hostname"
 DEFAULT_DISKLESS_POOL = "DfltDisklessStorPool"
@@ -190,6 +197,9 @@ class VolumeParameters:
     pvc_name: str = ""
     pvc_namespace: str = ""
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # The lists exactly as LINBIT's driver splits them (strings.Split(v, " ")), used only to
+    # hash the generated resource-group name: ((select-filter field, items), ...).
+    go_lists: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), compare=False)
 
     @property
     def manual(self) -> bool:
@@ -243,12 +253,22 @@ def go_json(value: Any) -> bytes:
 
 
 def resource_group_json(p: VolumeParameters) -> bytes:
-    """golinstor ``ResourceGroupModify`` JSON as the Go driver hashes it for the RG name."""
+    """golinstor ``ResourceGroupModify`` JSON as the Go driver hashes it for the RG name.
+
+    Lists are taken as the Go driver splits them (on single spaces, so ``"a,b"`` is one item
+    and ``"a  b"`` has an empty one, and an empty ``replicasOnSame`` is ``["<ns>/"]``), and a
+    ``placementCount`` of 0 is left out (``omitempty``): the same class gives the same name.
+    """
     body: dict[str, Any] = {}
     if p.properties:
         body["override_props"] = dict(sorted(p.properties))
+    go = dict(p.go_lists)
     # select_filter is a struct: omitempty never drops it.
-    body["select_filter"] = p.select_filter()
+    body["select_filter"] = _select_filter(
+        p.placement_count, go.get("storage_pool_list", p.storage_pools),
+        p.do_not_place_with_regex, go.get("replicas_on_same", p.replicas_on_same),
+        go.get("replicas_on_different", p.replicas_on_different), p.x_replicas_on_different,
+        p.layer_list, p.diskless_on_remaining)
     return go_json(body)
 
 
@@ -272,6 +292,14 @@ def _with_prefix(prefix: str, keys: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(k if k.startswith("Aux/") else f"{prefix.rstrip('/')}/{k}" for k in keys)
 
 
+def _go_list(value: str, prefix: str | None = None) -> tuple[str, ...]:
+    """``strings.Split(value, " ")``, then the Go driver's ``maybeAddTopologyPrefix``."""
+    items = tuple(value.split(" "))
+    if prefix is None:
+        return items
+    return tuple(k if k.startswith("Aux/") else f"{prefix}/{k}" for k in items)
+
+
 def split_key(key: str) -> tuple[str, str]:
     namespace, sep, raw = key.partition("/")
     if not sep:
@@ -286,6 +314,7 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
     Raises InvalidArgument naming the offending key.
     """
     values: dict[str, Any] = {}
+    go_lists: dict[str, tuple[str, ...]] = {}
     seen: dict[str, str] = {}
     properties: dict[str, str] = {}
     warnings: list[str] = []
@@ -293,6 +322,13 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
     remote_access: RemoteAccessPolicy | None = None
     pvc_name = params.get(PVC_NAME_KEY, "")
     pvc_namespace = params.get(PVC_NAMESPACE_KEY, "")
+    fstype = params.get(FSTYPE_KEY)
+    if fstype and fstype not in SUPPORTED_FS:
+        # The provisioner normally moves it into the capability's fs_type; when it is passed
+        # through, refuse it here too rather than create a volume no node can mount.
+        raise InvalidArgument(f"parameter {FSTYPE_KEY}: filesystem {fstype!r} is not supported; "
+                              f"the node plugin formats, grows and checks only "
+                              f"{', '.join(SUPPORTED_FS)}")
 
     for key in sorted(params):
         value = params[key]
@@ -330,18 +366,22 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
                 count = int(text, 10)
             except ValueError as err:
                 raise InvalidArgument(f"parameter {key}: {value!r} is not an integer") from err
-            if not 1 <= count <= 32:
-                raise InvalidArgument(f"parameter {key}: {count} replicas is out of range 1-32")
+            if not 0 <= count <= 32:
+                raise InvalidArgument(f"parameter {key}: {count} replicas is out of range 0-32 "
+                                      "(0: the resource group's place_count decides)")
             values["placement_count"] = count
             explicit_count = True
         elif canonical == "storagepool":
             pools = split_list(value)
             if not pools:
                 raise InvalidArgument(f"parameter {key}: names no storage pool")
+            _check_names(key, pools, is_valid_pool_name, "storage pool")
             values["storage_pools"] = pools
+            go_lists["storage_pool_list"] = _go_list(value)
         elif canonical == "disklessstoragepool":
             if not value.strip():
                 raise InvalidArgument(f"parameter {key}: is empty")
+            _check_names(key, (value.strip(),), is_valid_pool_name, "storage pool")
             values["diskless_storage_pool"] = value.strip()
         elif canonical == "layerlist":
             layers = []
@@ -355,8 +395,10 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
             values["layer_list"] = tuple(layers)
         elif canonical == "replicasonsame":
             values["replicas_on_same"] = _with_prefix(property_namespace, split_list(value))
+            go_lists["replicas_on_same"] = _go_list(value, property_namespace)
         elif canonical == "replicasondifferent":
             values["replicas_on_different"] = _with_prefix(property_namespace, split_list(value))
+            go_lists["replicas_on_different"] = _go_list(value, property_namespace)
         elif canonical == "xreplicasondifferent":
             values["x_replicas_on_different"] = _parse_x_replicas(key, value, property_namespace)
         elif canonical == "donotplacewithregex":
@@ -368,9 +410,10 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
         elif canonical == "disklessonremaining":
             values["diskless_on_remaining"] = _parse_bool(key, value)
         elif canonical == "nodelist":
-            values["node_list"] = split_list(value)
+            values["node_list"] = _check_names(key, split_list(value), is_valid_node_name, "node")
         elif canonical == "clientlist":
-            values["client_list"] = split_list(value)
+            values["client_list"] = _check_names(key, split_list(value), is_valid_node_name,
+                                                 "node")
         elif canonical == "placementpolicy":
             match = [p for p in PLACEMENT_POLICIES if p.lower() == value.strip().lower()]
             if not match:
@@ -405,7 +448,8 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
             values["over_provision"] = ratio
 
     p = VolumeParameters(properties=tuple(sorted(properties.items())), pvc_name=pvc_name,
-                         pvc_namespace=pvc_namespace, warnings=tuple(warnings), **values)
+                         pvc_namespace=pvc_namespace, warnings=tuple(warnings),
+                         go_lists=tuple(sorted(go_lists.items())), **values)
     layers = p.layer_list
     if p.encryption and "LUKS" not in layers:
         raise InvalidArgument(
@@ -425,7 +469,8 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
                               f"(or nvme) layer, but layerList is {' '.join(layers).lower()}")
     p = _replace(p, remote_access=remote_access)
     if p.node_list or p.client_list:
-        if explicit_count and p.node_list and len(p.node_list) > p.placement_count:
+        if (explicit_count and p.node_list and p.placement_count
+                and len(p.node_list) > p.placement_count):
             raise InvalidArgument(
                 f"parameter nodeList names {len(p.node_list)} nodes but placementCount is "
                 f"{p.placement_count}; drop placementCount or make them agree")
@@ -444,6 +489,14 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
         warnings.append("usePvcName needs the provisioner's --extra-create-metadata; "
                         "using the volume name")
     return p
+
+
+def _check_names(key: str, names: tuple[str, ...], valid: Any, kind: str) -> tuple[str, ...]:
+    """INVALID_ARGUMENT for a name LINSTOR would refuse (see ``ids.py`` for the rules)."""
+    for name in names:
+        if not valid(name):
+            raise InvalidArgument(f"parameter {key}: {name!r} is not a valid LINSTOR {kind} name")
+    return names
 
 
 def _replace(p: VolumeParameters, **changes: Any) -> VolumeParameters:

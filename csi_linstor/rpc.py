@@ -132,7 +132,7 @@ class Metrics:
     """Prometheus counters and latency histograms per method and code."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry if registry is not None else CollectorRegistry()
         self.calls = Counter(
@@ -148,6 +148,16 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
+
+        self.linstor_reachable = Gauge(
+            "csi_linstor_linstor_reachable",
+            "1 when the last check of the LINSTOR controller (GET /v1/controller/version) "
+            "succeeded, 0 when it failed; not part of the CSI Probe",
+            registry=self.registry,
+        )
+
+    def set_linstor_reachable(self, reachable: bool) -> None:
+        self.linstor_reachable.set(1 if reachable else 0)
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         self.calls.labels(method, code.name).inc()

@@ -1,7 +1,9 @@
 """Topology segments, in the Go driver's format so existing PVs' node affinity keeps matching.
 
 - ``linbit.com/hostname``: the LINSTOR node name;
-- ``linbit.com/sp-<pool>: "true"`` per (non-diskless) storage pool, when labelling by pool;
+- ``linbit.com/sp-<pool>: "true"`` per storage pool of the node, diskless ones included
+  (``linbit.com/sp-DfltDisklessStorPool``), when labelling by pool: LINBIT's driver labels every
+  pool ``GET /v1/nodes/<node>/storage-pools`` returns, and PVs it created carry those keys;
 - every LINSTOR node property under the property namespace (default ``Aux``), prefix stripped.
 """
 
@@ -30,8 +32,6 @@ def segments_for(node: Node, pools: Sequence[StoragePool], property_namespace: s
     if label_by_storage_pool:
         for pool in pools:
             if (pool.node_name or name).upper() != name.upper():
-                continue
-            if pool.is_diskless:
                 continue
             segments[STORAGE_POOL_PREFIX + pool.storage_pool_name] = "true"
     segments[HOSTNAME_KEY] = name

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csi_linstor import __version__, ids
@@ -49,6 +49,7 @@ from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource, ResourceDefinition, Snapshot
+from csi_linstor.nodeops import fs as nodeops_fs
 from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
 from csi_linstor.topology import NodeIndex
 
@@ -64,15 +65,18 @@ PROP_CLONE_VIA = "Aux/csi-clone-via-snapshot"  # "<source rd>/<temporary snapsho
 PROP_CLONE_FOR = "Aux/csi-clone-for"  # on a temporary snapshot: the clone it is taken for
 PROP_PVC_NAME = "Aux/csi.storage.k8s.io/pvc/name"
 PROP_PVC_NAMESPACE = "Aux/csi.storage.k8s.io/pvc/namespace"
+# Set by LINBIT's driver on the shared RD of a consistency group (value "<namespace>/<group>").
+PROP_CONSISTENCY_GROUP = "Aux/linstor.csi.linbit.com/consistency-group"
 DONE_VALUE = f"linstor-csi/csi-linstor-{__version__}"
 
 KIB = 1024
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 DEFAULT_SIZE = GIB
-MIN_SIZE = {"block": 4 * KIB, "ext2": 2 * MIB, "ext3": 2 * MIB, "ext4": 2 * MIB,
-            "xfs": 300 * MIB, "btrfs": 256 * MIB}
-FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
+MIN_SIZE = {"block": 4 * KIB, "ext4": 2 * MIB, "xfs": 300 * MIB}
+# Exactly what the node side can format, grow and check: a volume with another filesystem
+# would be created and then never mount.
+FS_TYPES = nodeops_fs.SUPPORTED
 
 BAD_RESOURCE_FLAGS = ("DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT")
 # Props a clone copies from its source that say whose volume an RD is (see _unfixed_clone).
@@ -160,10 +164,6 @@ def allocation_kib(required: int, limit: int, min_bytes: int, floor_bytes: int =
     return kib
 
 
-def _rc_nodes(err: LinstorError) -> str:
-    return err.message
-
-
 # ---------------------------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class Volumes:
         self.client = client
         self.ns = property_namespace
         self.poll_interval = poll_interval
-        self._known_rgs: set[str] = set()
+        self._known_rgs: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -226,9 +226,18 @@ class Volumes:
 
     def ensure_resource_group(self, p: VolumeParameters, deadline: Deadline,
                               force: bool = False) -> None:
-        """Create or reconcile the class's RG once per process (cached once confirmed)."""
+        """Make sure the class's RG exists and carries the class's properties.
+
+        Placement does not depend on the RG's select filter: every spawn and autoplace sends
+        the class's own filter, whose fields win over the RG's (LINSTOR merges them field by
+        field, ``AutoSelectFilterPojo.merge``). So two classes naming one ``resourceGroup``
+        with different counts, or an admin editing the RG, never change what a class places;
+        the RG's filter is only written when the RG is created (for ``linstor rg spawn`` and
+        LINBIT's driver). Properties cannot be per volume: missing ones are added, a conflict
+        is INVALID_ARGUMENT. Confirmed (name, properties) pairs are cached per process.
+        """
         name = p.resource_group
-        if not force and name.upper() in self._known_rgs:
+        if not force and _rg_key(p) in self._known_rgs:
             return
         want_filter = p.select_filter()
         versions.check_select_filter(self.client, want_filter, deadline)
@@ -250,10 +259,8 @@ class Volumes:
                 if not cerr.has(consts.FAIL_EXISTS_RSC_GRP):
                     raise
                 return self.ensure_resource_group(p, deadline, force=True)
-            self._known_rgs.add(name.upper())
+            self._known_rgs.add(_rg_key(p))
             return
-        have_filter = rg.select_filter.as_json()
-        change = {k: v for k, v in want_filter.items() if have_filter.get(k) != v}
         have_props = rg.props
         add_props = {}
         for key, value in want_props.items():
@@ -264,17 +271,27 @@ class Volumes:
                     f"resource group {name} already has property {key}={have_props[key]!r} but "
                     f"the StorageClass asks for {value!r}; properties of an existing resource "
                     "group are never changed: fix the class or the resource group")
-        if change or add_props:
-            body = {}
-            if change:
-                body["select_filter"] = change
-            if add_props:
-                body["override_props"] = add_props
-            self.client.put(f"/v1/resource-groups/{name}", deadline=deadline, body=body)
-        self._known_rgs.add(name.upper())
+        if add_props:
+            self.client.put(f"/v1/resource-groups/{name}", deadline=deadline,
+                            body={"override_props": add_props})
+        self._known_rgs.add(_rg_key(p))
+
+    def _group_count(self, p: VolumeParameters, deadline: Deadline) -> VolumeParameters:
+        """``placementCount: 0`` (accepted as LINBIT's driver does) leaves the count to the
+        resource group: read it, so that every later step places that many replicas."""
+        self.ensure_resource_group(p, deadline)
+        count = queries.resource_group(self.client, p.resource_group, deadline) \
+            .select_filter.place_count
+        if not count:
+            raise InvalidArgument(
+                f"placementCount is 0, which leaves the replica count to resource group "
+                f"{p.resource_group}, but that group sets no place_count; set placementCount in "
+                f"the StorageClass or `linstor resource-group modify {p.resource_group} "
+                "--place-count N`")
+        return replace(p, placement_count=count)
 
     def forget_resource_group(self, name: str) -> None:
-        self._known_rgs.discard(name.upper())
+        self._known_rgs = {k for k in self._known_rgs if k[0] != name.upper()}
 
     def require_supported(self, deadline: Deadline) -> None:
         """FAILED_PRECONDITION when the controller's REST API is too old (checked once)."""
@@ -300,6 +317,9 @@ class Volumes:
     def create(self, spec: CreateSpec, deadline: Deadline, call_log: Any = log) -> Volume:
         """CreateVolume: idempotent by name; resumes an interrupted multi-step create."""
         self.require_supported(deadline)
+        if spec.params.placement_count == 0 and not spec.params.manual \
+                and spec.mutable_count is None:
+            spec.params = self._group_count(spec.params, deadline)
         p = spec.params
         floor = 0
         snap_info: Snapshot | None = None
@@ -428,7 +448,8 @@ class Volumes:
         return None
 
     def _place_filter(self, spec: CreateSpec, allowed: list[str] | None) -> dict[str, Any]:
-        sf: dict[str, Any] = {}
+        """The class's own select filter (see ensure_resource_group), narrowed to ``allowed``."""
+        sf = spec.params.select_filter()
         if spec.mutable_count is not None:
             sf["place_count"] = spec.mutable_count
         if allowed is not None:
@@ -477,8 +498,8 @@ class Volumes:
             "volume_sizes": [kib],
             "resource_definition_props": self.props_for(spec, done=not definitions_only),
         }
-        if sf:
-            body["select_filter"] = sf
+        # Always the class's own filter (layer stack included), never only the RG's.
+        body["select_filter"] = sf or spec.params.select_filter()
         if definitions_only:
             body["definitions_only"] = True
         rg = spec.params.resource_group
@@ -570,16 +591,14 @@ class Volumes:
             preferred = self._preferred_node(spec, nodes, allowed)
         if preferred is not None:
             try:
+                first = {**p.select_filter(), "place_count": 1, "node_name_list": [preferred]}
                 self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
-                                 body={"select_filter": {"place_count": 1,
-                                                         "node_name_list": [preferred]}})
+                                 body={"select_filter": first})
             except LinstorError as err:
                 if not (err.has(consts.FAIL_NOT_ENOUGH_NODES)
                         or err.has(consts.FAIL_NOT_FOUND_STOR_POOL)):
                     raise
         sf = self._place_filter(spec, None if skip_constraint else allowed)
-        if "place_count" not in sf:
-            sf["place_count"] = p.placement_count
         try:
             self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
                              body={"select_filter": sf})
@@ -957,12 +976,83 @@ class Volumes:
             out.extend(policy.accessible_segments(segs))
         return prune_patterns([s for s in out if s])
 
+    # -- consistency groups of LINBIT's driver -------------------------------------------------
+
+    def consistency_group_member(self, volume_id: str,
+                                 deadline: Deadline) -> tuple[str, int, str] | None:
+        """``(resource, volume number, group)`` when ``volume_id`` names an existing member of a
+        consistency group made by LINBIT's driver (``cg-…/<vnr>``, or ``cg-…`` for number 0);
+        None otherwise. Costs a GET only for those id forms."""
+        member = ids.parse_member_volume_id(volume_id)
+        if member is not None:
+            rd, vnr = member
+        elif ids.is_valid_name(volume_id) and ids.may_be_consistency_group(volume_id):
+            rd, vnr = volume_id, 0
+        else:
+            return None
+        for item in queries.resource_definitions(self.client, deadline, names=[rd]):
+            if item.name.upper() != rd.upper():
+                continue
+            group = item.props.get(PROP_CONSISTENCY_GROUP)
+            if group is None and member is None:
+                return None  # an ordinary volume whose name happens to start with cg-
+            if item.volume_definition(vnr) is None:
+                return None
+            return item.name, vnr, group or "?"
+        return None
+
+    def refuse_consistency_group(self, volume_id: str, action: str, deadline: Deadline) -> None:
+        """FAILED_PRECONDITION for a LINBIT consistency-group member: this driver cannot act on
+        one volume number of a shared resource without touching the other members."""
+        member = self.consistency_group_member(volume_id, deadline)
+        if member is None:
+            return
+        rd, vnr, group = member
+        raise FailedPrecondition(
+            f"volume {volume_id} is volume number {vnr} of consistency group {group} (LINSTOR "
+            f"resource {rd}), created by LINBIT's driver with --enable-consistency-groups; this "
+            f"driver does not manage consistency-group volumes yet, so it was not {action}. "
+            f"Keep LINBIT's driver for such volumes, or by hand, once no pod uses it: `linstor "
+            f"volume-definition delete {rd} {vnr}`, and `linstor resource-definition delete "
+            f"{rd}` after the last member")
+
+    def refuse_consistency_group_snapshot(self, snapshot_id: str, deadline: Deadline) -> None:
+        """FAILED_PRECONDITION for an existing member of a consistency-group snapshot made by
+        LINBIT's driver: all members are one LINSTOR snapshot, which DeleteSnapshot of one
+        member must neither delete nor leak by answering OK."""
+        member = ids.parse_member_snapshot_id(snapshot_id)
+        if member is not None:
+            rd, vnr, snap = member
+        else:
+            sid = ids.parse_snapshot_id(snapshot_id)
+            if sid is None or sid.type != "InCluster" or \
+                    not ids.may_be_consistency_group(sid.resource):
+                return
+            rd, vnr, snap = sid.resource, 0, sid.snapshot
+            if self.consistency_group_member(rd, deadline) is None:
+                return
+        try:
+            queries.snapshot(self.client, rd, snap, deadline)
+        except LinstorError as err:
+            if err.is_not_found():
+                return
+            raise
+        raise FailedPrecondition(
+            f"snapshot {snapshot_id} is volume number {vnr} of the consistency-group snapshot "
+            f"{snap} of {rd}, made by LINBIT's driver: one LINSTOR snapshot holds every member, "
+            f"so it cannot be deleted alone. Delete its VolumeGroupSnapshot (group snapshot id "
+            f"{snap}), or by hand `linstor snapshot delete {rd} {snap}`")
+
     # -- delete -------------------------------------------------------------------------------
 
     def delete(self, rd: str, deadline: Deadline) -> None:
         """DeleteVolume: one DELETE normally; keeps (and hides) an RD that still has snapshots."""
-        if not ids.is_valid_name(rd):
-            return
+        if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
+            # Answering OK for a member that exists would leak it; deleting the shared
+            # resource would delete every member.
+            self.refuse_consistency_group(rd, "deleted", deadline)
+            if not ids.is_valid_name(rd):
+                return
         try:
             self.client.delete(f"/v1/resource-definitions/{rd}", deadline=deadline)
             return
@@ -1024,6 +1114,11 @@ class Volumes:
     def publish(self, rd: str, node: str, policy: RemoteAccessPolicy,
                 deadline: Deadline) -> str:
         """Make ``rd`` available on ``node``; returns the device path there."""
+        if not ids.is_valid_node_name(node):
+            # Checked before any call: the name becomes a REST path component.
+            raise NotFound(f"node {node!r} does not exist: it is not a valid LINSTOR node name "
+                           "(RFC 1123 host name); NodeGetInfo reports the LINSTOR node name")
+        self.refuse_consistency_group(rd, "attached", deadline)
         self.require_supported(deadline)
         resources = self.resources(rd, deadline)
         if not resources:
@@ -1096,9 +1191,21 @@ class Volumes:
         return path
 
     def unpublish(self, rd: str, node: str | None, deadline: Deadline) -> None:
-        """Remove diskless attachments (never a diskful replica); missing → OK."""
-        if not ids.is_valid_name(rd):
-            return
+        """Remove diskless attachments (never a diskful replica); missing → OK.
+
+        A member of a LINBIT consistency group shares one resource with the other members:
+        its diskless attachment is removed unless another member still uses it on that node
+        (LINSTOR refuses: in use), in which case the last member's unpublish removes it.
+        """
+        if node is not None and not ids.is_valid_node_name(node):
+            return  # a node that cannot exist has nothing attached
+        shared = False
+        if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
+            member = self.consistency_group_member(rd, deadline)
+            if member is not None:
+                rd, shared = member[0], True
+            elif not ids.is_valid_name(rd):
+                return  # a volume that cannot exist is not attached anywhere
         resources = self.resources(rd, deadline, node=node)
         for res in resources:
             if not res.is_diskless or res.is_tiebreaker:
@@ -1108,6 +1215,11 @@ class Volumes:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{name}",
                                    deadline=deadline, params={"keep_tiebreaker": "true"})
             except LinstorError as err:
+                if err.has(consts.FAIL_IN_USE) and shared:
+                    log.info("consistency group %s is still in use on %s by another member; "
+                             "its attachment stays until the last member is unpublished",
+                             rd, name)
+                    continue
                 if err.has(consts.FAIL_IN_USE):
                     raise FailedPrecondition(f"volume {rd} is still in use on {name}; unmount "
                                              f"it there first: {err.message}") from err
@@ -1138,6 +1250,7 @@ class Volumes:
     def modify(self, rd: str, count: int | None, props: dict[str, str],
                deadline: Deadline) -> None:
         self.require_supported(deadline)
+        self.refuse_consistency_group(rd, "modified", deadline)
         self.require(rd, deadline)
         if props:
             try:
@@ -1203,6 +1316,10 @@ class Volumes:
         if problems:
             return True, "replica problems on " + "; ".join(problems)
         return False, "volume healthy: every replica UpToDate"
+
+
+def _rg_key(p: VolumeParameters) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return p.resource_group.upper(), tuple(sorted(p.properties))
 
 
 def _unfixed_clone(spec: CreateSpec, vol: Volume, src: Volume) -> bool:

@@ -10,6 +10,10 @@
   the controller answers 401, so a rotated token file is picked up). None of them is logged.
 - Redirects are never followed: a controller serving HTTPS redirects its HTTP port with a 302,
   and following it would turn a POST into a GET. The error names the HTTPS URL to configure.
+- Every path component is percent-encoded here, in one place, and an empty, ``.`` or ``..``
+  component is refused before anything is sent (urllib3 would collapse ``..`` and address another
+  object). Names reaching a path are checked against LINSTOR's name rules first (``ids.py``), so
+  a component can never contain ``/`` either.
 - Errors are decoded from the ApiCallRc list by ``ret_code`` (never by HTTP status alone) into
   ``LinstorError`` carrying the gRPC code a CSI caller should see; warnings in a 2xx reply are
   returned to the caller, not raised.
@@ -26,14 +30,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import DeadlineExceeded, FailedPrecondition
+from csi_linstor.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
 from csi_linstor.linstor.models import ControllerVersion
 
@@ -169,6 +173,7 @@ class LinstorClient:
         body: Any = None,
     ) -> tuple[int, Any]:
         """Send one request; return (status, decoded JSON or None). Raises on transport failure."""
+        path = encode_path(path)
         idempotent = method in ("GET", "HEAD")
         last_error: Exception | None = None
         for index in self._order():
@@ -184,12 +189,12 @@ class LinstorClient:
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
                 last_error = err
-                log.warning("LINSTOR controller %s unreachable: %s", base, _short(err))
+                log.debug("LINSTOR controller %s unreachable: %s", base, _short(err))
                 continue
             except requests.exceptions.ConnectionError as err:
                 if idempotent or _never_sent(err):
                     last_error = err
-                    log.warning("LINSTOR controller %s unreachable: %s", base, _short(err))
+                    log.debug("LINSTOR controller %s unreachable: %s", base, _short(err))
                     continue
                 raise LinstorUnavailable(
                     f"connection to LINSTOR at {base} broke during {method} {path}: {_short(err)}; "
@@ -209,6 +214,9 @@ class LinstorClient:
                     f"LINSTOR at {base} redirects {method} {path} to {target}: the controller "
                     "serves HTTPS; set --linstor-endpoint (LS_CONTROLLERS) to its https:// URL "
                     "(or linstor+ssl://host) and LS_ROOT_CA to the CA that signed it")
+            if last_error is not None:
+                log.warning("LINSTOR controller %s answered after another was unreachable: %s",
+                            base, _short(last_error))
             with self._lock:
                 self._preferred = index
             return response.status_code, _decode(response)
@@ -273,8 +281,8 @@ class LinstorClient:
     # -- helpers -----------------------------------------------------------------------------
 
     def version(self, deadline: Deadline) -> dict[str, Any]:
-        """``GET /v1/controller/version``; also refreshes the cached versions (the readiness
-        probe calls this every few seconds, so an upgraded controller is noticed)."""
+        """``GET /v1/controller/version``; also refreshes the cached versions (the LINSTOR
+        monitor calls this every few seconds, so an upgraded controller is noticed)."""
         data = self.get("/v1/controller/version", deadline=deadline)
         data = data if isinstance(data, dict) else {}
         info = ControllerVersion.from_json(data)
@@ -289,8 +297,19 @@ class LinstorClient:
             self.version(deadline)
         return self._api_version or (0,)
 
-    def supports(self, minimum: str, deadline: Deadline) -> bool:
-        return self.rest_api_version(deadline) >= tuple(int(p) for p in minimum.split("."))
+
+def encode_path(path: str) -> str:
+    """``path`` with every component percent-encoded; INVALID_ARGUMENT for a component that is
+    empty, ``.`` or ``..``, which would address another object than the one named."""
+    parts = path.split("/")
+    if parts[0] != "" or len(parts) < 2:
+        raise InvalidArgument(f"LINSTOR REST path {path!r} is not absolute")
+    for part in parts[1:]:
+        if part in ("", ".", ".."):
+            raise InvalidArgument(
+                f"LINSTOR REST path {path!r} has an empty, '.' or '..' component: a name in the "
+                "request is not a valid LINSTOR name; fix the id or name sent to the driver")
+    return "/".join(quote(part, safe="") for part in parts)
 
 
 def _loopback(url: str) -> bool:

@@ -15,7 +15,6 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import (
     CloneStatus,
-    ControllerVersion,
     Node,
     Resource,
     ResourceDefinition,
@@ -29,11 +28,6 @@ from csi_linstor.linstor.models import (
 def _filters(**names: Sequence[str] | None) -> dict[str, Any] | None:
     params = {key: list(value) for key, value in names.items() if value is not None}
     return params or None
-
-
-def controller_version(client: LinstorClient, deadline: Deadline) -> ControllerVersion:
-    """``GET /v1/controller/version`` (not cached; ``client.rest_api_version()`` is)."""
-    return ControllerVersion.from_json(client.get("/v1/controller/version", deadline=deadline))
 
 
 def nodes(client: LinstorClient, deadline: Deadline,

@@ -26,9 +26,9 @@ CLONE_PROPS = 1.26.0 (LINSTOR 1.32.0): ``ResourceDefinitionCloneRequest.override
 ``PUT /v1/resource-definitions/{rd}`` right after (see ``Volumes._clone``).
 
 The version is read once per client (``LinstorClient.rest_api_version`` caches it) and refreshed
-by every ``LinstorClient.version`` call, which the readiness probe makes every few seconds: an
-upgraded controller is noticed without a restart, and the first CreateVolume of a process whose
-probe has run costs no extra call.
+by every ``LinstorClient.version`` call, which the LINSTOR monitor (``identity.LinstorMonitor``)
+makes every few seconds: an upgraded controller is noticed without a restart, and the first
+CreateVolume of a process whose monitor has run costs no extra call.
 """
 
 from __future__ import annotations

@@ -97,8 +97,7 @@ def test_exists_errors_and_delete_warnings(sim) -> None:
 def test_version_gating(sim) -> None:
     client = LinstorClient([sim.url])
     assert client.rest_api_version(Deadline(5)) >= (1, 20)
-    assert client.supports("1.0.0", Deadline(5))
-    assert not client.supports("99.0", Deadline(5))
+    assert client.rest_api_version(Deadline(5)) < (99,)
 
 
 def test_slow_controller_gives_a_timeout_not_a_hang(sim) -> None:
@@ -353,3 +352,23 @@ def test_command_error_message_is_one_line() -> None:
                        "mount: /mnt: wrong fs type, bad option.\n       dmesg(1) may have more.\n")
     assert "\n" not in err.message
     assert "bad option. dmesg(1) may have more." in err.message
+
+
+def test_path_components_are_encoded_and_dot_segments_refused(sim) -> None:
+    from csi_linstor.errors import InvalidArgument
+
+    client = LinstorClient([sim.url])
+    d = Deadline(10)
+    client.post("/v1/resource-groups", deadline=d, body={"name": "rg1"})
+    # '?' and '#' stay inside their component instead of starting a query or a fragment.
+    for name in ("rg1?x=1", "rg1#frag", "rg 1"):
+        with pytest.raises(LinstorError) as err:
+            client.get(f"/v1/resource-groups/{name}", deadline=d)
+        assert err.value.is_not_found()
+    sim.reset_counts()
+    for path in ("/v1/resource-groups/x/../rg1", "/v1/resource-groups/./rg1",
+                 "/v1/resource-groups/"):
+        with pytest.raises(InvalidArgument):
+            client.delete(path, deadline=d)
+    assert sim.request_counts() == {}
+    assert client.get("/v1/resource-groups/rg1", deadline=d)["name"] == "rg1"

@@ -364,3 +364,126 @@ def test_block_volume_is_never_published_as_a_filesystem(env):
     ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
         volume_id="pvc-raw", node_id=other, volume_capability=MOUNT)).publish_context
     assert ctx["linstor.csi.linbit.com/access-type"] == "mount"
+
+
+def _fs_cap(fs_type):
+    return csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(fs_type=fs_type),
+                                    access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))
+
+
+@pytest.mark.parametrize("fs_type", ["ext2", "ext3", "btrfs"])
+def test_filesystems_the_node_cannot_handle_are_refused_up_front(env, fs_type):
+    # The node plugin formats, grows and checks only ext4 and xfs: a volume with another
+    # filesystem would be created and then never mount, leaving the pod stuck.
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req(f"pvc-{fs_type}", cap=_fs_cap(fs_type)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fs_type in err.value.details() and "ext4, xfs" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req(f"pvc-p-{fs_type}",
+                                        params={"csi.storage.k8s.io/fstype": fs_type}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fs_type in err.value.details()
+    assert env.sim.list_resource_definitions() == []
+    env.ctl.CreateVolume(create_req("pvc-fs-ok"))
+    answer = env.ctl.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="pvc-fs-ok", volume_capabilities=[_fs_cap(fs_type)]))
+    assert not answer.HasField("confirmed") and fs_type in answer.message
+    for good in ("ext4", "xfs"):
+        env.ctl.CreateVolume(create_req(f"pvc-{good}", cap=_fs_cap(good)))
+
+
+@pytest.mark.parametrize("node_id", ["../pvc-big", "../../pvc-big/resources/{free}",
+                                     "{free}/../../pvc-big/resources/{free}", "node-1?x=1",
+                                     "node_1", "-node"])
+def test_node_id_that_is_not_a_linstor_node_name_touches_nothing(env, node_id):
+    env.ctl.CreateVolume(create_req("pvc-small", params={"placementCount": "1"}))
+    env.ctl.CreateVolume(create_req("pvc-big", params={"placementCount": "1"}))
+    before = {rd: sorted(r["node_name"] for r in env.client.get(
+        f"/v1/resource-definitions/{rd}/resources", deadline=_dl()))
+        for rd in ("pvc-small", "pvc-big")}
+    free = next(n for n in ("node-1", "node-2", "node-3") if n not in before["pvc-big"])
+    node_id = node_id.format(free=free)
+    env.sim.reset_counts()
+    req = csi_pb2.ControllerPublishVolumeRequest(volume_id="pvc-small", node_id=node_id,
+                                                 volume_capability=MOUNT)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(req)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not a valid LINSTOR node name" in err.value.details()
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id="pvc-small", node_id=node_id))  # cannot be attached there: OK
+    assert env.counts() == {}, "nothing may reach LINSTOR"
+    after = {rd: sorted(r["node_name"] for r in env.client.get(
+        f"/v1/resource-definitions/{rd}/resources", deadline=_dl()))
+        for rd in ("pvc-small", "pvc-big")}
+    assert after == before
+
+
+def test_storage_class_names_that_linstor_refuses_are_invalid_argument(env):
+    for params in ({"storagePool": "../x"}, {"storagePool": "ok-pool p?"},
+                   {"disklessStoragePool": "a/b"}, {"nodeList": "node-1 ../node-2"},
+                   {"clientList": "node_3"}):
+        with pytest.raises(grpc.RpcError) as err:
+            env.ctl.CreateVolume(create_req("pvc-badname", params=params))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid LINSTOR" in err.value.details()
+    assert env.sim.list_resource_definitions() == []
+
+
+def test_every_volume_gets_its_own_class_placement_whatever_the_shared_group_says(env):
+    one = {"resourceGroup": "shared-rg", "placementCount": "1"}
+    three = {"resourceGroup": "shared-rg", "placementCount": "3"}
+    env.ctl.CreateVolume(create_req("pvc-one", params=one))
+    env.ctl.CreateVolume(create_req("pvc-three", params=three))
+    assert len(diskful_nodes(env, "pvc-one")) == 1
+    assert len(diskful_nodes(env, "pvc-three")) == 3
+    # An admin edits the group behind the driver's back: each class still gets its count.
+    env.client.put("/v1/resource-groups/shared-rg", deadline=_dl(),
+                   body={"select_filter": {"place_count": 2}})
+    env.ctl.CreateVolume(create_req("pvc-three-again", params=three))
+    env.ctl.CreateVolume(create_req("pvc-one-again", params=one))
+    assert len(diskful_nodes(env, "pvc-three-again")) == 3
+    assert len(diskful_nodes(env, "pvc-one-again")) == 1
+    # The preferred-topology path (several steps) follows the class too.
+    pref = csi_pb2.TopologyRequirement(preferred=[csi_pb2.Topology(
+        segments={"linbit.com/hostname": "node-2"})])
+    env.ctl.CreateVolume(create_req("pvc-three-pref", params=three,
+                                    accessibility_requirements=pref))
+    assert len(diskful_nodes(env, "pvc-three-pref")) == 3
+    # Properties cannot differ per volume: a class contradicting the group's is refused,
+    # even after another class of the same group was served.
+    env.ctl.CreateVolume(create_req("pvc-prop", params={
+        **one, "property.linstor.csi.linbit.com/DrbdOptions/Net/protocol": "A"}))  # added
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req("pvc-conflict-2", params={
+            **three, "property.linstor.csi.linbit.com/DrbdOptions/Net/protocol": "C"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "DrbdOptions/Net/protocol" in err.value.details()
+
+
+def test_node_topology_reports_the_diskless_pool_like_linbits_driver(env):
+    from csi_linstor.topology import node_segments
+
+    segs = node_segments(env.client, "node-1", "Aux", True, _dl())
+    # PVs provisioned by LINBIT's driver carry this key in their node affinity.
+    assert segs["linbit.com/sp-DfltDisklessStorPool"] == "true"
+    assert segs["linbit.com/hostname"] == "node-1"
+    # GetCapacity for such a segment still counts only the diskful pool named in it
+    pool = next(k for k in segs if k.startswith("linbit.com/sp-") and "Diskless" not in k)
+    cap = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(
+        volume_capabilities=[MOUNT], accessible_topology=csi_pb2.Topology(segments=segs)))
+    assert cap.available_capacity > 0, pool
+
+
+def test_placement_count_zero_takes_the_resource_groups_count(env):
+    env.client.post("/v1/resource-groups", deadline=_dl(),
+                    body={"name": "rg-two", "select_filter": {"place_count": 2}})
+    env.ctl.CreateVolume(create_req("pvc-zero", params={"resourceGroup": "rg-two",
+                                                        "placementCount": "0"}))
+    assert len(diskful_nodes(env, "pvc-zero")) == 2
+    # a generated group has no count of its own: say so instead of creating an empty volume
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req("pvc-zero-2", params={"placementCount": "0"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "place_count" in err.value.details()
+    assert sorted(env.sim.list_resource_definitions()) == ["pvc-zero"]

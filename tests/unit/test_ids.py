@@ -67,3 +67,20 @@ def test_group_ids():
     assert ids.parse_group_snapshot_id(gid) == "groupsnap-1"
     assert ids.parse_group_snapshot_id("InCluster:///pvc/x") is None
     assert ids.parse_group_snapshot_id("garbage") is None
+
+
+def test_linstor_name_rules_for_nodes_pools_and_reserved_resource_names():
+    from csi_linstor import ids
+
+    # NodeName → Checks.hostNameCheck (RFC 1123)
+    for good in ("node-1", "n1", "node-1.example.com", "a" * 63 + ".b"):
+        assert ids.is_valid_node_name(good), good
+    for bad in ("", "n", "../pvc-big", "-node", "node-", ".node", "node_1", "a/b", "a?b",
+                "a" * 64, "a" * 256):
+        assert not ids.is_valid_node_name(bad), bad
+    # StorPoolName: like resource names, 3-48 characters
+    assert ids.is_valid_pool_name("DfltStorPool") and ids.is_valid_pool_name("sp1")
+    for bad in ("sp", "1234", "../x", "-pool", "a" * 49):
+        assert not ids.is_valid_pool_name(bad), bad
+    # ResourceName reserves "proxy" (and "all"): such a request name gets a generated id
+    assert ids.volume_id("proxy").startswith("vol-") and ids.volume_id("all").startswith("vol-")

@@ -29,7 +29,7 @@ VALID = [
     ({"storagePool": "sp1"}, "storage_pools", ("sp1",)),
     ({"storagePool": "sp1 sp2"}, "storage_pools", ("sp1", "sp2")),
     ({"storagePool": "sp1,sp2"}, "storage_pools", ("sp1", "sp2")),
-    ({"disklessStoragePool": "dl"}, "diskless_storage_pool", "dl"),
+    ({"disklessStoragePool": "dless"}, "diskless_storage_pool", "dless"),
     ({"layerList": "drbd luks storage"}, "layer_list", ("DRBD", "LUKS", "STORAGE")),
     ({"layerlist": "Storage"}, "layer_list", ("STORAGE",)),
     ({"replicasOnSame": "zone"}, "replicas_on_same", ("Aux/zone",)),
@@ -73,7 +73,8 @@ def test_valid(params, attr, expected):
 # (parameters, the key the error must name)
 INVALID = [
     ({"placementCount": "three"}, "placementCount"),
-    ({"placementCount": "0"}, "placementCount"),
+    ({"placementCount": "-1"}, "placementCount"),
+    ({"placementCount": "33"}, "placementCount"),
     ({"placementCount": "2", "autoPlace": "2"}, "autoPlace"),
     ({"storagePool": " "}, "storagePool"),
     ({"disklessStoragePool": ""}, "disklessStoragePool"),
@@ -148,7 +149,7 @@ RG_VECTORS = [
     ({"placementCount": "1", "storagePool": "thin-pool", "layerList": "storage"},
      '{"select_filter":{"place_count":1,"storage_pool_list":["thin-pool"],"layer_stack":["STORAGE"]}}',
      "sc-f94a0b17-a381-5148-8bf8-dacc29ce2f6d"),
-    ({"placementCount": "2", "storagePool": "a b", "doNotPlaceWithRegex": "^db-.*",
+    ({"placementCount": "2", "storagePool": "sp-a sp-b", "doNotPlaceWithRegex": "^db-.*",
       "replicasOnSame": "topology/zone", "replicasOnDifferent": "rack",
       "xReplicasOnDifferent": "topology/zone: 2\na: 1", "layerList": "drbd luks storage",
       "encryption": "true", "disklessOnRemaining": "true",
@@ -157,10 +158,10 @@ RG_VECTORS = [
       "property.linstor.csi.linbit.com/Aux/x": "<a&b>"},
      '{"override_props":{"Aux/x":"\\u003ca\\u0026b\\u003e","DrbdOptions/Resource/on-no-quorum":'
      '"io-error","DrbdOptions/auto-quorum":"suspend-io"},"select_filter":{"place_count":2,'
-     '"storage_pool_list":["a","b"],"not_place_with_rsc_regex":"^db-.*","replicas_on_same":'
+     '"storage_pool_list":["sp-a","sp-b"],"not_place_with_rsc_regex":"^db-.*","replicas_on_same":'
      '["Aux/topology/zone"],"replicas_on_different":["Aux/rack"],"x_replicas_on_different_map":'
      '{"Aux/a":1,"Aux/topology/zone":2},"layer_stack":["DRBD","LUKS","STORAGE"],'
-     '"diskless_on_remaining":true}}', "sc-ac27c168-f17d-5d72-8a82-159a7fc90fb5"),
+     '"diskless_on_remaining":true}}', "sc-5b7e218c-c97f-50f1-b34b-df16a9760b69"),
 ]
 
 
@@ -230,3 +231,31 @@ def test_snapshot_params_invalid(params, text):
     with pytest.raises(InvalidArgument) as err:
         parse_snapshot_parameters(params)
     assert text in err.value.message
+
+
+# Names LINBIT's driver gives these classes, computed with Go's encoding/json over golinstor's
+# ResourceGroupModify/AutoSelectFilter structs and strings.Split(v, " ") lists (as it parses
+# them), hashed with pborman/uuid NewSHA1. Placement still uses the parsed lists; only the
+# name follows the Go driver's split.
+GO_NAME_VECTORS = [
+    ({"storagePool": "pool1,pool2"}, "sc-2f140239-58a3-5b7b-93d5-6d0d8f8f67c5", ("pool1", "pool2")),
+    ({"storagePool": "pool1  pool2"}, "sc-46ee6e98-e665-53eb-8900-f0e90b2efd6c",
+     ("pool1", "pool2")),
+    ({"storagePool": "pool1 pool2 "}, "sc-d1acaf00-66d6-5232-9bf2-a12469e26ac6",
+     ("pool1", "pool2")),
+    ({"placementCount": "2", "storagePool": "pool1 pool2"},
+     "sc-d9369cb3-c33f-5b49-8702-e3b3fe9d5a99", ("pool1", "pool2")),
+    ({"replicasOnSame": ""}, "sc-6b4017ef-2439-5c8f-a33b-fc001e2fdd17", ()),
+    ({"placementCount": "0"}, "sc-fe5ed704-5f78-5bdd-9936-fb409cce0135", ()),
+    ({"placementCount": "0", "storagePool": "pool1"}, "sc-d6f8d755-6a22-589f-80d4-9b326f41fbfe",
+     ("pool1",)),
+    ({"placementCount": "3", "replicasOnSame": "zone,rack", "replicasOnDifferent": "zone, rack"},
+     "sc-7f383717-2e24-5334-a757-2cab967ff17d", ()),
+]
+
+
+@pytest.mark.parametrize("params,name,pools", GO_NAME_VECTORS)
+def test_generated_group_names_match_linbits_driver_for_odd_lists(params, name, pools):
+    p = P(params)
+    assert p.resource_group == name
+    assert p.storage_pools == pools  # what placement uses

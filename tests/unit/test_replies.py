@@ -22,6 +22,7 @@ POOLS = [StoragePool.from_json(p) for p in (
 def test_segments_from_namespaced_props_and_pools() -> None:
     assert segments_for(NODE, POOLS, "Aux", True) == {
         "topology.kubernetes.io/zone": "z1", HOSTNAME_KEY: "node-1",
+        "linbit.com/sp-DfltDisklessStorPool": "true",  # as LINBIT's driver reports it
         "linbit.com/sp-thin": "true", "linbit.com/sp-nodeless": "true"}
     assert segments_for(NODE, POOLS, "Aux/", False) == {
         "topology.kubernetes.io/zone": "z1", HOSTNAME_KEY: "node-1"}
