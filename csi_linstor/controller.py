@@ -33,7 +33,7 @@ from csi_linstor.params import (
 from csi_linstor.rpc import Call, Runtime, rpc
 from csi_linstor.snapshots import SnapshotInfo, Snapshots
 from csi_linstor.topology import NodeIndex
-from csi_linstor.volumes import FS_TYPES, CreateSpec, Source, Volume, Volumes
+from csi_linstor.volumes import FS_TYPES, PROP_FROM_BLOCK, CreateSpec, Source, Volume, Volumes
 
 Cap = csi_pb2.ControllerServiceCapability.RPC
 Mode = csi_pb2.VolumeCapability.AccessMode
@@ -50,6 +50,7 @@ PUB_FS = CTX_PREFIX + "fs-type"
 # The access type the controller checked against the one the volume was created with: the node
 # formats only a volume published as "mount" (or, without this key, one LINSTOR says is not block).
 PUB_ACCESS = CTX_PREFIX + "access-type"
+PUB_MAY_FORMAT = CTX_PREFIX + "may-format"
 
 CAPABILITIES = (
     Cap.CREATE_DELETE_VOLUME, Cap.PUBLISH_UNPUBLISH_VOLUME, Cap.LIST_VOLUMES, Cap.GET_CAPACITY,
@@ -245,6 +246,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest,
                                 call: Call) -> csi_pb2.ControllerPublishVolumeResponse:
         access, fs = check_capabilities([request.volume_capability])
+        may_format = ""
         if not ids.is_valid_name(request.volume_id) and \
                 ids.parse_member_volume_id(request.volume_id) is None:
             raise NotFound(f"volume {request.volume_id} does not exist")
@@ -262,14 +264,18 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                     f"volume {request.volume_id} was created as a raw block volume and cannot "
                     "be published as a filesystem (that would format its data); use "
                     "volumeMode: Block")
+            if vol is not None and vol.props.get(PROP_FROM_BLOCK) == "true":
+                may_format = "false"  # cloned/restored from raw block: mount, never format
         ctx = dict(request.volume_context)
         policy = ANYWHERE
         if ctx.get(CTX_REMOTE):
             policy = parse_remote_access(CTX_REMOTE, ctx[CTX_REMOTE])
         path = self.volumes.publish(request.volume_id, request.node_id, policy, call.deadline)
-        return csi_pb2.ControllerPublishVolumeResponse(publish_context={
-            PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else "",
-            PUB_ACCESS: access})
+        pctx = {PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else "",
+                PUB_ACCESS: access}
+        if may_format:
+            pctx[PUB_MAY_FORMAT] = may_format
+        return csi_pb2.ControllerPublishVolumeResponse(publish_context=pctx)
 
     @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
     def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest,

@@ -42,6 +42,8 @@ KEY_FS_OPTS = PREFIX + "fs-opts"
 KEY_POST_MOUNT_XFS_OPTS = PREFIX + "post-mount-xfs-opts"
 # Set by ControllerPublish after checking the capability against the volume's created access type.
 KEY_ACCESS_TYPE = PREFIX + "access-type"
+# "false": the controller says the volume must not be formatted (cloned/restored from raw block)
+KEY_MAY_FORMAT = PREFIX + "may-format"
 
 Mode = csi_pb2.VolumeCapability.AccessMode
 READ_ONLY_MODES = (Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY)
@@ -130,7 +132,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         owner.verify(path)
         return path
 
-    def _no_format_reason(self, owner: VolumeDevice, publish_context: Any, call: Call) -> str:
+    def _no_format_reason(self, owner: VolumeDevice, publish_context: Any,
+                          call: Call) -> tuple[str, bool]:
         """Refuse a filesystem stage of a volume created as raw block; return why an empty device
         must not be formatted ("" when it may be).
 
@@ -138,9 +141,14 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         controller) LINSTOR's resource definition says. When neither can answer, an existing
         filesystem is still mounted but an empty device is never formatted.
         """
+        from_block = (f"volume {owner.ref.rd} was cloned or restored from a raw block volume, "
+                      "whose data may carry no signature: a filesystem found on it is mounted, "
+                      "but it is never formatted")
+        if publish_context.get(KEY_MAY_FORMAT) == "false":
+            return from_block, True
         published = publish_context.get(KEY_ACCESS_TYPE, "")
         if published == "mount":
-            return ""
+            return "", False
         created = published
         if not created:
             try:
@@ -150,13 +158,19 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                                  owner.ref.rd, e)
                 return (f"it cannot be confirmed that volume {owner.ref.rd} was created as a "
                         f"filesystem volume (the publish context does not say and LINSTOR "
-                        f"cannot be asked: {e})")
+                        f"cannot be asked: {e})"), False
         if created == "block":
             raise FailedPrecondition(
                 f"volume {owner.ref.rd} was created as a raw block volume; it cannot be staged "
                 "as a filesystem (that would format or mount its raw data); use volumeMode: Block"
             )
-        return ""
+        try:
+            if owner.from_raw_block():
+                return from_block, True
+        except (FailedPrecondition, Unavailable, DeadlineExceeded) as e:
+            return f"it cannot be confirmed that volume {owner.ref.rd} may be formatted ({e})", \
+                False
+        return "", False
 
     # -- identity of the node ----------------------------------------------------------------
 
@@ -193,7 +207,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         if is_block:
             ops.stage_block(ref, device, staging, call.deadline, **common)
             return csi_pb2.NodeStageVolumeResponse()
-        no_format = self._no_format_reason(owner, request.publish_context, call)
+        no_format, never = self._no_format_reason(owner, request.publish_context, call)
         mnt = request.volume_capability.mount
         fstype = fs.normalize_fstype(
             request.publish_context.get(KEY_FS_TYPE, "") or mnt.fs_type or "ext4"
@@ -206,6 +220,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             mount_flags=list(mnt.mount_flags),
             readonly=mode in READ_ONLY_MODES,
             no_format_reason=no_format,
+            never_format=never,
         )
         if mnt.volume_mount_group:
             call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")

@@ -58,6 +58,9 @@ log = logging.getLogger("csi_linstor.volumes")
 PROP_DONE = "Aux/csi-provisioning-completed-by"
 PROP_NAME = "Aux/csi-volume-name"
 PROP_ACCESS = "Aux/csi-access-type"
+# A filesystem volume cloned or restored from a raw block volume: its data may have no
+# signature, so the node mounts a filesystem it finds there but never formats it.
+PROP_FROM_BLOCK = "Aux/csi-from-raw-block"
 PROP_FS = "Aux/csi-fs-type"
 PROP_SOURCE = "Aux/csi-content-source"
 PROP_DELETED = "Aux/csi-deleted"
@@ -112,6 +115,7 @@ class CreateSpec:
     source: Source | None = None
     mutable_count: int | None = None
     mutable_props: dict[str, str] = field(default_factory=dict)
+    from_raw_block: bool = False  # set by create() from the source
 
 
 @dataclass
@@ -305,6 +309,8 @@ class Volumes:
             props[PROP_FS] = spec.fs_type
         if spec.source is not None:
             props[PROP_SOURCE] = spec.source.render()
+        if spec.from_raw_block and spec.access_type == "mount":
+            props[PROP_FROM_BLOCK] = "true"
         if spec.params.pvc_name:
             props[PROP_PVC_NAME] = spec.params.pvc_name
         if spec.params.pvc_namespace:
@@ -327,11 +333,16 @@ class Volumes:
         if spec.source is not None and spec.source.kind == "snapshot":
             snap_info = self._source_snapshot(spec.source.id, deadline)
             floor = snap_info.size_kib(0) * KIB
+            origin = snap_info.resource_definition_props
+            spec.from_raw_block = (origin.get(PROP_ACCESS) == "block"
+                                   or origin.get(PROP_FROM_BLOCK) == "true")
         elif spec.source is not None:
             src_vol = self.find(spec.source.id, deadline)
             if src_vol is None or not src_vol.complete:
                 raise NotFound(f"source volume {spec.source.id} does not exist")
             floor = src_vol.capacity_bytes
+            spec.from_raw_block = (src_vol.access_type == "block"
+                                   or src_vol.props.get(PROP_FROM_BLOCK) == "true")
         min_bytes = MIN_SIZE.get(spec.fs_type or "block", 2 * MIB)
         if floor and spec.required_bytes and spec.required_bytes < floor:
             raise OutOfRange(f"the requested size {spec.required_bytes} bytes is smaller than the "
@@ -929,7 +940,7 @@ class Volumes:
         """
         override = self.props_for(spec, done=False)
         drop = [k for k in (PROP_DONE, PROP_PVC_NAME, PROP_PVC_NAMESPACE, PROP_SOURCE, PROP_FS,
-                            PROP_DELETED)
+                            PROP_DELETED, PROP_FROM_BLOCK)
                 if k in src.props and k not in override]
         return override, drop
 

@@ -435,6 +435,7 @@ class Snapshot(Model):
     nodes: tuple[str, ...] = ()
     props: Mapping[str, str] = _map()  # deprecated spelling of snapshot_definition_props
     snapshot_definition_props: Mapping[str, str] = _map()
+    resource_definition_props: Mapping[str, str] = _map()  # the RD's, copied at the snapshot
     flags: tuple[str, ...] = ()
     volume_definitions: tuple[SnapshotVolumeDefinition, ...] = ()
     snapshots: tuple[SnapshotNode, ...] = ()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from csi_linstor.linstor import queries
 from csi_linstor.nodeops import devices
 from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountEntry
-from csi_linstor.volumes import PROP_ACCESS  # where CreateVolume records the access type
+from csi_linstor.volumes import PROP_ACCESS, PROP_FROM_BLOCK  # what CreateVolume records
 
 Dev = tuple[int, int]
 
@@ -60,6 +61,7 @@ class VolumeDevice:
         self.by_res_dir = by_res_dir
         self.deadline = deadline
         self._linstor_path: str | None = None
+        self._props: Mapping[str, str] | None = None
         self.why_unknown = ""  # why ``known()`` returned None
 
     @property
@@ -103,14 +105,25 @@ class VolumeDevice:
         "block", "mount", or "" when none is recorded (a volume made by LINBIT's driver).
         Raises when LINSTOR cannot be asked (no client: FAILED_PRECONDITION; unreachable:
         UNAVAILABLE)."""
-        if self.linstor is None:
-            raise FailedPrecondition("no LINSTOR client is configured")
-        rds = queries.resource_definitions(self.linstor, self.deadline, names=[self.ref.rd],
-                                           with_volume_definitions=False)
-        for rd in rds:
-            if rd.name.upper() == self.ref.rd.upper():
-                return rd.props.get(PROP_ACCESS, "")
-        raise NotFound(f"volume {self.ref.rd} does not exist in LINSTOR")
+        return self._rd_props().get(PROP_ACCESS, "")
+
+    def from_raw_block(self) -> bool:
+        """Whether the volume is a filesystem volume cloned or restored from a raw block one
+        (its data may carry no signature: mount what is there, never format). Raises as
+        ``created_access``."""
+        return self._rd_props().get(PROP_FROM_BLOCK) == "true"
+
+    def _rd_props(self) -> Mapping[str, str]:
+        if self._props is None:
+            if self.linstor is None:
+                raise FailedPrecondition("no LINSTOR client is configured")
+            rds = queries.resource_definitions(self.linstor, self.deadline, names=[self.ref.rd],
+                                               with_volume_definitions=False)
+            rd = next((x for x in rds if x.name.upper() == self.ref.rd.upper()), None)
+            if rd is None:
+                raise NotFound(f"volume {self.ref.rd} does not exist in LINSTOR")
+            self._props = rd.props
+        return self._props
 
     def known(self) -> Known | None:
         """The volume's device: by-res link first, then LINSTOR; None (with ``why_unknown``)

@@ -73,6 +73,8 @@ class MountRequest:
     # Why an empty device must not be formatted ("" = it may be): it could not be confirmed that
     # the volume was created as a filesystem volume (a raw block volume's data has no signature).
     no_format_reason: str = ""
+    # The reason is final (the volume came from raw block data), not "cannot tell now".
+    never_format: bool = False
 
 
 def mount_options(req: MountRequest, fstype: str) -> list[str]:
@@ -126,6 +128,11 @@ def stage_mount(
             raise FailedPrecondition(
                 f"{device} ({what}) has no filesystem and the volume is staged read-only; "
                 "a read-only volume cannot be formatted"
+            )
+        if req.no_format_reason and req.never_format:
+            raise FailedPrecondition(
+                f"{device} ({what}) has no filesystem, and {req.no_format_reason}; put a "
+                "filesystem on the source, or use volumeMode: Block"
             )
         if req.no_format_reason:
             raise Unavailable(
