@@ -46,6 +46,7 @@ PROP_ALLOW_EXACT = {
 PROP_ALLOW_PREFIX = ("Aux/", "DrbdOptions/", "Autoplacer/", "StorDriver/", "sys/fs/",
                      "Writecache/", "Cache/", "BCache/", "NVMe/", "Internal/")
 MIB = 1024 * 1024
+VD_INTERNAL_PROPS = ("DrbdCurrentGi", "DrbdOptions/Disk/block-size")
 
 
 def now_ms() -> int:
@@ -242,7 +243,9 @@ class Reply:
 
     def __init__(self, op: int = 0, obj: int = 0) -> None:
         self.op = op
-        self.obj = obj
+        # Reads (op 0) answer a bare ret code: RequestHelper.notFoundResponse/queryRequestResponse
+        # build ApiCallRcImpl.simpleEntry(retcode, message) with no operation or object mask.
+        self.obj = obj if op else 0
         self.entries: list[dict] = []
 
     def add(self, code: int, message: str, **kw: Any) -> dict:
@@ -319,6 +322,23 @@ class Controller:
 
     # -- setup ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _pool_props(spec: Any) -> dict[str, str]:
+        """What a satellite stores on a new pool: the backing store's name under
+        StorDriver/StorPoolName (the FileDir, VG, VG/thin pool or zpool the create request
+        named), and for file pools a 1 KiB allocation granularity (StorDriver/internal/
+        AllocationGranularity, as LINSTOR 1.33.3 reports it for FILE_THIN)."""
+        kind = spec.provider_kind
+        if kind in ("FILE", "FILE_THIN"):
+            return {"StorDriver/StorPoolName": f"/var/lib/linstor-pools/{spec.name}",
+                    "StorDriver/internal/AllocationGranularity": "1"}
+        if kind == "LVM_THIN":
+            return {"StorDriver/StorPoolName": f"vg_{spec.name}/thin"}
+        if kind == "DISKLESS":
+            return {}
+        return {"StorDriver/StorPoolName": f"vg_{spec.name}" if kind == "LVM"
+                else f"zpool_{spec.name}"}
+
     def _build(self, cfg: Any) -> None:
         for i, name in enumerate(cfg.node_names()):
             node = Node(name=name, props=dict(cfg.node_props.get(name, {})),
@@ -328,7 +348,7 @@ class Controller:
                 if spec.nodes is not None and name not in spec.nodes:
                     continue
                 p = Pool(node=name, name=spec.name, kind=spec.provider_kind,
-                         total_kib=spec.capacity_kib)
+                         total_kib=spec.capacity_kib, props=self._pool_props(spec))
                 node.pools[p.key] = p
             dl = Pool(node=name, name=DISKLESS_POOL, kind="DISKLESS")
             node.pools[dl.key] = dl
@@ -367,7 +387,10 @@ class Controller:
     def _snap(self, rd: ResourceDef, name: str, r: Reply) -> Snapshot:
         s = rd.snapshots.get(name.upper())
         if s is None:
-            raise r.error(C.FAIL_NOT_FOUND_SNAPSHOT_DFN,
+            # GET .../snapshots/{snap} answers FAIL_NOT_FOUND_SNAPSHOT (rest/v1/Snapshots.java
+            # queryRequestResponse); the create/delete/restore handlers name the definition.
+            code = C.FAIL_NOT_FOUND_SNAPSHOT if not r.op else C.FAIL_NOT_FOUND_SNAPSHOT_DFN
+            raise r.error(code,
                           f"Snapshot '{name}' of resource '{rd.name}' not found.",
                           refs={"RscDfn": rd.name, "Snapshot": name})
         return s
@@ -536,7 +559,6 @@ class Controller:
         }
         if p.kind != "DISKLESS":
             d["static_traits"]["Provisioning"] = "Thin" if p.kind in THIN_PROVIDERS else "Fat"
-            d["static_traits"]["AllocationUnit"] = "64" if p.kind in THIN_PROVIDERS else "4096"
             if node.online:
                 d["free_capacity"] = p.free_kib
                 d["total_capacity"] = p.total_kib
@@ -858,6 +880,10 @@ class Controller:
                 re.compile(sf["not_place_with_rsc_regex"])
             except re.error:
                 raise r.error(C.FAIL_INVLD_REQUEST, "Invalid not_place_with_rsc_regex") from None
+        if sf.get("storage_pool") and not sf.get("storage_pool_list"):
+            # rest/v1/ResourceGroups.selectFilterToApi and Json.AutoSelectFilterData: a filter
+            # naming only storage_pool is stored (and answered) with storage_pool_list = [it].
+            sf["storage_pool_list"] = [sf["storage_pool"]]
         return sf
 
     def h_rg_create(self, req: Request) -> tuple[int, Any]:
@@ -894,7 +920,9 @@ class Controller:
         return 200, r.entries
 
     def h_rg_delete(self, req: Request) -> tuple[int, Any]:
-        r = Reply(C.MASK_DEL, C.MASK_RSC_GRP)
+        # CtrlRscGrpApiCallHandler.delete reports under ApiOperation.makeCreateOperation() (sic):
+        # its entries carry MASK_CRT, not MASK_DEL.
+        r = Reply(C.MASK_CRT, C.MASK_RSC_GRP)
         name = req.params["rg"]
         rg = self.rgs.get(name.upper())
         if rg is None:
@@ -978,8 +1006,10 @@ class Controller:
     def _candidates(self, rd: ResourceDef | None, sf: dict, need_kib: int,
                     exclude: set[str]) -> list[tuple[Node, Pool]]:
         """Best pool per eligible node, ranked: most free space, fewest resources, name."""
+        # The autoplacer reads the list only (AutoSelectFilterApi.getStorPoolNameList); a lone
+        # storage_pool was turned into a one-element list when the filter was parsed.
         pool_names = list(sf.get("storage_pool_list") or [])
-        if sf.get("storage_pool"):
+        if not pool_names and sf.get("storage_pool"):
             pool_names.append(sf["storage_pool"])
         if not pool_names and rd is not None:
             spn = rd.props.get("StorPoolName") or self.rgs.get(rd.rg, ResourceGroup("")).props.get(
@@ -1320,7 +1350,8 @@ class Controller:
         if not isinstance(size, int) or size <= 0:
             raise r.error(C.FAIL_INVLD_VLM_SIZE, f"Invalid volume size {size}",
                           refs={"RscDfn": rd.name, "VlmNr": str(nr)})
-        props = vdb.get("props") or {}
+        # internal props copied from another VD (clone, restore) are made anew below
+        props = {k: v for k, v in (vdb.get("props") or {}).items() if k not in VD_INTERNAL_PROPS}
         self._validate_props(props, r)
         if rd.resources:
             for res in rd.diskful():
@@ -1338,7 +1369,13 @@ class Controller:
         except OSError as e:
             self.minors_used.discard(m)
             raise r.error(C.FAIL_UNKNOWN_ERROR, f"Creating the backing device failed: {e}") from None
-        vd = VolumeDef(nr=nr, size_kib=size, minor=m, device=dev, props=dict(props),
+        # Internal props LINSTOR puts on every new volume definition: a random DRBD current GI
+        # (CtrlVlmDfnApiCallHandler, KEY_DRBD_CURRENT_GI) and the block size the controller
+        # derives from the backing storage (auto-block-size; 512 on loop-backed file pools).
+        internal = {"DrbdCurrentGi": secrets.token_hex(8).upper(),
+                    "DrbdOptions/Disk/block-size": "512"}
+        vd = VolumeDef(nr=nr, size_kib=size, minor=m, device=dev,
+                       props={**internal, **props},
                        flags=[f for f in vdb.get("flags") or [] if not f.startswith("-")],
                        seed=seed if isinstance(seed, Path) else None)
         rd.vds[nr] = vd
@@ -1385,13 +1422,17 @@ class Controller:
                 r.add(C.WARN_VLMDFN_RESIZE_SAME_SIZE,
                       f"Volume definition {vd.nr} of '{rd.name}' already has the size "
                       f"{size} KiB.", refs=refs)
-            elif size < vd.size_kib:
-                raise r.error(C.FAIL_INVLD_VLM_SIZE, "Volumes can only grow in size. "
+            elif size < vd.size_kib and "DRBD" in rd.layer_stack:
+                # CtrlVlmDfnModifyApiCallHandler.ensureShrinkingIsSupported: every layer and
+                # provider must support shrinking; of the layers only DRBD does not
+                # (DeviceLayerKind), so a STORAGE-only volume shrinks and a DRBD one cannot.
+                raise r.error(C.FAIL_INVLD_VLM_SIZE, "Shrinking volumes is not supported by "
+                              "layer 'DRBD'. "
                               f"Current size: {vd.size_kib} KiB, requested: {size} KiB.",
                               refs=refs)
             else:
                 bad = [res.node for res in rd.diskful()
-                       if self._disk_state(res) != "UpToDate"]
+                       if self._disk_state(res) != "UpToDate"] if size > vd.size_kib else []
                 if bad:
                     raise r.error(C.FAIL_NOT_ALL_UPTODATE,
                                   "Resize not allowed: not all replicas are UpToDate.",
@@ -1485,11 +1526,15 @@ class Controller:
 
     def _create_one_resource(self, rd: ResourceDef, node_name: str, body: dict,
                              r: Reply) -> None:
-        node = self._node(node_name, r)
+        # An unknown node is a bare FAIL_NOT_FOUND_NODE (CtrlApiDataLoader.loadNode's
+        # ApiRcException carries no operation or object mask), as LINSTOR 1.33.3 answers.
+        node = self._node(node_name, Reply())
         if node.name.upper() in rd.resources:
-            raise r.error(C.FAIL_EXISTS_RSC,
-                          f"A resource with the name '{rd.name}' on node '{node.name}' "
-                          "already exists.", refs={"RscDfn": rd.name, "Node": node.name})
+            # CtrlRscCrtApiHelper.createResourceDb (since 1.11.0): LinStorDataAlreadyExists
+            # becomes an ApiRcException carrying INFO_RSC_ALREADY_EXISTS, answered 201 (§9 C4).
+            raise r.error(C.INFO_RSC_ALREADY_EXISTS,
+                          f"A resource '{rd.name}' on node '{node.name}' already exists.",
+                          status=201)
         rb = body.get("resource") or {}
         props = dict(rb.get("props") or {})
         self._validate_props(props, r)
@@ -1749,7 +1794,8 @@ class Controller:
 
     def h_spawn(self, req: Request) -> tuple[int, Any]:
         body = self._body(req, "ResourceGroupSpawn")
-        r = Reply(C.MASK_CRT, C.MASK_RSC_DFN)
+        # CtrlRscGrpApiCallHandler.spawn: ResponseContext(makeRegisterOperation, MASK_RSC_GRP).
+        r = Reply(C.MASK_CRT, C.MASK_RSC_GRP)
         rg = self._rg(req.params["rg"], r)
         name = body.get("resource_definition_name")
         sizes = list(body.get("volume_sizes") or [])
@@ -2127,17 +2173,32 @@ class Controller:
         return 200, {"synced_on_all": ok}
 
     # ==========================================================================================
+    # remotes (none are configured in the simulator; backups are not modelled yet)
+
+    def h_remotes(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/Remotes.java getRemotes: always 200 with one RemoteList object; its three
+        # lists are empty here, and Jackson's NON_EMPTY drops them: "{}" (linstor-facts §9 C1).
+        return 200, prune({"s3_remotes": [], "linstor_remotes": [], "ebs_remotes": []})
+
+    def h_remotes_kind(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/Remotes.java getS3Remotes/getLinstorRemotes/getEbsRemotes: a plain list.
+        return 200, []
+
+    # ==========================================================================================
     # key-value store
 
     def h_kvs_list(self, req: Request) -> tuple[int, Any]:
         return 200, [prune({"name": k, "props": dict(v)}) for k, v in self.kvs.items()]
 
     def h_kvs_get(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/KeyValueStore.java listKVStore: the list filtered to the instance (a
+        # one-element list), or 404 with a bare FAIL_NOT_FOUND_KVS.
         name = req.params["inst"]
         if name not in self.kvs:
-            raise ApiError([make_rc(C.FAIL_NOT_FOUND_KVS, f"Key-value store '{name}' not found.",
-                                    obj=C.MASK_KVS)])
-        return 200, prune({"name": name, "props": dict(self.kvs[name])})
+            raise ApiError([make_rc(C.FAIL_NOT_FOUND_KVS,
+                                    f"Could not find key value store instance '{name}'.")],
+                           status=404)
+        return 200, [prune({"name": name, "props": dict(self.kvs[name])})]
 
     def h_kvs_modify(self, req: Request) -> tuple[int, Any]:
         body = self._body(req, "KeyValueStoreModify")
