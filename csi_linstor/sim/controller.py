@@ -163,6 +163,10 @@ class Resource:
     reported: bool = True
     create_timestamp: int = field(default_factory=now_ms)
     uuid: str = field(default_factory=new_uuid)
+    # STORAGE-only volumes (no DRBD layer): a replica other than the first has storage of its
+    # own, empty when created (minor -> device per volume number); the first uses the VD's.
+    own_minor: dict[int, int] = field(default_factory=dict)
+    own_device: dict[int, Any] = field(default_factory=dict)
 
     @property
     def diskless(self) -> bool:
@@ -450,6 +454,8 @@ class Controller:
 
     def _schedule_attach(self, req: Request | None, rd: ResourceDef) -> None:
         devs = [vd.device for vd in rd.vds.values() if vd.device is not None]
+        devs += [d for res in rd.resources.values() for d in res.own_device.values()
+                 if d is not None]
         if not devs:
             return
 
@@ -467,6 +473,10 @@ class Controller:
             for vd in rd.vds.values():
                 if vd.device is not None:
                     vd.device.ensure()
+            for res in rd.resources.values():
+                for dev in res.own_device.values():
+                    if dev is not None:
+                        dev.ensure()
 
     # -- props --------------------------------------------------------------------------------
 
@@ -579,8 +589,21 @@ class Controller:
                                 "is_active": True, "uuid": new_uuid()}],
             "connection_status": "ONLINE" if n.online else "OFFLINE",
             "uuid": n.uuid,
-            "storage_providers": kinds,
-            "resource_layers": ["DRBD", "STORAGE"],
+            # A production Linux satellite with DRBD, LVM and ZFS installed: every provider
+            # but SPDK (no rpc.py) and Windows' storage spaces, reported as LINSTOR 1.33.3 does
+            # (StltExtToolsChecker: supported kinds listed, the others with their reasons).
+            # LINSTOR also lists REMOTE_SPDK, which the OpenAPI enum lacks: left out here.
+            "storage_providers": sorted({"DISKLESS", "LVM", "LVM_THIN", "ZFS", "ZFS_THIN",
+                                         "FILE", "FILE_THIN", "EBS_INIT", "EBS_TARGET",
+                                         *kinds}),
+            "resource_layers": ["DRBD", "LUKS", "NVME", "WRITECACHE", "CACHE", "BCACHE",
+                                "STORAGE"],
+            "unsupported_providers": {
+                "SPDK": ["IO exception occured when running 'rpc.py spdk_get_version': Cannot "
+                         "run program \"rpc.py\": error=2, No such file or directory"],
+                "STORAGE_SPACES": ["This tool does not exist on the Linux platform."],
+                "STORAGE_SPACES_THIN": ["This tool does not exist on the Linux platform."],
+            },
         })
 
     def _rg_json(self, rg: ResourceGroup) -> dict:
@@ -597,7 +620,7 @@ class Controller:
         return prune({
             "volume_number": vd.nr, "size_kib": vd.size_kib, "props": dict(vd.props),
             "flags": list(vd.flags),
-            "layer_data": [
+            "layer_data": [{"type": "STORAGE"}] if self._storage_only(rd) else [
                 {"type": "DRBD", "data": {"volume_number": vd.nr, "minor_number": vd.minor}},
                 {"type": "STORAGE"},
             ],
@@ -610,7 +633,7 @@ class Controller:
             "external_name": rd.external_name,
             "props": dict(rd.props),
             "flags": list(rd.flags),
-            "layer_data": [
+            "layer_data": [{"type": "STORAGE"}] if self._storage_only(rd) else [
                 {"type": "DRBD", "data": {"peer_slots": rd.peer_slots, "al_stripes": 1,
                                           "al_stripe_size_kib": 32, "port": rd.port,
                                           "transport_type": "IP", "secret": rd.secret,
@@ -625,8 +648,16 @@ class Controller:
                 rd.vds.values(), key=lambda v: v.nr)]
         return prune(d)
 
-    def _dev_path(self, vd: VolumeDef) -> str:
+    def _dev_path(self, vd: VolumeDef, res: Resource | None = None) -> str:
+        if res is not None and vd.nr in res.own_minor:
+            return str(self.devices.device_dir / f"drbd{res.own_minor[vd.nr]}")
         return str(self.devices.device_dir / f"drbd{vd.minor}")
+
+    @staticmethod
+    def _storage_only(rd: ResourceDef) -> bool:
+        """No DRBD layer: each replica is a plain storage device of its own (linstor-facts
+        §9 C6; the layer stack follows the RD's layer_list, CtrlRscLayerDataFactory)."""
+        return "DRBD" not in rd.layer_stack
 
     def _disk_state(self, res: Resource) -> str:
         if res.diskless:
@@ -651,9 +682,25 @@ class Controller:
     def _storage_dev(self, rd: ResourceDef, res: Resource, vd: VolumeDef) -> str:
         return f"/dev/{res.pool.lower()}/{rd.name}_{vd.nr:05d}"
 
+    def _storage_volume_json(self, rd: ResourceDef, res: Resource, vd: VolumeDef) -> dict:
+        """The STORAGE layer's volume of a STORAGE-only resource: the device is the storage
+        device itself; LINSTOR 1.33.3 reports its disk_state as the string "[]"."""
+        return {"volume_number": vd.nr, "device_path": self._dev_path(vd, res),
+                "allocated_size_kib": vd.size_kib, "usable_size_kib": vd.size_kib,
+                "disk_state": "[]"}
+
     def _volume_json(self, rd: ResourceDef, res: Resource, vd: VolumeDef) -> dict:
         pool = self.nodes[res.node.upper()].pools.get(res.pool.upper())
         kind = pool.kind if pool else "DISKLESS"
+        if self._storage_only(rd):
+            # No DRBD: no volume state and no top-level usable size (Json.apiToVolume fills
+            # them from the DRBD layer's satellite state), the device is the storage device.
+            st = self._storage_volume_json(rd, res, vd)
+            return prune({"volume_number": vd.nr, "storage_pool_name": res.pool,
+                          "provider_kind": kind, "device_path": st["device_path"],
+                          "allocated_size_kib": vd.size_kib,
+                          "layer_data_list": [{"type": "STORAGE", "data": st}],
+                          "uuid": vd.uuid})
         dev = self._dev_path(vd)
         reported = self._reported(res)
         ds = self._disk_state(res)
@@ -701,6 +748,21 @@ class Controller:
     def _resource_json(self, rd: ResourceDef, res: Resource, with_volumes: bool) -> dict:
         vds = sorted(rd.vds.values(), key=lambda v: v.nr)
         reported = self._reported(res)
+        if self._storage_only(rd):
+            # No DRBD layer: a STORAGE layer object only, and a state object with nothing in it
+            # (in_use comes from DRBD; Jackson keeps the empty bean: "state": {}).
+            d = prune({
+                "name": rd.name, "node_name": res.node,
+                "props": {"StorPoolName": res.pool, **res.props}, "flags": list(res.flags),
+                "layer_object": {"type": "STORAGE", "storage": {"storage_volumes": [
+                    self._storage_volume_json(rd, res, vd) for vd in vds]}},
+                "uuid": res.uuid, "create_timestamp": res.create_timestamp,
+                "volumes": [self._volume_json(rd, res, vd) for vd in vds] if with_volumes
+                else None,
+            })
+            if reported:
+                d["state"] = {}
+            return d
         conns = {}
         for o in rd.resources.values():
             if o is res:
@@ -1140,6 +1202,12 @@ class Controller:
                        flags=list(flags or []))
         if pool is not None and pool.kind != "DISKLESS":
             self._consume(pool, self._need_kib(rd))
+            if self._storage_only(rd) and any(not o.diskless and not o.own_minor
+                                              for o in rd.resources.values()):
+                for vd in rd.vds.values():
+                    m = self._alloc_minor(None)
+                    res.own_minor[vd.nr] = m
+                    res.own_device[vd.nr] = self._new_device(m, vd.size_kib)
         rd.resources[node.name.upper()] = res
         r.add(C.CREATED, f"Resource '{rd.name}' on node '{node.name}' created.",
               op=C.MASK_CRT, obj=C.MASK_RSC, refs={"RscDfn": rd.name, "Node": node.name})
@@ -1296,6 +1364,8 @@ class Controller:
             if vd.device is not None:
                 vd.device.destroy()
                 vd.device = None
+        for res in rd.resources.values():
+            self._drop_own_storage(res)
 
     def h_rd_delete(self, req: Request) -> tuple[int, Any]:
         r = Reply(C.MASK_DEL, C.MASK_RSC_DFN)
@@ -1449,8 +1519,10 @@ class Controller:
                     if pool is not None:
                         self._consume(pool, delta)
                 vd.size_kib = size
-                if vd.device is not None:
-                    vd.device.resize(size * 1024)
+                for dev in [vd.device, *(res.own_device.get(vd.nr)
+                                         for res in rd.resources.values())]:
+                    if dev is not None:
+                        dev.resize(size * 1024)
                 r.add(C.MODIFIED, f"Volume definition {vd.nr} of '{rd.name}' resized to "
                       f"{size} KiB.", refs=refs)
                 self._offline_warnings(rd, r)
@@ -1618,8 +1690,24 @@ class Controller:
         if pool is not None and not res.diskless:
             self._consume(pool, self._need_kib(rd), -1)
         del rd.resources[res.node.upper()]
+        first = not res.own_minor
+        self._drop_own_storage(res)
+        if self._storage_only(rd) and not res.diskless and first and rd.resources:
+            # the first replica's storage is gone with it; the VD's device starts empty for
+            # whichever replica is placed next without storage of its own
+            for vd in rd.vds.values():
+                if vd.device is not None:
+                    vd.device.destroy()
+                    vd.device = self._new_device(vd.minor, vd.size_kib)
         r.add(C.DELETED, f"Resource '{rd.name}' on node '{res.node}' deleted.",
               op=C.MASK_DEL, obj=C.MASK_RSC, refs={"RscDfn": rd.name, "Node": res.node})
+
+    def _drop_own_storage(self, res: Resource) -> None:
+        for nr, dev in list(res.own_device.items()):
+            if dev is not None:
+                dev.destroy()
+            self.minors_used.discard(res.own_minor.pop(nr, -1))
+            del res.own_device[nr]
 
     def h_resource_delete(self, req: Request) -> tuple[int, Any]:
         r = Reply(C.MASK_DEL, C.MASK_RSC)

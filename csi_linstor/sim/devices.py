@@ -134,7 +134,7 @@ class Device:
         with self.lock:
             if self.destroyed:
                 return
-            if size_bytes > self.size_bytes:
+            if size_bytes != self.size_bytes:  # shrinking: STORAGE-only volumes only
                 os.truncate(self.file, size_bytes)
                 self.size_bytes = size_bytes
                 if self.loop_fd is not None:
