@@ -1779,7 +1779,9 @@ class Controller:
                 r.add(0, "Resource already deployed as requested", refs=refs)
         else:
             no_disk = not rd.diskful()
-            if diskful or no_disk:
+            # Without a DRBD layer there is no diskless client: make-available places a diskful
+            # resource with storage of its own (CtrlRscMakeAvailableApiCallHandler, §9 C6).
+            if diskful or no_disk or self._storage_only(rd):
                 sf = self._merged_filter(rd, self.rgs.get(rd.rg), None)
                 sf = {k: v for k, v in sf.items()
                       if k in ("storage_pool", "storage_pool_list", "provider_list")}

@@ -291,3 +291,34 @@ def test_cli_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2
     assert "--tls-cert and --tls-key go together" in r.stderr
+
+
+def test_storage_only_replicas_have_storage_of_their_own(sim: Any, api: Api) -> None:
+    """§9 C6: without a DRBD layer the device is the storage device, nothing replicates, and
+    make-available on another node places a diskful resource with new, empty storage."""
+    api.rg("st", place_count=1, layer_stack=["STORAGE"])
+    assert api.spawn("st1", rg="st").status_code == 201
+    rsc = api.get("/v1/view/resources?resources=st1").json()
+    assert len(rsc) == 1 and rsc[0]["layer_object"]["type"] == "STORAGE"
+    assert rsc[0]["state"] == {} and "state" not in rsc[0]["volumes"][0]
+    first, dev = rsc[0]["node_name"], rsc[0]["volumes"][0]["device_path"]
+    _write(dev, 0, b"only-here" * 64)
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != first)
+    r = api.post(f"/v1/resource-definitions/st1/resources/{other}/make-available", {})
+    assert r.status_code == 200, r.text
+    second = api.get(f"/v1/resource-definitions/st1/resources/{other}/volumes/0").json()
+    assert "DISKLESS" not in api.get(
+        f"/v1/resource-definitions/st1/resources/{other}").json().get("flags", [])
+    assert second["device_path"] != dev
+    assert _read(second["device_path"], 0, 576) == bytes(576), "new storage must start empty"
+    assert _read(dev, 0, 576) == b"only-here" * 64
+    # both grow; a STORAGE-only volume may also shrink (only DRBD refuses it)
+    assert api.put("/v1/resource-definitions/st1/volume-definitions/0",
+                   {"size_kib": 8192}).status_code == 200
+    assert _size(dev) == _size(second["device_path"]) == 8 * MIB
+    assert api.put("/v1/resource-definitions/st1/volume-definitions/0",
+                   {"size_kib": 6144}).status_code == 200
+    assert _size(dev) == 6 * MIB
+    assert api.delete("/v1/resource-definitions/st1").status_code == 200
+    assert not os.path.exists(dev) and not os.path.exists(second["device_path"])
+    assert not leftover_loop_devices(sim.state_dir)
