@@ -1420,6 +1420,7 @@ class Controller:
         if not isinstance(size, int) or size <= 0:
             raise r.error(C.FAIL_INVLD_VLM_SIZE, f"Invalid volume size {size}",
                           refs={"RscDfn": rd.name, "VlmNr": str(nr)})
+        self._check_vlm_size(rd, size, r)
         # internal props copied from another VD (clone, restore) are made anew below
         props = {k: v for k, v in (vdb.get("props") or {}).items() if k not in VD_INTERNAL_PROPS}
         self._validate_props(props, r)
@@ -1436,7 +1437,7 @@ class Controller:
         m = self._alloc_minor(minor)
         try:
             dev = self._new_device(m, size, seed=seed)
-        except OSError as e:
+        except (OSError, OverflowError) as e:  # e.g. a size no file can have (EFBIG)
             self.minors_used.discard(m)
             raise r.error(C.FAIL_UNKNOWN_ERROR, f"Creating the backing device failed: {e}") from None
         # Internal props LINSTOR puts on every new volume definition: a random DRBD current GI
@@ -1453,6 +1454,17 @@ class Controller:
               f"'{rd.name}' created.", obj=C.MASK_VLM_DFN,
               refs={"RscDfn": rd.name, "VlmNr": str(nr)})
         return vd
+
+    def _check_vlm_size(self, rd: ResourceDef, size_kib: int, r: Reply) -> None:
+        """VolumeDefinition.checkVolumeSize: once a DRBD resource is deployed (the VD has DRBD
+        layer data), 4 KiB to 2^40 KiB (MetaData.DRBD_MIN_NET_kiB .. DRBD_MAX_kiB); before
+        that, or without DRBD, up to Long.MAX_VALUE KiB."""
+        drbd = "DRBD" in rd.layer_stack and any(not res.own_minor for res in
+                                                rd.resources.values())
+        lo, hi, which = (4, 1 << 40, "DRBD") if drbd else (0, (1 << 63) - 1, "non-DRBD")
+        if not lo <= size_kib <= hi:
+            raise r.error(C.FAIL_INVLD_VLM_SIZE, f"Volume size value {size_kib} is out of range "
+                          f"[{lo} - {hi}] for {which}")
 
     def h_vds(self, req: Request) -> tuple[int, Any]:
         rd = self._rd(req.params["rd"], Reply(0, C.MASK_VLM_DFN))
@@ -1501,6 +1513,7 @@ class Controller:
                               f"Current size: {vd.size_kib} KiB, requested: {size} KiB.",
                               refs=refs)
             else:
+                self._check_vlm_size(rd, size, r)
                 bad = [res.node for res in rd.diskful()
                        if self._disk_state(res) != "UpToDate"] if size > vd.size_kib else []
                 if bad:

@@ -322,3 +322,12 @@ def test_storage_only_replicas_have_storage_of_their_own(sim: Any, api: Api) -> 
     assert api.delete("/v1/resource-definitions/st1").status_code == 200
     assert not os.path.exists(dev) and not os.path.exists(second["device_path"])
     assert not leftover_loop_devices(sim.state_dir)
+
+
+def test_drbd_volumes_are_at_most_one_pib(sim: Any, api: Api) -> None:
+    """VolumeDefinition.checkVolumeSize: once DRBD is deployed, 2^40 KiB at most."""
+    api.rg("big", place_count=1)
+    assert api.spawn("big1", rg="big").status_code == 201
+    r = api.put("/v1/resource-definitions/big1/volume-definitions/0", {"size_kib": (1 << 40) + 1})
+    assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_INVLD_VLM_SIZE), r.text
+    assert "out of range" in r.json()[0]["message"]
