@@ -211,6 +211,8 @@ class SelfHosted:
             self.close()
             raise RuntimeError(f"the simulator did not start (it printed {line!r})")
         self.socket = self.dir / "csi.sock"
+        self.kubelet_dir = self.dir / "kubelet"  # full-cycle's staging and target paths
+        self.kubelet_dir.mkdir()
         drbdsetup = (f"{sys.executable} -m csi_linstor.sim.drbdsetup --sim-url {self.sim_url} "
                      "--node node-1")
         self.started = time.monotonic()
@@ -218,7 +220,7 @@ class SelfHosted:
             [sys.executable, "-m", "csi_linstor.cli", "serve", "--mode", "all",
              "--csi-endpoint", f"unix://{self.socket}", "--linstor-endpoint", self.sim_url,
              "--node", "node-1", "--workers", str(workers), "--drbdsetup", drbdsetup,
-             "--log-level", log_level],
+             "--kubelet-dir", str(self.kubelet_dir), "--log-level", log_level],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "driver.log", "w"))
 
     def probe_ready_seconds(self, limit: float = 30.0) -> float | None:
@@ -294,7 +296,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         node_id = args.node or csi_pb2_grpc.NodeStub(channel).NodeGetInfo(
             csi_pb2.NodeGetInfoRequest(), timeout=10).node_id \
             if args.workload == "full-cycle" else args.node
-        work_dir = Path(tempfile.mkdtemp(prefix="csi-bench-paths-"))
+        # the driver acts only on paths inside its --kubelet-dir
+        paths_base = args.paths_dir or (hosted.kubelet_dir if hosted is not None else None)
+        work_dir = Path(tempfile.mkdtemp(prefix="csi-bench-paths-", dir=paths_base))
         if driver_pid:
             result["driver_rss_idle_mib"] = round((_rss_kib(driver_pid) or 0) / 1024, 1)
         if sim_url:
@@ -424,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulator URL, to count REST calls and inject latency")
     p.add_argument("--sim-latency-ms", type=float, default=0.0,
                    help="latency the simulator adds to each REST call (default: 0)")
+    p.add_argument("--paths-dir", type=Path, default=None, metavar="DIR",
+                   help="where full-cycle makes staging and target paths; must be inside the "
+                        "driver's --kubelet-dir (default: the self-hosted driver's, else /tmp)")
     p.add_argument("--driver-pid", type=int, default=None, help="driver PID, to report its RSS")
     p.add_argument("--calibrate", type=int, default=5,
                    help="serial cycles used to count REST calls per RPC (default: %(default)s)")

@@ -13,6 +13,7 @@ from csi_linstor import __version__
 from csi_linstor.config import (
     DEFAULT_CSI_ENDPOINT,
     DEFAULT_DRIVER_NAME,
+    DEFAULT_KUBELET_DIR,
     DEFAULT_MAX_VOLUMES_PER_NODE,
     EMBEDDED,
     LOG_LEVELS,
@@ -118,6 +119,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device-wait-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="how long NodeStage waits for the DRBD device to appear "
                         "(default: %(default)s)")
+    t.add_argument("--kubelet-dir", type=Path, default=Path(DEFAULT_KUBELET_DIR), metavar="DIR",
+                   help="kubelet's root directory; node RPCs act only on staging and target paths "
+                        "inside it (default: %(default)s)")
     t.add_argument("--drbdsetup", default=None, metavar="COMMAND",
                    help="command that answers `drbdsetup status --json RES` (default: drbdsetup)")
     s = p.add_argument_group("embedded simulator (--linstor-endpoint embedded)")
@@ -163,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         drbdsetup=drbdsetup,
         max_volumes_per_node=args.max_volumes_per_node,
         device_wait_seconds=args.device_wait_timeout,
+        kubelet_dir=args.kubelet_dir,
         grace_period=args.grace_period,
         linstor_read_timeout=args.linstor_timeout,
         sim_nodes=args.sim_nodes,

@@ -14,6 +14,10 @@ MODES = ("all", "controller", "node")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # DRBD's minor space per node, as LINBIT's driver reports it.
 DEFAULT_MAX_VOLUMES_PER_NODE = 1048576
+# kubelet's root: every staging and target path a node RPC names must resolve inside it.
+DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
+# DRBD's udev rules link /dev/drbd/by-res/<resource>/<volume> to the volume's device.
+DEFAULT_DRBD_BY_RES_DIR = "/dev/drbd/by-res"
 
 _DRIVER_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 
@@ -109,6 +113,8 @@ class Config:
     drbdsetup: tuple[str, ...] = ("drbdsetup",)
     max_volumes_per_node: int = DEFAULT_MAX_VOLUMES_PER_NODE
     device_wait_seconds: float = 10.0
+    kubelet_dir: Path = Path(DEFAULT_KUBELET_DIR)
+    drbd_by_res_dir: Path = Path(DEFAULT_DRBD_BY_RES_DIR)
     grace_period: float = 25.0
     linstor_connect_timeout: float = 5.0
     linstor_read_timeout: float = 60.0
@@ -172,6 +178,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("LS_USER_CERTIFICATE and LS_USER_KEY must be given together")
     if cfg.default_remote_access_policy not in ("true", "false"):
         raise ConfigError("--default-remote-access-policy must be true or false")
+    if not cfg.kubelet_dir.is_absolute():
+        raise ConfigError(f"--kubelet-dir {cfg.kubelet_dir} must be an absolute path")
+    if os.path.realpath(cfg.kubelet_dir) == "/":
+        raise ConfigError(
+            "--kubelet-dir must not be /: node RPC paths are confined to the kubelet directory"
+        )
     if cfg.sim_nodes < 1:
         raise ConfigError("--sim-nodes must be at least 1")
     return cfg

@@ -18,7 +18,7 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import Aborted, InvalidArgument, NotFound
+from csi_linstor.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import Resource
@@ -47,6 +47,9 @@ CTX_FS_OPTS = CTX_PREFIX + "fs-opts"
 PUB_USES = CTX_PREFIX + "uses-publish-context"
 PUB_DEVICE = CTX_PREFIX + "device-path"
 PUB_FS = CTX_PREFIX + "fs-type"
+# The access type the controller checked against the one the volume was created with: the node
+# formats only a volume published as "mount" (or, without this key, one LINSTOR says is not block).
+PUB_ACCESS = CTX_PREFIX + "access-type"
 
 CAPABILITIES = (
     Cap.CREATE_DELETE_VOLUME, Cap.PUBLISH_UNPUBLISH_VOLUME, Cap.LIST_VOLUMES, Cap.GET_CAPACITY,
@@ -242,13 +245,23 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         access, fs = check_capabilities([request.volume_capability])
         if not ids.is_valid_name(request.volume_id):
             raise NotFound(f"volume {request.volume_id} does not exist")
+        if access == "mount":
+            # One more REST call, for filesystem publishes only: a raw block volume holds data
+            # without a signature that a filesystem publish would format (e.g. a re-created PV).
+            vol = self.volumes.find(request.volume_id, call.deadline)
+            if vol is not None and vol.access_type == "block":
+                raise FailedPrecondition(
+                    f"volume {request.volume_id} was created as a raw block volume and cannot "
+                    "be published as a filesystem (that would format its data); use "
+                    "volumeMode: Block")
         ctx = dict(request.volume_context)
         policy = ANYWHERE
         if ctx.get(CTX_REMOTE):
             policy = parse_remote_access(CTX_REMOTE, ctx[CTX_REMOTE])
         path = self.volumes.publish(request.volume_id, request.node_id, policy, call.deadline)
         return csi_pb2.ControllerPublishVolumeResponse(publish_context={
-            PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else ""})
+            PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else "",
+            PUB_ACCESS: access})
 
     @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
     def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest,
@@ -331,6 +344,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc(required=("volume_id", "capacity_range"), lock=lambda r: f"vol:{r.volume_id}")
     def ControllerExpandVolume(self, request: csi_pb2.ControllerExpandVolumeRequest,
                                call: Call) -> csi_pb2.ControllerExpandVolumeResponse:
+        rng = request.capacity_range
+        if rng.required_bytes < 0 or rng.limit_bytes < 0:
+            raise InvalidArgument(f"capacity_range must not be negative (required_bytes "
+                                  f"{rng.required_bytes}, limit_bytes {rng.limit_bytes})")
         if not ids.is_valid_name(request.volume_id):
             raise NotFound(f"volume {request.volume_id} does not exist")
         vol = self.volumes.expand(request.volume_id, request.capacity_range.required_bytes,

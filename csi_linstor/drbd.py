@@ -3,7 +3,13 @@
 The command is configurable (an argv prefix, default ``["drbdsetup"]``), so the simulator's stand-in
 (``python -m csi_linstor.sim.drbdsetup --sim-url URL --node NODE``) answers the same questions in
 tests. When drbdsetup is not installed at all, DRBD state is unknown: that is logged once and never
-fails an RPC on its own (a storage-only resource has no DRBD layer either).
+fails an RPC on its own (a storage-only resource has no DRBD layer either). Any other failure of the
+command (it cannot reach the kernel module, it timed out) is UNAVAILABLE, naming the command and its
+stderr: the caller retries, and the message says where to look.
+
+drbdsetup talks to the kernel module over generic netlink, and DRBD registers its netlink family
+with ``netnsok = false`` (drbd-headers ``genl_magic_func.h``): the family is visible only in the
+host's initial network namespace. The node plugin therefore needs ``hostNetwork: true``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import CommandError, Internal
+from csi_linstor.errors import CommandError, Internal, Unavailable
 from csi_linstor.nodeops import runner
 
 log = logging.getLogger(__name__)
@@ -171,7 +177,12 @@ class Drbd:
         except CommandError as e:
             if "no such resource" in e.stderr.lower():
                 return None
-            raise
+            raise Unavailable(
+                f"cannot read the DRBD state of {resource}: {e}; retry. If every node RPC fails "
+                "this way, check that drbdsetup can reach the DRBD kernel module: the node "
+                "plugin must run in the host network namespace (hostNetwork: true), because "
+                "DRBD's generic netlink family exists only there"
+            ) from None
         if res.returncode == NO_SUCH_RESOURCE or not res.stdout.strip():
             return None
         return parse_status(res.stdout, resource)

@@ -1,9 +1,11 @@
 """Node service: a thin servicer over the convergent operations in ``csi_linstor.nodeops``.
 
-It turns each request into one operation call and builds the reply. Device paths come from the
-publish context (``linstor.csi.linbit.com/device-path``) or, when that is missing, from LINSTOR
-(this node's volume ``device_path``). Every external command runs through
-``nodeops.runner.run`` bounded by the RPC deadline.
+It turns each request into one operation call and builds the reply. Every staging, target and
+volume path must resolve inside the kubelet directory (``--kubelet-dir``), else INVALID_ARGUMENT.
+Device paths come from the publish context (``linstor.csi.linbit.com/device-path``), verified to be
+this volume's device (``nodeops.owner``), or, when that is missing, from LINSTOR (this node's
+volume ``device_path``). Every external command runs through ``nodeops.runner.run`` bounded by
+the RPC deadline.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from typing import Any
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
 from csi_linstor.drbd import Drbd
-from csi_linstor.errors import CsiError, FailedPrecondition, InvalidArgument, NotFound
-from csi_linstor.linstor import queries
+from csi_linstor.errors import (
+    CsiError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from csi_linstor.nodeops import devices, fs
 from csi_linstor.nodeops import volume as ops
 from csi_linstor.nodeops.devices import VolumeRef
+from csi_linstor.nodeops.owner import VolumeDevice
+from csi_linstor.nodeops.paths import resolve_inside
 from csi_linstor.rpc import Call, Runtime, rpc
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,8 @@ KEY_FS_TYPE = PREFIX + "fs-type"
 KEY_MOUNT_OPTIONS = PREFIX + "mount-options"
 KEY_FS_OPTS = PREFIX + "fs-opts"
 KEY_POST_MOUNT_XFS_OPTS = PREFIX + "post-mount-xfs-opts"
+# Set by ControllerPublish after checking the capability against the volume's created access type.
+KEY_ACCESS_TYPE = PREFIX + "access-type"
 
 Mode = csi_pb2.VolumeCapability.AccessMode
 READ_ONLY_MODES = (Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY)
@@ -70,7 +82,7 @@ def _access(cap: csi_pb2.VolumeCapability) -> tuple[bool, int]:
     mode = cap.access_mode.mode
     if kind == "mount" and mode in MULTI_NODE_WRITER_MODES:
         raise FailedPrecondition(
-            f"access mode {Mode.Name(mode)} is not supported for filesystem volumes: a local "
+            f"access mode {Mode.Mode.Name(mode)} is not supported for filesystem volumes: a local "
             "filesystem cannot be written from several nodes"
         )
     return kind == "block", mode
@@ -100,28 +112,51 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def _wait(self) -> float:
         return float(getattr(self.config, "device_wait_seconds", 10.0))
 
-    def _device_path(self, ref: VolumeRef, publish_context: Any, deadline: Deadline) -> str:
+    def _inside(self, path: str, field: str, error: type[CsiError] = InvalidArgument) -> str:
+        """``path`` resolved, if it lies inside the kubelet directory (else INVALID_ARGUMENT)."""
+        return resolve_inside(path, str(self.config.kubelet_dir), field, error)
+
+    def _owner(self, ref: VolumeRef, deadline: Deadline) -> VolumeDevice:
+        return VolumeDevice(ref, self._node, self.linstor, str(self.config.drbd_by_res_dir),
+                            deadline)
+
+    def _device_path(self, owner: VolumeDevice, publish_context: Any) -> str:
+        """The volume's device: the publish context's once it is verified to be this volume's
+        (after waiting for it to appear), else LINSTOR's."""
         path = publish_context.get(KEY_DEVICE_PATH, "")
-        if path:
-            return path
-        if self.linstor is None:
-            raise FailedPrecondition(
-                f"publish_context has no {KEY_DEVICE_PATH} and no LINSTOR client is configured"
-            )
-        try:
-            path = queries.volume(self.linstor, ref.rd, self._node, ref.vnr, deadline).device_path
-        except CsiError as e:
-            if e.code == NotFound.code:
-                raise NotFound(
-                    f"volume {ref.rd}/{ref.vnr} has no resource on node {self._node} in LINSTOR: "
-                    f"{e}"
-                ) from None
-            raise
         if not path:
-            raise FailedPrecondition(
-                f"LINSTOR reports no device path for volume {ref.rd}/{ref.vnr} on node {self._node}"
-            )
+            return owner.linstor_path()
+        devices.wait_for_device(path, owner.deadline, self._wait, what=owner.name)
+        owner.verify(path)
         return path
+
+    def _no_format_reason(self, owner: VolumeDevice, publish_context: Any, call: Call) -> str:
+        """Refuse a filesystem stage of a volume created as raw block; return why an empty device
+        must not be formatted ("" when it may be).
+
+        The controller's publish context says which access type it checked; without it (an older
+        controller) LINSTOR's resource definition says. When neither can answer, an existing
+        filesystem is still mounted but an empty device is never formatted.
+        """
+        published = publish_context.get(KEY_ACCESS_TYPE, "")
+        if published == "mount":
+            return ""
+        created = published
+        if not created:
+            try:
+                created = owner.created_access()
+            except (FailedPrecondition, Unavailable, DeadlineExceeded) as e:
+                call.log.warning("cannot tell whether %s was created as a raw block volume: %s",
+                                 owner.ref.rd, e)
+                return (f"it cannot be confirmed that volume {owner.ref.rd} was created as a "
+                        f"filesystem volume (the publish context does not say and LINSTOR "
+                        f"cannot be asked: {e})")
+        if created == "block":
+            raise FailedPrecondition(
+                f"volume {owner.ref.rd} was created as a raw block volume; it cannot be staged "
+                "as a filesystem (that would format or mount its raw data); use volumeMode: Block"
+            )
+        return ""
 
     # -- identity of the node ----------------------------------------------------------------
 
@@ -150,12 +185,15 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeStageVolumeRequest, call: Call
     ) -> csi_pb2.NodeStageVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
+        staging = self._inside(request.staging_target_path, "staging_target_path")
         is_block, mode = _access(request.volume_capability)
-        device = self._device_path(ref, request.publish_context, call.deadline)
+        owner = self._owner(ref, call.deadline)
+        device = self._device_path(owner, request.publish_context)
         common = dict(drbd=self.drbd, device_wait_seconds=self._wait, node=self._node)
         if is_block:
-            ops.stage_block(ref, device, request.staging_target_path, call.deadline, **common)
+            ops.stage_block(ref, device, staging, call.deadline, **common)
             return csi_pb2.NodeStageVolumeResponse()
+        no_format = self._no_format_reason(owner, request.publish_context, call)
         mnt = request.volume_capability.mount
         fstype = fs.normalize_fstype(
             request.publish_context.get(KEY_FS_TYPE, "") or mnt.fs_type or "ext4"
@@ -167,17 +205,20 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             context_options=[o for o in vc.get(KEY_MOUNT_OPTIONS, "").split(",") if o.strip()],
             mount_flags=list(mnt.mount_flags),
             readonly=mode in READ_ONLY_MODES,
+            no_format_reason=no_format,
         )
         if mnt.volume_mount_group:
             call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")
-        ops.stage_mount(ref, device, request.staging_target_path, req, call.deadline, **common)
+        ops.stage_mount(ref, device, staging, req, call.deadline, **common)
         return csi_pb2.NodeStageVolumeResponse()
 
     @rpc(required=("volume_id", "staging_target_path"), lock=_volume_lock)
     def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, call: Call
     ) -> csi_pb2.NodeUnstageVolumeResponse:
-        ops.unstage(request.staging_target_path, call.deadline)
+        staging = self._inside(request.staging_target_path, "staging_target_path")
+        owner = self._owner(VolumeRef.parse(request.volume_id), call.deadline)
+        ops.unstage(staging, call.deadline, owner)
         return csi_pb2.NodeUnstageVolumeResponse()
 
     # -- publish -----------------------------------------------------------------------------
@@ -187,21 +228,24 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodePublishVolumeRequest, call: Call
     ) -> csi_pb2.NodePublishVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
+        target = self._inside(request.target_path, "target_path")
         is_block, mode = _access(request.volume_capability)
         if not request.staging_target_path:
             raise FailedPrecondition(
                 "staging_target_path is not set: this driver stages volumes "
                 "(STAGE_UNSTAGE_VOLUME); call NodeStageVolume first"
             )
+        staging = self._inside(request.staging_target_path, "staging_target_path")
+        owner = self._owner(ref, call.deadline)
         readonly = request.readonly or mode in READ_ONLY_MODES
         single = mode in SINGLE_PUBLISH_MODES
         if is_block:
-            device = self._device_path(ref, request.publish_context, call.deadline)
+            device = self._device_path(owner, request.publish_context)
             ops.publish_block(
                 ref,
                 device,
-                request.staging_target_path,
-                request.target_path,
+                staging,
+                target,
                 readonly,
                 call.deadline,
                 single_publish=single,
@@ -209,15 +253,12 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                 node=self._node,
             )
             return csi_pb2.NodePublishVolumeResponse()
-        expected = None
-        device = request.publish_context.get(KEY_DEVICE_PATH, "")
-        if device:
-            expected = devices.block_rdev(device)
+        expected = devices.block_rdev(self._device_path(owner, request.publish_context))
         if request.volume_capability.mount.volume_mount_group:
             call.log.info("ignoring volume_mount_group: VOLUME_MOUNT_GROUP is not advertised")
         ops.publish_mount(
-            request.staging_target_path,
-            request.target_path,
+            staging,
+            target,
             readonly,
             call.deadline,
             expected_dev=expected,
@@ -230,7 +271,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def NodeUnpublishVolume(
         self, request: csi_pb2.NodeUnpublishVolumeRequest, call: Call
     ) -> csi_pb2.NodeUnpublishVolumeResponse:
-        ops.unpublish(request.target_path, call.deadline)
+        target = self._inside(request.target_path, "target_path")
+        owner = self._owner(VolumeRef.parse(request.volume_id), call.deadline)
+        ops.unpublish(target, call.deadline, owner)
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     # -- stats and expand --------------------------------------------------------------------
@@ -240,7 +283,11 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeGetVolumeStatsRequest, call: Call
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
         ref = VolumeRef.parse(request.volume_id)
-        result = ops.stats(ref, request.volume_path, call.deadline, drbd=self.drbd)
+        # NOT_FOUND, as the spec and csi-sanity want: no volume can be outside the kubelet dir
+        path = self._inside(request.volume_path, "volume_path", NotFound)
+        if request.staging_target_path:
+            self._inside(request.staging_target_path, "staging_target_path", NotFound)
+        result = ops.stats(ref, path, call.deadline, drbd=self.drbd)
         Unit = csi_pb2.VolumeUsage.Unit
         usage = []
         if result.usage is not None:
@@ -274,6 +321,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeExpandVolumeRequest, call: Call
     ) -> csi_pb2.NodeExpandVolumeResponse:
         ref = VolumeRef.parse(request.volume_id)
+        # NOT_FOUND, as the spec and csi-sanity want: no volume can be outside the kubelet dir
+        path = self._inside(request.volume_path, "volume_path", NotFound)
+        if request.staging_target_path:
+            self._inside(request.staging_target_path, "staging_target_path", NotFound)
         block = None
         if request.HasField("volume_capability"):
             kind = request.volume_capability.WhichOneof("access_type")
@@ -281,12 +332,14 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         required = (
             request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
         )
+        owner = self._owner(ref, call.deadline)
         result = ops.expand(
             ref,
-            request.volume_path,
+            path,
             required,
             call.deadline,
             block=block,
-            resolve_device=lambda: self._device_path(ref, {}, call.deadline),
+            resolve_device=lambda: owner.linstor_path(),
+            owner=owner,
         )
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=result.capacity_bytes)

@@ -1,4 +1,8 @@
-"""Filesystems on a device: detect, format (only what is empty), check, measure, grow."""
+"""Filesystems on a device: detect, format (only what is empty), check, measure, grow.
+
+mkfs, fsck and offline resize2fs write all over the device: they run through ``longops`` and are
+never killed at the RPC deadline (a retry joins them).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import CommandError, FailedPrecondition, InvalidArgument
-from csi_linstor.nodeops import runner
+from csi_linstor.nodeops import longops, runner
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,7 @@ def mkfs(device: str, fstype: str, fs_opts: str, deadline: Deadline) -> None:
         raise InvalidArgument(f"fs options {fs_opts!r} cannot be parsed: {e}") from None
     argv = [f"mkfs.{fstype}", *extra, device]
     log.info("formatting %s as %s: %s", device, fstype, " ".join(argv))
-    runner.run(argv, deadline, cap=600.0, what="mkfs")
+    longops.run(argv, device, "mkfs", deadline)
 
 
 def fsck(device: str, fstype: str, deadline: Deadline) -> None:
@@ -118,9 +122,8 @@ def fsck(device: str, fstype: str, deadline: Deadline) -> None:
     if fstype not in EXT_FAMILY:
         return
     try:
-        res = runner.run(
-            ["fsck", "-T", "-t", fstype, "-p", device], deadline, cap=600.0, ok=_FSCK_OK
-        )
+        res = longops.run(["fsck", "-T", "-t", fstype, "-p", device], device, "fsck", deadline,
+                          ok=_FSCK_OK)
     except CommandError as e:
         if e.returncode is not None and e.returncode & _FSCK_UNCORRECTED:
             raise FailedPrecondition(
@@ -132,17 +135,13 @@ def fsck(device: str, fstype: str, deadline: Deadline) -> None:
         log.warning("fsck repaired %s (exit %d): %s", device, res.returncode, res.stdout.strip())
 
 
-def full_fsck(device: str, fstype: str, deadline: Deadline) -> None:
-    """``e2fsck -f -p``: offline resize2fs wants a filesystem checked since its last mount."""
-    try:
-        runner.run(["e2fsck", "-f", "-p", device], deadline, cap=900.0, ok=_FSCK_OK)
-    except CommandError as e:
-        if e.returncode is not None and e.returncode & _FSCK_UNCORRECTED:
-            raise FailedPrecondition(
-                f"the {fstype} filesystem on {device} needs a manual fsck before it can be grown: "
-                f"{e.stderr.strip() or e}"
-            ) from None
-        raise
+def _fsck_uncorrected(e: CommandError, device: str, fstype: str) -> FailedPrecondition | None:
+    if e.returncode is not None and e.returncode & _FSCK_UNCORRECTED:
+        return FailedPrecondition(
+            f"the {fstype} filesystem on {device} needs a manual fsck before it can be grown: "
+            f"{e.stderr.strip() or e}"
+        )
+    return None
 
 
 _DUMPE2FS = re.compile(r"^(Block count|Block size):\s+(\d+)", re.M)
@@ -170,8 +169,19 @@ def xfs_size(mount_point: str, deadline: Deadline) -> tuple[int, int]:
 
 
 def grow_ext_offline(device: str, fstype: str, deadline: Deadline) -> None:
-    full_fsck(device, fstype, deadline)
-    runner.run(["resize2fs", device], deadline, cap=900.0, what="resize2fs")
+    """``e2fsck -f -p`` (resize2fs wants a filesystem checked since its last mount), then
+    ``resize2fs``: one long operation, so a retry joins it instead of checking all over again."""
+    try:
+        longops.run_steps(
+            [(["e2fsck", "-f", "-p", device], _FSCK_OK), (["resize2fs", device], (0,))],
+            device, "grow offline", deadline,
+        )
+    except CommandError as e:
+        if e.argv[:1] == ["e2fsck"]:
+            refused = _fsck_uncorrected(e, device, fstype)
+            if refused is not None:
+                raise refused from None
+        raise
 
 
 def grow_ext_online(device: str, deadline: Deadline) -> None:

@@ -101,9 +101,6 @@ class MountTable:
         found = self.at(path)
         return found[-1] if found else None
 
-    def is_mount_point(self, path: str) -> bool:
-        return bool(self.at(path))
-
     def of_device(self, major: int, minor: int) -> list[MountEntry]:
         """Every mount of the filesystem on block device major:minor (binds included)."""
         return [e for e in self.entries if e.major == major and e.minor == minor]

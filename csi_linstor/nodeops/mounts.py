@@ -6,16 +6,20 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable
 
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import FailedPrecondition, Internal
 from csi_linstor.nodeops import devices, runner
-from csi_linstor.nodeops.mountinfo import MountTable
+from csi_linstor.nodeops.mountinfo import MountEntry, MountTable
 
 log = logging.getLogger(__name__)
 
 # Stacked mounts on one path are unmounted one by one; more than this means something else mounts.
 _MAX_STACKED = 16
+
+# Called with (path, the mount on top of it) before each unmount; raises to refuse.
+MountCheck = Callable[[str, MountEntry], None]
 
 
 def mount(device: str, path: str, fstype: str, options: list[str], deadline: Deadline) -> None:
@@ -49,16 +53,20 @@ def bind(source: str, path: str, readonly: bool, deadline: Deadline) -> None:
         raise
 
 
-def unmount_all(path: str, deadline: Deadline) -> int:
-    """Unmount every mount stacked on ``path``; returns how many were unmounted."""
+def unmount_all(path: str, deadline: Deadline, check: MountCheck | None = None) -> int:
+    """Unmount every mount stacked on ``path`` (each one passing ``check`` first); returns how
+    many were unmounted."""
     count = 0
     while True:
-        if MountTable.read().top(path) is None:
+        top = MountTable.read().top(path)
+        if top is None:
             return count
         if count >= _MAX_STACKED:
             raise Internal(
                 f"{path} is still mounted after {count} unmounts; something re-mounts it"
             )
+        if check is not None:
+            check(path, top)
         runner.run(["umount", path], deadline, cap=120.0, what="umount")
         count += 1
 
@@ -84,14 +92,19 @@ def remove_path(path: str) -> None:
         raise Internal(f"cannot remove {path}: {e}") from None
 
 
-def unpublish_path(path: str, deadline: Deadline) -> None:
-    """Undo a publish at ``path``: drop read-only loop devices we created, unmount, remove."""
+def unpublish_path(path: str, deadline: Deadline, check: MountCheck | None = None) -> None:
+    """Undo a publish at ``path``: drop read-only loop devices we created, unmount, remove.
+
+    ``check`` sees every mount before it is touched and raises to refuse (nothing is undone).
+    """
     count = 0
-    while MountTable.read().top(path) is not None:
+    while (top := MountTable.read().top(path)) is not None:
         if count >= _MAX_STACKED:
             raise Internal(
                 f"{path} is still mounted after {count} unmounts; something re-mounts it"
             )
+        if check is not None:
+            check(path, top)
         dev = devices.block_rdev(path)
         if dev is not None and devices.is_readonly_loop_over_device(dev):
             loop = devices.node_path(dev)

@@ -5,7 +5,8 @@ drbdsetup) goes through ``run``: its timeout comes from the RPC deadline (capped
 output is captured, stdin is /dev/null (a tool that asks a question gets "no"), the locale is C (so
 the output we parse is stable), and a failure raises ``CommandError`` naming the command and its
 stderr. A command that outlives its timeout is killed with its whole process group and reported as
-"timed out" (returncode None).
+"timed out" (returncode None). Commands that must not be killed mid-write (mkfs, fsck, offline
+resize2fs) go through ``longops``, which runs them here with a hard cap of hours instead.
 """
 
 from __future__ import annotations

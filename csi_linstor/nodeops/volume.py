@@ -23,9 +23,10 @@ from csi_linstor.errors import (
     NotFound,
     Unavailable,
 )
-from csi_linstor.nodeops import devices, fs, mounts, runner
+from csi_linstor.nodeops import devices, fs, longops, mounts, runner
 from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountEntry, MountTable
+from csi_linstor.nodeops.owner import VolumeDevice
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class MountRequest:
     context_options: Sequence[str] = ()  # volume_context mount-options
     mount_flags: Sequence[str] = ()  # VolumeCapability.mount.mount_flags
     readonly: bool = False  # a reader-only access mode: mount ro, never format, never repair
+    # Why an empty device must not be formatted ("" = it may be): it could not be confirmed that
+    # the volume was created as a filesystem volume (a raw block volume's data has no signature).
+    no_format_reason: str = ""
 
 
 def mount_options(req: MountRequest, fstype: str) -> list[str]:
@@ -112,6 +116,9 @@ def stage_mount(
         return
     check_drbd(drbd, ref, deadline)
     os.makedirs(staging, exist_ok=True)
+    # A mkfs, fsck or resize2fs that an earlier attempt left running: wait for it and take its
+    # result before looking at the device (it would look half-written).
+    longops.join(device, deadline)
 
     found = fs.probe(device, deadline)
     if found.empty:
@@ -119,6 +126,11 @@ def stage_mount(
             raise FailedPrecondition(
                 f"{device} ({what}) has no filesystem and the volume is staged read-only; "
                 "a read-only volume cannot be formatted"
+            )
+        if req.no_format_reason:
+            raise Unavailable(
+                f"{device} ({what}) has no filesystem, and {req.no_format_reason}: not formatting "
+                "it, since a raw block volume's data has no signature to recognise; retry"
             )
         fs.mkfs(device, req.fstype, req.fs_opts, deadline)
         fstype = req.fstype
@@ -226,18 +238,22 @@ def stage_block(
         os.replace(note + ".tmp", note)
 
 
-def unstage(staging: str, deadline: Deadline) -> None:
+def unstage(staging: str, deadline: Deadline, owner: VolumeDevice) -> None:
     """Unmount the staging path (all stacked mounts); not staged or gone already is fine.
 
-    Refuses while the staged filesystem is still mounted elsewhere (publish bind mounts): the CO
-    must unpublish every target first, and unmounting the staging path under them would leave the
-    device in use after the CO thinks it is free.
+    Only this volume's staging mount is unmounted: a mount of any other device there is refused
+    (FAILED_PRECONDITION) and left alone. Refuses while the staged filesystem is still mounted
+    elsewhere (publish bind mounts): the CO must unpublish every target first, and unmounting the
+    staging path under them would leave the device in use after the CO thinks it is free.
     """
     table = MountTable.read()
     stacked = table.at(staging)
     if not stacked:
-        _unstage_block(staging, deadline)
+        _unstage_block(staging, deadline, owner)
         return
+    known = owner.known()
+    for entry in reversed(stacked):
+        owner.check_mount(staging, entry, known)
     staged = set(stacked)
     for entry in stacked:
         others = [e.mount_point for e in table.of_device(*entry.dev) if e not in staged]
@@ -247,12 +263,15 @@ def unstage(staging: str, deadline: Deadline) -> None:
                 f"{', '.join(sorted(others))}; "
                 "unpublish those targets first"
             )
-    mounts.unmount_all(staging, deadline)
+    mounts.unmount_all(staging, deadline,
+                       check=lambda path, top: owner.check_mount(path, top, known))
 
 
-def _unstage_block(staging: str, deadline: Deadline) -> None:
+def _unstage_block(staging: str, deadline: Deadline, owner: VolumeDevice) -> None:
     """Detach read-only loop devices over the staged block device that no target uses (left by
-    a publish that died between ``losetup`` and the bind mount), then drop the device note."""
+    a publish that died between ``losetup`` and the bind mount), then drop the device note.
+
+    The note must name this volume's device; a note of another volume's is left alone."""
     note = os.path.join(staging, DEVICE_NOTE)
     try:
         with open(note, encoding="utf-8") as f:
@@ -261,6 +280,14 @@ def _unstage_block(staging: str, deadline: Deadline) -> None:
         return
     dev = devices.block_rdev(device) if device else None
     if dev is not None:
+        known = owner.known()
+        if not owner.owns(dev, known):
+            mine = known.describe() if known is not None else owner.why_unknown
+            raise FailedPrecondition(
+                f"{staging} holds the block staging note of {device}, which is not the device "
+                f"of {owner.name} ({mine}); refusing to unstage it. Check the path and the "
+                "volume id of the request"
+            )
         with _RO_LOOPS:
             for path, _loop in _unused_readonly_loops(MountTable.read(), dev):
                 log.warning("detaching read-only loop device %s over %s that no target uses "
@@ -429,8 +456,19 @@ def _unused_readonly_loops(table: MountTable, dev: tuple[int, int]
     return [(path, loop) for path, loop in devices.readonly_loops_over(dev) if loop not in bound]
 
 
-def unpublish(target: str, deadline: Deadline) -> None:
-    mounts.unpublish_path(target, deadline)
+def unpublish(target: str, deadline: Deadline, owner: VolumeDevice) -> None:
+    """Undo a publish of this volume at ``target``; nothing mounted there (or no path) is fine.
+
+    Only a mount of this volume (a bind of its staging mount, of its device, or of a read-only
+    loop over it) is unmounted; anything else there is FAILED_PRECONDITION and left alone. The
+    volume's device is looked up only when something is mounted.
+    """
+    if MountTable.read().top(target) is None:
+        mounts.unpublish_path(target, deadline)
+        return
+    known = owner.known()
+    mounts.unpublish_path(target, deadline,
+                          check=lambda path, top: owner.check_mount(path, top, known))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,7 +553,13 @@ def expand(
     *,
     block: bool | None,
     resolve_device: Callable[[], str] | None = None,
+    owner: VolumeDevice | None = None,
 ) -> Expanded:
+    """Grow the filesystem at ``path`` (or measure the block device there) to the device's size.
+
+    With ``owner``, what is at ``path`` must be this volume's (its device, a read-only loop over
+    it, or a filesystem on it): growing another volume's filesystem is FAILED_PRECONDITION.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -524,6 +568,15 @@ def expand(
         ) from None
     if stat.S_ISBLK(st.st_mode):
         dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        if owner is not None:
+            known = owner.known()
+            if not owner.owns(dev, known):
+                top = MountTable.read().top(path)
+                if top is not None:
+                    owner.check_mount(path, top, known)  # raises, naming what is there
+                raise FailedPrecondition(
+                    f"{path} is the block device {dev[0]}:{dev[1]}, not a device of volume "
+                    f"{ref.rd}; refusing to touch it")
         if devices.is_readonly_loop_over_device(dev):
             # a read-only block publish: its loop device keeps the old size until told
             loop = devices.node_path(dev) or path
@@ -548,6 +601,8 @@ def expand(
         raise NotFound(
             f"{path} is not a mount point: volume {ref.rd} is not staged or published there"
         )
+    if owner is not None:
+        owner.check_mount(path, top, owner.known())
     device = devices.node_path(top.dev)
     if device is None and devices.block_rdev(top.source) == top.dev:
         device = top.source

@@ -46,7 +46,9 @@ def driver(tmp_path_factory: pytest.TempPathFactory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "csi_linstor.cli", "serve", "--linstor-endpoint", "embedded",
          "--csi-endpoint", f"unix://{sock}", "--sim-device-dir", str(base / "dev"),
-         "--sim-state-dir", str(base / "state"), "--log-level", "info"],
+         "--sim-state-dir", str(base / "state"), "--log-level", "info",
+         # csi-sanity's staging and mount dirs (under base) must be inside the kubelet dir
+         "--kubelet-dir", str(base)],
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30

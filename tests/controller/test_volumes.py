@@ -130,7 +130,9 @@ def test_rest_call_budget(env):
     delete, _ = calls(env.ctl.DeleteVolume, csi_pb2.DeleteVolumeRequest(volume_id="pvc-count"))
     print(f"REST calls: first create={first} (+1 version check) create={create} "
           f"publish={publish} unpublish={unpublish} delete={delete}")
-    assert first <= 3 and create <= 3 and publish <= 2 and unpublish <= 2 and delete <= 2
+    # publish: resources, make-available, and (for a filesystem publish) the resource definition,
+    # whose access type says whether the volume was created as raw block (issue 12)
+    assert first <= 3 and create <= 3 and publish <= 3 and unpublish <= 2 and delete <= 2
     assert later_version_checks == 0
     assert pub.publish_context["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
 
@@ -145,6 +147,7 @@ def test_publish_unpublish(env):
         assert ctx["linstor.csi.linbit.com/uses-publish-context"] == "true"
         assert ctx["linstor.csi.linbit.com/fs-type"] == "ext4"
         assert ctx["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
+        assert ctx["linstor.csi.linbit.com/access-type"] == "mount"
     res = {r["node_name"]: r for r in env.client.get("/v1/resource-definitions/pvc-pub/resources",
                                                      deadline=_dl())}
     assert "DISKLESS" in res[other]["flags"]
@@ -363,3 +366,28 @@ def test_a_volume_without_drbd_is_used_only_where_its_data_is(env):
         volume_context=dict(vol.volume_context)))
     got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-plain"))
     assert not got.status.volume_condition.abnormal, got.status.volume_condition.message
+
+
+def test_block_volume_is_never_published_as_a_filesystem(env):
+    """A volume created as raw block may hold data with no signature: a filesystem publish of it
+    (a re-created Retained PV, a restore) is FAILED_PRECONDITION and attaches nothing."""
+    env.ctl.CreateVolume(create_req("pvc-raw", params={"placementCount": "1"}, cap=BLOCK))
+    replica = diskful_nodes(env, "pvc-raw")[0]
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != replica)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-raw", node_id=other, volume_capability=MOUNT))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "raw block" in err.value.details() and "pvc-raw" in err.value.details()
+    nodes = [r["node_name"] for r in env.client.get("/v1/resource-definitions/pvc-raw/resources",
+                                                    deadline=_dl())]
+    assert nodes == [replica]  # nothing was attached on the other node
+    ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-raw", node_id=other, volume_capability=BLOCK)).publish_context
+    assert ctx["linstor.csi.linbit.com/access-type"] == "block"
+    # a volume without a recorded access type (LINBIT's driver) is published as before
+    env.client.put("/v1/resource-definitions/pvc-raw", deadline=_dl(),
+                   body={"delete_props": ["Aux/csi-access-type"]})
+    ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-raw", node_id=other, volume_capability=MOUNT)).publish_context
+    assert ctx["linstor.csi.linbit.com/access-type"] == "mount"

@@ -235,8 +235,9 @@ def test_endpoint_tls_and_bearer_token(default_render: HelmResult, full_render: 
         assert mount and mount[0]["readOnly"] is True
         vol = [v for v in pod_spec(w)["volumes"] if v["name"] == mount[0]["name"]]
         assert vol[0]["secret"]["secretName"] == "linstor-api-token"
-        assert flag(d, "metrics-address") == ":9090"
-        assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in d["ports"]
+        port = 9090 if w["kind"] == "Deployment" else 9097  # node pods: host ports
+        assert flag(d, "metrics-address") == f":{port}"
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in d["ports"]
 
 
 # --- node --------------------------------------------------------------------------------------
@@ -247,6 +248,7 @@ def test_node_daemonset(default_render: HelmResult) -> None:
     d = container(ds, DRIVER)
     assert flag(d, "mode") == "node"
     assert "--node=$(KUBE_NODE_NAME)" in d["args"]
+    assert flag(d, "kubelet-dir") == "/var/lib/kubelet"
     kube_node = [e for e in d["env"] if e["name"] == "KUBE_NODE_NAME"][0]
     assert kube_node["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert d["securityContext"]["privileged"] is True
@@ -265,6 +267,24 @@ def test_node_daemonset(default_render: HelmResult) -> None:
         == "/var/lib/kubelet/plugins/linstor.csi.linbit.com/csi.sock"
     )
     container(ds, "liveness-probe")
+
+
+def test_node_pod_is_in_the_host_network_namespace(render: RenderFn) -> None:
+    """drbdsetup reaches DRBD's netlink family only from the host's network namespace, so the
+    node pod runs there by default; its host ports differ from the common 9808/9809/9090."""
+    r = render("--set", "metrics.enabled=true")
+    assert r.returncode == 0, r.stderr
+    ds = r.one("DaemonSet", "node")
+    spec = pod_spec(ds)
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    ports = {p["containerPort"] for c in containers(ds) for p in c.get("ports", [])}
+    assert ports == {9818, 9819, 9097}, ports
+    assert flag(container(ds, DRIVER), "metrics-address") == ":9097"
+    assert flag(container(r.one("Deployment", "controller"), DRIVER), "metrics-address") == ":9090"
+    off = render("--set", "node.hostNetwork=false")
+    assert off.returncode == 0, off.stderr
+    spec = pod_spec(off.one("DaemonSet", "node"))
+    assert "hostNetwork" not in spec and "dnsPolicy" not in spec
 
 
 def test_node_kubelet_dir_and_driver_name(render: RenderFn) -> None:
@@ -289,6 +309,7 @@ def test_node_kubelet_dir_and_driver_name(render: RenderFn) -> None:
         "/var/lib/k0s/kubelet"
     ] == "Bidirectional"
     assert flag(d, "driver-name") == "linstor.example.com"
+    assert flag(d, "kubelet-dir") == "/var/lib/k0s/kubelet"
     assert r.one("CSIDriver")["metadata"]["name"] == "linstor.example.com"
 
 

@@ -208,7 +208,7 @@ class Cluster:
         self._spawn(node, _driver_cmd(
             "serve", "--mode", "node", "--node", node, "--linstor-endpoint", self.url,
             "--csi-endpoint", f"unix://{sock}", "--drbdsetup", drbdsetup,
-            "--log-level", "debug"))
+            "--kubelet-dir", str(self.kubelet_root / node), "--log-level", "debug"))
         stubs = Stubs(sock)
         self._stubs.append(stubs)
         return stubs

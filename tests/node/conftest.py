@@ -21,6 +21,7 @@ import pytest
 
 from csi_linstor.config import Config, parse_endpoint
 from csi_linstor.deadline import Deadline
+from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountTable
 from csi_linstor.rpc import Runtime
 from tests.node.node_helpers import FakeContext
@@ -138,11 +139,28 @@ class Loop:
         return int(Path(f"/sys/block/{name}/size").read_text()) * 512
 
 
+def by_res_dir(tmp_path: Path) -> Path:
+    """The tests' stand-in for /dev/drbd/by-res (``Config.drbd_by_res_dir`` of ``make_node``)."""
+    return tmp_path / "by-res"
+
+
+def own(tmp_path: Path, device: str, vol: str) -> None:
+    """Make ``device`` volume ``vol``'s device, the way DRBD's udev rule links it."""
+    ref = VolumeRef.parse(vol)
+    link = by_res_dir(tmp_path) / ref.rd / str(ref.vnr)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(device)
+
+
 @pytest.fixture
-def loops(tmp_path: Path) -> Iterator[Callable[[int], Loop]]:
+def loops(tmp_path: Path) -> Iterator[Callable[..., Loop]]:
+    """``loops(size_mib, vol="pvc-1")``: a loop device that is volume ``vol``'s device (the first
+    loop made for a volume keeps the by-res link); ``vol=None`` for a device of no volume."""
     created: list[str] = []
 
-    def make(size_mib: int = 64) -> Loop:
+    def make(size_mib: int = 64, vol: str | None = "pvc-1") -> Loop:
         image = tmp_path / f"disk{len(created)}.img"
         with open(image, "wb") as f:
             f.truncate(size_mib * 1024 * 1024)
@@ -150,6 +168,10 @@ def loops(tmp_path: Path) -> Iterator[Callable[[int], Loop]]:
             ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
         ).stdout.strip()
         created.append(path)
+        if vol is not None:
+            ref = VolumeRef.parse(vol)
+            if not (by_res_dir(tmp_path) / ref.rd / str(ref.vnr)).is_symlink():
+                own(tmp_path, path, vol)
         return Loop(path, image)
 
     yield make
@@ -203,11 +225,15 @@ class Node:
 
 
 @pytest.fixture
-def make_node() -> Callable[..., Node]:
+def make_node(tmp_path: Path) -> Callable[..., Node]:
+    """A node servicer whose kubelet directory is the test's tmp_path and whose DRBD by-res
+    links are ``by_res_dir(tmp_path)`` (see ``loops``)."""
     from csi_linstor.node import NodeServicer
 
     def make(linstor: Any = None, topology: Any = None, **cfg: Any) -> Node:
         topo = topology or (lambda deadline: {"linbit.com/hostname": NODE})
+        cfg.setdefault("kubelet_dir", tmp_path)
+        cfg.setdefault("drbd_by_res_dir", by_res_dir(tmp_path))
         return Node(NodeServicer(Runtime(), make_config(**cfg), linstor, topo))
 
     return make

@@ -13,6 +13,7 @@ XFS_MIB = 512  # mkfs.xfs refuses filesystems under 300 MB
 
 DEVICE_PATH = "linstor.csi.linbit.com/device-path"
 FS_TYPE = "linstor.csi.linbit.com/fs-type"
+ACCESS_TYPE = "linstor.csi.linbit.com/access-type"
 Mode = csi_pb2.VolumeCapability.AccessMode
 
 
@@ -40,7 +41,8 @@ def stage_req(
     fs_type: str | None = None,
     context: dict[str, str] | None = None,
 ) -> csi_pb2.NodeStageVolumeRequest:
-    pc = {DEVICE_PATH: device}
+    # what ControllerPublish sends: the access type it checked against the volume's
+    pc = {DEVICE_PATH: device, ACCESS_TYPE: cap.WhichOneof("access_type") or ""}
     if fs_type is not None:
         pc[FS_TYPE] = fs_type
     return csi_pb2.NodeStageVolumeRequest(

@@ -158,9 +158,9 @@ def test_publish_without_stage_is_failed_precondition(node, loops, tmp_path) -> 
         assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "NodeStageVolume" in ei.value.message
     assert not t1.exists() or not os.path.ismount(t1)
-    # staged with another device than the publish context names: refused too
-    other = loops(64)
-    node.NodeStageVolume(stage_req(other.path, staging, cap))
+    # staged with another volume's device than the publish context names: refused too
+    other = loops(64, vol="pvc-2")
+    node.NodeStageVolume(stage_req(other.path, staging, cap, vol="pvc-2"))
     with pytest.raises(RpcFailed) as ei:
         node.NodePublishVolume(publish_req(loop.path, staging, t1, cap))
     assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -168,7 +168,7 @@ def test_publish_without_stage_is_failed_precondition(node, loops, tmp_path) -> 
     with pytest.raises(RpcFailed) as ei:
         node.NodeStageVolume(stage_req(loop.path, staging, cap))
     assert ei.value.code == grpc.StatusCode.ALREADY_EXISTS
-    node.NodeUnstageVolume(unstage_req(staging))
+    node.NodeUnstageVolume(unstage_req(staging, vol="pvc-2"))
     node.NodeUnpublishVolume(unpublish_req(t1))
 
 
@@ -195,7 +195,7 @@ def test_never_formats_a_device_with_a_signature(node, loops, tmp_path) -> None:
     assert MountTable.read().top(str(staging)) is None
 
     # an xfs filesystem asked for as ext4: neither reformatted nor mounted as ext4
-    xfs = loops(XFS_MIB)
+    xfs = loops(XFS_MIB, vol="pvc-2")
     subprocess.run(["mkfs.xfs", "-q", xfs.path], check=True)
     with pytest.raises(RpcFailed) as ei:
         node.NodeStageVolume(stage_req(xfs.path, staging, mount_cap("ext4"), vol="pvc-2"))

@@ -298,10 +298,15 @@ def test_over_a_real_grpc_socket(loops, tmp_path) -> None:
     from csi_linstor.node import NodeServicer
     from csi_linstor.rpc import Runtime
     from csi_linstor.server import CsiServer
-    from tests.node.conftest import make_config
+    from tests.node.conftest import by_res_dir, make_config
 
     sock = tmp_path / "csi.sock"
-    servicer = NodeServicer(Runtime(), make_config(), None, lambda d: {"linbit.com/hostname": NODE})
+    servicer = NodeServicer(
+        Runtime(),
+        make_config(kubelet_dir=tmp_path, drbd_by_res_dir=by_res_dir(tmp_path)),
+        None,
+        lambda d: {"linbit.com/hostname": NODE},
+    )
     server = CsiServer(
         parse_endpoint(f"unix://{sock}"),
         lambda s: csi_pb2_grpc.add_NodeServicer_to_server(servicer, s),
@@ -337,3 +342,24 @@ def test_over_a_real_grpc_socket(loops, tmp_path) -> None:
             assert time.monotonic() - start < 5
     finally:
         server.stop(1)
+
+
+def test_drbdsetup_failure_is_retryable_and_says_why(
+    make_node, loops, tmp_path, fake_drbdsetup
+) -> None:
+    """drbdsetup that cannot reach the kernel module (e.g. outside the host network namespace):
+    UNAVAILABLE naming the command and its stderr, not INTERNAL; nothing is formatted."""
+    loop = loops(64)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    script = fake_drbdsetup("Could not connect to 'drbd' generic netlink family\n", 20)
+    node = make_node(drbdsetup=(script,))
+    with pytest.raises(RpcFailed) as ei:
+        node.NodeStageVolume(stage_req(loop.path, staging, mount_cap()))
+    assert ei.value.code == grpc.StatusCode.UNAVAILABLE
+    msg = ei.value.message
+    assert "status --json pvc-1" in msg and "generic netlink family" in msg
+    assert "hostNetwork" in msg
+    assert MountTable.read().top(str(staging)) is None
+    blkid = subprocess.run(["blkid", "-p", loop.path], capture_output=True, check=False)
+    assert blkid.returncode == 2, "the device was formatted"

@@ -130,3 +130,13 @@ def test_help_reads_well() -> None:
     for flag in ("--csi-endpoint", "--node", "--linstor-endpoint", "--log-level", "--mode",
                  "--driver-name", "--workers", "--metrics-address"):
         assert flag in proc.stdout
+
+
+def test_kubelet_dir_flag() -> None:
+    assert str(cfg("--linstor-endpoint", "embedded").kubelet_dir) == "/var/lib/kubelet"
+    c = cfg("--linstor-endpoint", "embedded", "--kubelet-dir", "/var/lib/k0s/kubelet")
+    assert str(c.kubelet_dir) == "/var/lib/k0s/kubelet"
+    for bad, words in (("relative/dir", "absolute"), ("/", "must not be /")):
+        with pytest.raises(ConfigError) as ei:
+            cfg("--linstor-endpoint", "embedded", "--kubelet-dir", bad)
+        assert "--kubelet-dir" in str(ei.value) and words in str(ei.value)

@@ -80,9 +80,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --driver-name={{ .Values.driverName }}
 - --property-namespace={{ .Values.propertyNamespace }}
 - --label-by-storage-pool={{ .Values.labelByStoragePool }}
-{{- if .Values.metrics.enabled }}
-- --metrics-address=:{{ .Values.metrics.port }}
-{{- end }}
 {{- if .Values.linstor.bearerToken.secretName }}
 - --bearer-token=/etc/csi-linstor/bearer-token/{{ .Values.linstor.bearerToken.key }}
 {{- end }}
