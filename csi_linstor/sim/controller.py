@@ -62,10 +62,16 @@ def new_uuid() -> str:
 
 
 def prune(obj: Any) -> Any:
-    """Jackson NON_EMPTY: drop None, empty dicts/lists/strings, recursively."""
+    """Jackson NON_EMPTY: drop None, empty dicts/lists/strings, recursively; but the values
+    inside a props map are kept even when empty (NON_EMPTY applies to the map, not to its
+    entries: ``"FileSystem/MkfsParams": ""`` comes back, linstor-facts §9 C10)."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
+            if isinstance(v, dict) and k.endswith("props"):
+                if v:
+                    out[k] = {pk: pv for pk, pv in v.items() if pv is not None}
+                continue
             v = prune(v)
             if v is None or (isinstance(v, (dict, list, str)) and len(v) == 0):
                 continue

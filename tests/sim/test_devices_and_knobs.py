@@ -331,3 +331,12 @@ def test_drbd_volumes_are_at_most_one_pib(sim: Any, api: Api) -> None:
     r = api.put("/v1/resource-definitions/big1/volume-definitions/0", {"size_kib": (1 << 40) + 1})
     assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_INVLD_VLM_SIZE), r.text
     assert "out of range" in r.json()[0]["message"]
+
+
+def test_empty_property_values_come_back(sim: Any, api: Api) -> None:
+    """§9 C10: NON_EMPTY drops empty fields, not empty values inside a props map."""
+    api.rg("pe", place_count=1)
+    r = api.spawn("pe1", rg="pe", resource_definition_props={"Aux/empty": "", "Aux/x": "1"})
+    assert r.status_code == 201, r.text
+    props = api.get("/v1/resource-definitions/pe1").json()["props"]
+    assert props["Aux/empty"] == "" and props["Aux/x"] == "1"
