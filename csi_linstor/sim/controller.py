@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import secrets
+import shlex
+import subprocess
 import threading
 import time
 import uuid as _uuid
@@ -456,7 +458,9 @@ class Controller:
                     tag: str = "vol") -> Device | None:
         if not self.devices.enabled:
             return None
-        return self.devices.create(minor, size_kib * 1024, seed=seed, tag=tag)
+        dev = self.devices.create(minor, size_kib * 1024, seed=seed, tag=tag)
+        dev.check_fs = seed is None
+        return dev
 
     def _schedule_attach(self, req: Request | None, rd: ResourceDef) -> None:
         devs = [vd.device for vd in rd.vds.values() if vd.device is not None]
@@ -464,15 +468,59 @@ class Controller:
                  if d is not None]
         if not devs:
             return
+        mkfs = self._mkfs_plan(rd)
 
         def attach() -> None:
             for d in devs:
                 d.ensure()
+            for dev, fstype, params in mkfs:
+                self._satellite_mkfs(rd.name, dev, fstype, params)
 
         if req is None:
             attach()
         else:
             req.after.append(attach)
+
+    def _mkfs_plan(self, rd: ResourceDef) -> list[tuple[Device, str, str]]:
+        """New storage that the satellite formats (MkfsUtils.makeFileSystemOnMarked): when
+        FileSystem/Type is set on the resource, VD, volume group, RD or RG (first wins), for
+        each diskful replica's new volume; (device, fs type, FileSystem/MkfsParams)."""
+        rg = self.rgs.get(rd.rg)
+        plan = []
+        for res in rd.resources.values():
+            if res.diskless:
+                continue
+            for vd in rd.vds.values():
+                dev = res.own_device.get(vd.nr) if vd.nr in res.own_minor else vd.device
+                if dev is None or not dev.check_fs:
+                    continue
+                vg = rg.vgs.get(vd.nr) if rg is not None else None
+                chain = [res.props, vd.props, vg.props if vg else {}, rd.props,
+                         rg.props if rg else {}]
+                fstype = next((c["FileSystem/Type"] for c in chain if "FileSystem/Type" in c), "")
+                if fstype:
+                    params = next((c["FileSystem/MkfsParams"] for c in chain
+                                   if "FileSystem/MkfsParams" in c), "")
+                    plan.append((dev, fstype, params))
+                dev.check_fs = False
+        return plan
+
+    @staticmethod
+    def _satellite_mkfs(rd: str, dev: Device, fstype: str, params: str) -> None:
+        """blkid first, never over an existing signature; then ``mkfs.<fs> -q <params>`` with
+        ``-F -E nodiscard`` (ext4) or ``-f -K`` (xfs), as MkfsUtils runs them. A failure is
+        logged as the satellite reports it (the resource stays, unformatted)."""
+        path = str(dev.node_path)
+        found = subprocess.run(["blkid", "-o", "export", path], capture_output=True, text=True,
+                               timeout=60, check=False)
+        if "TYPE=" in found.stdout:
+            return
+        extra = {"ext4": ["-F", "-E", "nodiscard"], "xfs": ["-f", "-K"]}.get(fstype, [])
+        argv = [f"mkfs.{fstype}", "-q", *shlex.split(params), *extra, path]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            log.error("satellite mkfs of %s failed: %s: %s", rd, " ".join(argv),
+                      done.stderr.strip())
 
     def _ensure_devices(self, rd: ResourceDef) -> None:
         if rd.resources:

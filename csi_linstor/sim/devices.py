@@ -91,6 +91,9 @@ class Device:
         self.loop_nr: int | None = None
         self.destroyed = False
         self.lock = threading.Lock()
+        # new, empty storage: the satellite formats it when FileSystem/Type asks (not a clone's
+        # or a restore's copy, which already holds its source's data)
+        self.check_fs = False
 
     @property
     def loop_path(self) -> str | None:

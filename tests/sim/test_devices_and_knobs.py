@@ -340,3 +340,36 @@ def test_empty_property_values_come_back(sim: Any, api: Api) -> None:
     assert r.status_code == 201, r.text
     props = api.get("/v1/resource-definitions/pe1").json()["props"]
     assert props["Aux/empty"] == "" and props["Aux/x"] == "1"
+
+
+def _blkid_type(dev: str) -> str:
+    out = subprocess.run(["blkid", "-o", "export", dev], capture_output=True, text=True,
+                         check=False).stdout
+    return next((line[5:] for line in out.splitlines() if line.startswith("TYPE=")), "")
+
+
+def test_satellite_formats_new_volumes_when_the_group_says_so(sim: Any, api: Api) -> None:
+    """§9 C2 (MkfsUtils.makeFileSystemOnMarked): FileSystem/Type on the RG makes the satellite
+    format a new volume (ext4 with -E nodiscard, xfs with -K, plus FileSystem/MkfsParams); a
+    restored volume keeps its snapshot's data and is not formatted again."""
+    r = api.post("/v1/resource-groups", {"name": "fsrg", "select_filter": {"place_count": 1},
+                                         "props": {"FileSystem/Type": "ext4",
+                                                   "FileSystem/MkfsParams": "-L satmkfs"}})
+    assert r.status_code == 201, r.text
+    assert api.spawn("fs1", rg="fsrg", size_kib=320 * 1024).status_code == 201
+    dev = _vol_path(api, "fs1")
+    assert _blkid_type(dev) == "ext4"
+    label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", dev], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    assert label == "satmkfs"
+    # an existing signature is never overwritten: wipe it, put xfs there, snapshot, restore
+    subprocess.run(["mkfs.xfs", "-q", "-f", dev], check=True, capture_output=True)
+    assert api.post("/v1/resource-definitions/fs1/snapshots", {"name": "s1"}).status_code == 201
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "fs2",
+                                                                  "resource_group_name": "fsrg"}})
+    base = "/v1/resource-definitions/fs1"
+    assert api.post(base + "/snapshot-restore-volume-definition/s1",
+                    {"to_resource": "fs2"}).status_code == 200
+    assert api.post(base + "/snapshot-restore-resource/s1",
+                    {"to_resource": "fs2"}).status_code == 200
+    assert _blkid_type(_vol_path(api, "fs2")) == "xfs"
