@@ -60,7 +60,7 @@ class GroupControllerServicer(csi_pb2_grpc.GroupControllerServicer):
     def GetVolumeGroupSnapshot(self, request: csi_pb2.GetVolumeGroupSnapshotRequest,
                                call: Call) -> csi_pb2.GetVolumeGroupSnapshotResponse:
         gid = request.group_snapshot_id
-        members = self.snapshots.group_members(gid, call.deadline)
+        members = self.snapshots.group_members(gid, call.deadline, list(request.snapshot_ids))
         if not members:
             raise NotFound(f"group snapshot {gid} does not exist")
         if request.snapshot_ids and sorted(request.snapshot_ids) != sorted(m.id for m in members):

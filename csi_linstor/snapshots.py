@@ -1,10 +1,18 @@
 """Snapshot operations: CSI snapshots are LINSTOR snapshots of a volume's resource definition.
 
 - LINSTOR snapshot name: ``ids.snapshot_name(csi name)`` (the CSI name when valid, else
-  ``snapshot-<uuid5>``), so a retry finds its snapshot with ``GET /v1/view/snapshots?snapshots=``.
+  ``snapshot-<uuid5>``), so a retry finds its snapshot with one
+  ``GET /v1/resource-definitions/{source}/snapshots/{name}``.
+- Lookups use LINSTOR's real filters: ``GET /v1/view/snapshots`` filters by ``resources`` and
+  ``nodes`` only (``snapshots=`` is ignored, linstor-facts C8). The one unfiltered read left is
+  the check that a *new* snapshot name is not taken by another source (CSI's ALREADY_EXISTS),
+  made once per name; retries and readiness polls never make it.
+- A snapshot LINSTOR is still deleting (flag DELETE) keeps its name: taking it again waits
+  for the deletion within the RPC's deadline, then answers ABORTED (retry).
 - Snapshot id: ``InCluster:///<rd>/<snapshot>``.
 - Snapshot props: ``Aux/csi-snapshot-name`` (the CSI name) and, for members of a group snapshot,
-  ``Aux/csi-group-snapshot-id``.
+  ``Aux/csi-group-snapshot-id`` and ``Aux/csi-group-snapshot-sources`` (every member's RD, so
+  one member tells where the others are without reading every snapshot).
 - Group snapshots: one ``POST /v1/actions/snapshot/multi`` (one instant for every source); every
   member is the LINSTOR snapshot ``<group snapshot name>`` of its source; the group id is
   ``InCluster:///group/<group snapshot name>``.
@@ -13,21 +21,31 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from csi_linstor import ids
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi_linstor.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
-from csi_linstor.volumes import Volumes
+from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
 
 PROP_SNAPSHOT_NAME = "Aux/csi-snapshot-name"
 PROP_GROUP = "Aux/csi-group-snapshot-id"
+PROP_GROUP_SOURCES = "Aux/csi-group-snapshot-sources"  # the group's RDs, comma-separated
+DELETE_POLL = 0.25  # seconds between looks at a snapshot LINSTOR is deleting
 
 
 @dataclass
@@ -49,6 +67,12 @@ class SnapshotInfo:
     def group_id(self) -> str:
         return self.props.get(PROP_GROUP, "")
 
+    @property
+    def group_sources(self) -> list[str] | None:
+        """The RDs of every member of its group; None for groups made before it was recorded."""
+        value = self.props.get(PROP_GROUP_SOURCES)
+        return None if value is None else [v for v in value.split(",") if v]
+
 
 def snapshot_info(snap: Snapshot) -> SnapshotInfo:
     return SnapshotInfo(resource=snap.resource_name, name=snap.name,
@@ -64,10 +88,38 @@ class Snapshots:
 
     # -- lookups ------------------------------------------------------------------------------
 
-    def by_name(self, name: str, deadline: Deadline) -> list[SnapshotInfo]:
-        """Every LINSTOR snapshot named ``name`` (in any resource definition)."""
-        return [snapshot_info(s) for s in queries.view_snapshots(self.client, deadline, [name])
+    def by_name(self, name: str, deadline: Deadline,
+                resources: Sequence[str] | None = None) -> list[SnapshotInfo]:
+        """The LINSTOR snapshots named ``name`` in ``resources`` (None: in every RD, which reads
+        every snapshot in the cluster: only for checks that cannot be narrowed)."""
+        return [snapshot_info(s)
+                for s in queries.view_snapshots(self.client, deadline, resources)
                 if s.name.upper() == name.upper() and not s.deleting]
+
+    def _own(self, rd: str, name: str, deadline: Deadline) -> Snapshot | None:
+        """Snapshot ``name`` of ``rd`` (one GET), None when it or the RD does not exist."""
+        if not ids.is_valid_name(rd):
+            return None
+        try:
+            return queries.snapshot(self.client, rd, name, deadline)
+        except LinstorError as err:
+            if err.is_not_found():
+                return None
+            raise
+
+    def _await_deletion(self, rd: str, name: str, deadline: Deadline) -> None:
+        """Wait (within the deadline) until LINSTOR has removed snapshot ``rd/name``."""
+        while True:
+            snap = self._own(rd, name, deadline)
+            if snap is None:
+                return
+            if not snap.deleting:
+                return  # someone took it again meanwhile: the caller looks at it
+            if deadline.remaining() < DELETE_POLL + 1.0:
+                raise Aborted(f"LINSTOR is still deleting the earlier snapshot {rd}/{name} (flag "
+                              "DELETE; its satellites have not confirmed yet); retry shortly. "
+                              "If it stays, check the satellites with `linstor node list`")
+            time.sleep(DELETE_POLL)
 
     def get(self, snapshot_id: str, deadline: Deadline) -> SnapshotInfo | None:
         """The snapshot ``snapshot_id`` names; None when missing or not a snapshot id at all."""
@@ -94,7 +146,9 @@ class Snapshots:
                 raise
         else:
             items = queries.view_snapshots(self.client, deadline)
-        out = [snapshot_info(s) for s in items if not s.deleting]
+        # temporary snapshots of clones (volumes.PROP_CLONE_FOR) are not CSI snapshots
+        out = [snapshot_info(s) for s in items
+               if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
         return sorted(out, key=lambda s: s.id)
 
     # -- create -------------------------------------------------------------------------------
@@ -102,33 +156,55 @@ class Snapshots:
     def create(self, name: str, source: str, deadline: Deadline) -> SnapshotInfo:
         self.volumes.require_supported(deadline)
         snap = ids.snapshot_name(name)
-        for _attempt in range(2):
-            found = self.by_name(snap, deadline)
-            for info in found:
-                if info.resource.upper() != source.upper():
-                    raise AlreadyExists(f"snapshot {name} exists for volume {info.resource}, not "
-                                        f"for {source}")
-                if info.group_id:
-                    raise AlreadyExists(f"snapshot {name} exists as a member of group snapshot "
-                                        f"{info.group_id}")
-                if info.failed:
-                    log.warning("snapshot %s of %s failed in LINSTOR; deleting and retaking it",
-                                snap, source)
-                    self._delete(info.resource, info.name, deadline)
-                    break
-                return info
-            else:
-                break
+        have = self._existing(name, snap, source, deadline)
+        if have is not None:
+            return have
+        # A new name: CSI names are unique across sources, so look for it in the other RDs.
+        for info in self.by_name(snap, deadline):
+            if info.resource.upper() != source.upper():
+                raise AlreadyExists(f"snapshot {name} exists for volume {info.resource}, not "
+                                    f"for {source}")
         if not ids.is_valid_name(source) or self.volumes.find(source, deadline) is None:
             raise NotFound(f"source volume {source} does not exist")
         try:
             self.client.post(f"/v1/resource-definitions/{source}/snapshots", deadline=deadline,
                              body={"name": snap, "props": {PROP_SNAPSHOT_NAME: name}})
         except LinstorError as err:
+            if err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
+                # taken concurrently, or still being deleted: look again
+                have = self._existing(name, snap, source, deadline)
+                if have is not None:
+                    return have
             raise self._create_error(err, [source]) from err
         info = self.get(ids.snapshot_id(source, snap), deadline)
         if info is None:
             raise NotFound(f"snapshot {snap} of {source} vanished right after it was taken; retry")
+        return info
+
+    def _existing(self, name: str, snap: str, source: str,
+                  deadline: Deadline) -> SnapshotInfo | None:
+        """CreateSnapshot's own earlier snapshot in ``source`` (one GET), None when there is
+        none to return: a failed one is deleted, and one LINSTOR is deleting is waited for."""
+        found = self._own(source, snap, deadline)
+        if found is not None and not found.deleting and found.failed:
+            log.warning("snapshot %s of %s failed in LINSTOR; deleting and retaking it",
+                        snap, source)
+            self._delete(source, found.name, deadline)
+            found = self._own(source, snap, deadline)
+        if found is not None and found.deleting:
+            self._await_deletion(source, snap, deadline)
+            found = self._own(source, snap, deadline)
+            if found is not None and found.deleting:
+                raise Aborted(f"LINSTOR is still deleting snapshot {source}/{snap}; retry")
+        if found is None:
+            return None
+        info = snapshot_info(found)
+        if info.group_id:
+            raise AlreadyExists(f"snapshot {name} exists as a member of group snapshot "
+                                f"{info.group_id}")
+        if info.failed:
+            raise Aborted(f"snapshot {source}/{snap} failed again in LINSTOR as it was retaken; "
+                          "retry (see the LINSTOR error reports)")
         return info
 
     @staticmethod
@@ -186,7 +262,12 @@ class Snapshots:
         snap = ids.snapshot_name(name)
         gid = ids.group_snapshot_id(snap)
         want = sorted({s.upper() for s in sources})
-        found = self.by_name(snap, deadline)
+        valid = sorted({s for s in sources if ids.is_valid_name(s)})
+        found = self.by_name(snap, deadline, resources=valid) if valid else []
+        found = [i for i in found if i.group_id != gid] + self._complete(
+            snap, gid, [i for i in found if i.group_id == gid], deadline)
+        if not found:  # a new name: is it taken in other RDs (CSI names are unique)?
+            found = self.by_name(snap, deadline)
         if found:
             have = sorted(i.resource.upper() for i in found)
             if have != want or any(i.group_id != gid for i in found):
@@ -197,24 +278,47 @@ class Snapshots:
             if not ids.is_valid_name(source):
                 raise NotFound(f"source volume {source} does not exist")
         body = {"snapshots": [{"name": snap, "resource_name": s,
-                               "props": {PROP_SNAPSHOT_NAME: name, PROP_GROUP: gid}}
+                               "props": {PROP_SNAPSHOT_NAME: name, PROP_GROUP: gid,
+                                         PROP_GROUP_SOURCES: ",".join(sorted(set(sources)))}}
                               for s in sorted(set(sources))]}
         try:
             self.client.post("/v1/actions/snapshot/multi", deadline=deadline, body=body)
         except LinstorError as err:
             raise self._create_error(err, sources) from err
-        found = self.by_name(snap, deadline)
+        found = self.by_name(snap, deadline, resources=valid)
         return gid, sorted(found, key=lambda i: i.resource)
 
-    def group_members(self, gid: str, deadline: Deadline) -> list[SnapshotInfo]:
+    def group_members(self, gid: str, deadline: Deadline,
+                      snapshot_ids: Sequence[str] = ()) -> list[SnapshotInfo]:
+        """The members of group snapshot ``gid``, read from the RDs ``snapshot_ids`` name (CSI
+        requires them) and those the members record; from every snapshot only without them."""
         snap = ids.parse_group_snapshot_id(gid)
         if snap is None:
             return []
-        return sorted((i for i in self.by_name(snap, deadline) if i.group_id == gid),
-                      key=lambda i: i.resource)
+        rds = sorted({sid.resource for sid in map(ids.parse_snapshot_id, snapshot_ids)
+                      if sid is not None and sid.type == "InCluster"
+                      and ids.is_valid_name(sid.resource)})
+        found = [i for i in self.by_name(snap, deadline, resources=rds or None)
+                 if i.group_id == gid]
+        found = self._complete(snap, gid, found, deadline)
+        return sorted((i for i in found if i.group_id == gid), key=lambda i: i.resource)
+
+    def _complete(self, snap: str, gid: str, members: list[SnapshotInfo],
+                  deadline: Deadline) -> list[SnapshotInfo]:
+        """``members`` (of group ``gid``) plus those in other RDs: read from the RDs the members
+        record (one filtered read), or from every snapshot for groups that record none."""
+        if not members:
+            return members
+        recorded = members[0].group_sources
+        if recorded is not None:
+            if {r.upper() for r in recorded} <= {i.resource.upper() for i in members}:
+                return members
+            return [i for i in self.by_name(snap, deadline, resources=sorted(recorded))
+                    if i.group_id == gid]
+        return [i for i in self.by_name(snap, deadline) if i.group_id == gid]
 
     def delete_group(self, gid: str, snapshot_ids: list[str], deadline: Deadline) -> None:
-        members = self.group_members(gid, deadline)
+        members = self.group_members(gid, deadline, snapshot_ids)
         if snapshot_ids and members and sorted(snapshot_ids) != sorted(m.id for m in members):
             raise InvalidArgument(f"snapshot_ids do not match the members of group snapshot "
                                   f"{gid}: {', '.join(sorted(m.id for m in members))}")

@@ -10,6 +10,10 @@ one volume definition (VD 0). What later RPCs need is stored on the RD as ``Aux/
 - ``Aux/csi-content-source`` ``snapshot:<id>`` / ``volume:<id>``;
 - ``Aux/csi-deleted`` set by DeleteVolume on an RD LINSTOR must keep because it has snapshots:
   the volume is gone for every RPC; DeleteSnapshot removes the RD with its last snapshot.
+- ``Aux/csi-clone-via-snapshot`` ``<source>/<snapshot>`` on a clone made through a temporary
+  snapshot (pools LINSTOR cannot clone, e.g. FILE_THIN); the snapshot carries
+  ``Aux/csi-clone-for`` = the clone, is hidden from ListSnapshots and deleted before the clone
+  gets its done marker (or, when the clone was abandoned, when the source is deleted).
 
 Create is one ``spawn`` (RD + VD + placement, atomic in LINSTOR, with the props): a retry finds
 nothing or a complete RD. Multi-step creates (preferred topology with several replicas, manual
@@ -56,6 +60,8 @@ PROP_ACCESS = "Aux/csi-access-type"
 PROP_FS = "Aux/csi-fs-type"
 PROP_SOURCE = "Aux/csi-content-source"
 PROP_DELETED = "Aux/csi-deleted"
+PROP_CLONE_VIA = "Aux/csi-clone-via-snapshot"  # "<source rd>/<temporary snapshot>"
+PROP_CLONE_FOR = "Aux/csi-clone-for"  # on a temporary snapshot: the clone it is taken for
 PROP_PVC_NAME = "Aux/csi.storage.k8s.io/pvc/name"
 PROP_PVC_NAMESPACE = "Aux/csi.storage.k8s.io/pvc/namespace"
 DONE_VALUE = f"linstor-csi/csi-linstor-{__version__}"
@@ -225,6 +231,7 @@ class Volumes:
         if not force and name.upper() in self._known_rgs:
             return
         want_filter = p.select_filter()
+        versions.check_select_filter(self.client, want_filter, deadline)
         want_props = p.props
         try:
             rg = queries.resource_group(self.client, name, deadline)
@@ -378,6 +385,8 @@ class Volumes:
             return vol
         call_log.info("resuming the interrupted creation of volume %s", spec.rd)
         self.ensure_resource_group(spec.params, deadline)
+        if src_vol is not None and vol.props.get(PROP_CLONE_VIA):
+            return self._clone_via_snapshot(spec, kib, src_vol, deadline, fresh=False)
         if snap_info is not None:
             return self._restore(spec, kib, snap_info, deadline, fresh=False)
         if src_vol is not None:
@@ -589,7 +598,8 @@ class Volumes:
         """
         legacy = ids.legacy_snapshot_name(snapshot_id)
         if legacy is not None:
-            found = [s for s in queries.view_snapshots(self.client, deadline, [legacy])
+            # A bare name says nothing of its RD: this reads every snapshot (legacy ids only).
+            found = [s for s in queries.view_snapshots(self.client, deadline)
                      if s.name.upper() == legacy.upper() and not s.deleting]
             if len(found) > 1:
                 raise FailedPrecondition(
@@ -620,24 +630,34 @@ class Volumes:
         return snap
 
     def _restore(self, spec: CreateSpec, kib: int, snap: Snapshot, deadline: Deadline,
-                 fresh: bool) -> Volume:
+                 fresh: bool, before_finish: Any = None) -> Volume:
+        """Restore ``snap`` into ``spec.rd``, resumable after a crash at any step.
+
+        Steps: RD (props, no done marker) → VDs at the snapshot's size
+        (snapshot-restore-volume-definition) → resources (snapshot-restore-resource) → grow the
+        VD to the requested size → more replicas → done marker. LINSTOR restores only into a VD
+        of exactly the snapshot's size (linstor-facts C7, CtrlSnapshotRestoreApiCallHandler:
+        FAIL_INVLD_VLM_SIZE otherwise), so the VD is grown only once resources exist; what a
+        retry finds (VD size, resources) tells it where to continue.
+        """
         src, name = snap.resource_name, snap.name
         rd = spec.rd
+        snap_kib = snap.size_kib(0)
         if fresh:
-            try:
-                self.client.post("/v1/resource-definitions", deadline=deadline, body={
-                    "resource_definition": {"name": rd,
-                                            "resource_group_name": spec.params.resource_group,
-                                            "props": self.props_for(spec, done=False)}})
-            except LinstorError as err:
-                if err.has(consts.FAIL_EXISTS_RSC_DFN):
-                    raise Aborted(f"volume {rd} was created concurrently; retry") from err
-                if err.has(consts.FAIL_NOT_FOUND_RSC_GRP):
-                    self.forget_resource_group(spec.params.resource_group)
-                raise
+            self._restore_rd(spec, deadline)
         vol = self.find(rd, deadline)
         if vol is None:
             raise Aborted(f"volume {rd} vanished while it was being restored; retry")
+        present = queries.resources(self.client, rd, deadline)
+        if not present and vol.size_kib and vol.size_kib != snap_kib:
+            # Left by a driver that grew the VD before restoring: LINSTOR would refuse the
+            # restore on every retry. The RD has no resources (no data): start it over.
+            log.warning("volume %s has a %d KiB volume definition but snapshot %s/%s is %d KiB;"
+                        " recreating its resource definition to restore at the snapshot's size",
+                        rd, vol.size_kib, src, name, snap_kib)
+            self.client.delete(f"/v1/resource-definitions/{rd}", deadline=deadline)
+            self._restore_rd(spec, deadline)
+            vol.size_kib = 0
         if not vol.size_kib:
             try:
                 self.client.post(
@@ -646,11 +666,10 @@ class Volumes:
             except LinstorError as err:
                 if not err.has(consts.FAIL_EXISTS_VLM_DFN):
                     raise self._restore_error(spec, err) from err
-            vol.size_kib = snap.size_kib(0)
-        if kib > vol.size_kib:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
-                            deadline=deadline, body={"size_kib": kib})
-        present = queries.resources(self.client, rd, deadline)
+            vol.size_kib = snap_kib
+        count = spec.mutable_count or spec.params.placement_count
+        nodes: NodeIndex | None = None
+        allowed: list[str] | None = None
         if not present:
             nodes = NodeIndex(self.client, self.ns, deadline)
             allowed = self._constraint(spec, nodes)
@@ -659,7 +678,6 @@ class Volumes:
             ok = [n for n in snap_nodes
                   if allowed is None or n.upper() in {a.upper() for a in allowed}]
             order = sorted(ok, key=lambda n: (preferred is None or n.upper() != preferred.upper()))
-            count = spec.mutable_count or spec.params.placement_count
             targets = order[:max(1, count)]
             if not targets:
                 raise ResourceExhausted(
@@ -672,12 +690,49 @@ class Volumes:
             except LinstorError as err:
                 if not err.has(consts.FAIL_EXISTS_RSC):
                     raise self._restore_error(spec, err) from err
-            if count > len(targets):
+            diskful = len(targets)
+        else:
+            diskful = len([r for r in present if not r.is_diskless])
+        if kib > vol.size_kib:
+            self._grow(rd, kib, deadline)
+        if diskful < count:
+            if nodes is not None:
                 self._place(spec, deadline, nodes=nodes, allowed=allowed, preferred=None)
-        elif len([r for r in present if not r.is_diskless]) < (spec.mutable_count
-                                                                or spec.params.placement_count):
-            self._place(spec, deadline)  # resumed after the restore: add the other replicas
+            else:
+                self._place(spec, deadline)  # resumed after the restore: add the other replicas
+        if before_finish is not None:
+            before_finish()
         return self._finish(spec, deadline)
+
+    def _restore_rd(self, spec: CreateSpec, deadline: Deadline,
+                    extra: dict[str, str] | None = None) -> None:
+        """The restore's target RD: our props, no volume definitions, no done marker."""
+        props = self.props_for(spec, done=False)
+        props.update(extra or {})
+        try:
+            self.client.post("/v1/resource-definitions", deadline=deadline, body={
+                "resource_definition": {"name": spec.rd,
+                                        "resource_group_name": spec.params.resource_group,
+                                        "props": props}})
+        except LinstorError as err:
+            if err.has(consts.FAIL_EXISTS_RSC_DFN):
+                raise Aborted(f"volume {spec.rd} was created concurrently; retry") from err
+            if err.has(consts.FAIL_NOT_FOUND_RSC_GRP):
+                self.forget_resource_group(spec.params.resource_group)
+            raise
+
+    def _grow(self, rd: str, kib: int, deadline: Deadline) -> None:
+        """Grow VD 0 of ``rd`` to ``kib`` (one PUT); the errors a user can act on, typed."""
+        try:
+            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
+                            deadline=deadline, body={"size_kib": kib})
+        except LinstorError as err:
+            if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
+                raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
+            if err.has(consts.FAIL_NOT_ALL_UPTODATE):
+                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
+                                  f"{err.message}; retry when it has synced") from err
+            raise
 
     def _restore_error(self, spec: CreateSpec, err: LinstorError) -> Exception:
         if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
@@ -693,7 +748,9 @@ class Volumes:
         rd = spec.rd
         if fresh:
             inline = versions.clone_props_supported(self.client, deadline)
-            body: dict[str, Any] = {"name": rd, "resource_group": spec.params.resource_group}
+            body: dict[str, Any] = {"name": rd}
+            if versions.clone_resource_group_supported(self.client, deadline):
+                body["resource_group"] = spec.params.resource_group
             if inline:
                 override, drop = self._clone_props(spec, src)
                 body["override_props"] = override
@@ -710,6 +767,12 @@ class Volumes:
                 if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(
                         consts.FAIL_NOT_ENOUGH_FREE_SPACE):
                     raise ResourceExhausted(f"cloning {src.id} into {rd}: {err.message}") from err
+                if err.has(consts.FAIL_INVLD_PROVIDER):
+                    # LINSTOR clones only LVM, LVM_THIN, ZFS, ZFS_THIN pools (linstor-server
+                    # DeviceProviderKind.isCloneSupported); it rolled the clone back entirely.
+                    log.info("LINSTOR cannot clone the pool of %s (%s); cloning into %s "
+                                  "through a temporary snapshot", src.id, err.message, rd)
+                    return self._clone_via_snapshot(spec, kib, src, deadline, fresh=True)
                 raise
             if not inline:
                 self._set_clone_props(spec, src, deadline)
@@ -739,13 +802,106 @@ class Volumes:
             self._cleanup_failed_create(spec, deadline)
             raise Internal(f"LINSTOR failed to clone {src.id} into {rd}; retry")
         if kib > vol.size_kib:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
-                            deadline=deadline, body={"size_kib": kib})
+            self._grow(rd, kib, deadline)
         count = spec.mutable_count or spec.params.placement_count
         present = [r for r in queries.resources(self.client, rd, deadline) if not r.is_diskless]
         if len(present) < count:
             self._place(spec, deadline, skip_constraint=True)
         return self._finish(spec, deadline)
+
+    def _clone_via_snapshot(self, spec: CreateSpec, kib: int, src: Volume, deadline: Deadline,
+                            fresh: bool) -> Volume:
+        """Clone ``src`` as temporary snapshot → restore → delete the snapshot → done marker.
+
+        Every step is resumable: the RD (created first) names the temporary snapshot, whose
+        name derives from the clone's, so a retry finds both and continues where it stopped.
+        """
+        rd = spec.rd
+        tmp = ids.snapshot_name(f"clone-for-{rd}")
+        if fresh:
+            self._restore_rd(spec, deadline, extra={PROP_CLONE_VIA: f"{src.id}/{tmp}"})
+        snap = self._temp_snapshot(src.id, tmp, deadline)
+        present = queries.resources(self.client, rd, deadline)
+        if snap is None and not present:
+            try:
+                self.client.post(f"/v1/resource-definitions/{src.id}/snapshots",
+                                 deadline=deadline,
+                                 body={"name": tmp, "props": {PROP_CLONE_FOR: rd}})
+            except LinstorError as err:
+                if err.has(consts.FAIL_SNAPSHOTS_NOT_SUPPORTED):
+                    self._cleanup_failed_create(spec, deadline)
+                    raise InvalidArgument(
+                        f"volume {src.id} cannot be cloned: LINSTOR can neither clone nor "
+                        f"snapshot its storage pool {self._pools_of(src.id, deadline)} "
+                        f"({err.message}); use a storage pool of kind LVM, LVM_THIN, ZFS or "
+                        "ZFS_THIN for volumes that are cloned") from err
+                if err.has(consts.FAIL_NOT_CONNECTED):
+                    raise Unavailable(f"cloning {src.id} into {rd}: a node holding the source "
+                                      f"is offline: {err.message}; retry") from err
+                if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
+                    raise
+            snap = self._temp_snapshot(src.id, tmp, deadline)
+            if snap is None:
+                raise Aborted(f"the temporary snapshot {src.id}/{tmp} for clone {rd} vanished "
+                              "right after it was taken; retry")
+        if snap is not None and not snap.successful:
+            raise Unavailable(f"the temporary snapshot {src.id}/{tmp} for clone {rd} is not "
+                              f"ready (flags {', '.join(snap.flags) or 'none'}); retry")
+
+        def drop_snapshot() -> None:
+            self._drop_temp_snapshot(src.id, tmp, deadline)
+
+        if snap is not None:
+            return self._restore(spec, kib, snap, deadline, fresh=False,
+                                 before_finish=drop_snapshot)
+        # resumed after the snapshot was restored and deleted: finish the placement
+        vol = self.find(rd, deadline)
+        if vol is None:
+            raise Aborted(f"volume {rd} vanished while it was being cloned; retry")
+        if kib > vol.size_kib:
+            self._grow(rd, kib, deadline)
+        count = spec.mutable_count or spec.params.placement_count
+        if len([r for r in present if not r.is_diskless]) < count:
+            self._place(spec, deadline)
+        return self._finish(spec, deadline)
+
+    def _pools_of(self, rd: str, deadline: Deadline) -> str:
+        """``pool (KIND) on node, ...`` of ``rd``'s diskful replicas, for error messages."""
+        out = sorted({f"{v.storage_pool_name} ({v.provider_kind}) on {r.node_name}"
+                      for r in queries.view_resources(self.client, deadline, rds=[rd])
+                      if not r.is_diskless for v in r.volumes})
+        return ", ".join(out) or "(no diskful replica)"
+
+    def _temp_snapshot(self, rd: str, name: str, deadline: Deadline) -> Snapshot | None:
+        """A clone's temporary snapshot; a failed one is deleted (and one being deleted waited
+        out by the retry: ABORTED), so the caller takes it again."""
+        try:
+            snap = queries.snapshot(self.client, rd, name, deadline)
+        except LinstorError as err:
+            if err.is_not_found():
+                return None
+            raise
+        if snap.deleting:
+            raise Aborted(f"LINSTOR is still deleting the temporary snapshot {rd}/{name}; retry")
+        if snap.failed:
+            log.warning("temporary snapshot %s/%s failed in LINSTOR; deleting and retaking it",
+                        rd, name)
+            self._drop_temp_snapshot(rd, name, deadline)
+            raise Aborted(f"the temporary snapshot {rd}/{name} failed in LINSTOR and was "
+                          "deleted; retry to take it again (see the LINSTOR error reports)")
+        return snap
+
+    def _drop_temp_snapshot(self, rd: str, name: str, deadline: Deadline) -> None:
+        try:
+            self.client.delete(f"/v1/resource-definitions/{rd}/snapshots/{name}",
+                               deadline=deadline)
+        except LinstorError as err:
+            if err.has(consts.FAIL_IN_USE):
+                raise Unavailable(f"the temporary snapshot {rd}/{name} is still in use by "
+                                  f"LINSTOR: {err.message}; retry") from err
+            if not err.is_not_found():
+                raise
+        self.collect_if_retired(rd, deadline)
 
     def _clone_props(self, spec: CreateSpec, src: Volume) -> tuple[dict[str, str], list[str]]:
         """(props to set, source props to drop) turning a copy of ``src`` into this volume.
@@ -760,7 +916,8 @@ class Volumes:
 
     def _set_clone_props(self, spec: CreateSpec, src: Volume, deadline: Deadline) -> None:
         """REST < 1.26: a clone request cannot carry props, so LINSTOR copies the source's
-        (done marker and owner included) and they are replaced right after the clone starts.
+        (done marker and owner included) and they are replaced right after the clone starts;
+        below REST 1.24 the same PUT moves the clone into the class's resource group.
 
         Until this PUT lands the clone looks like a finished volume of the source's owner, so a
         create interrupted here is recognised by ``_unfixed_clone`` and resumed through this
@@ -770,6 +927,9 @@ class Volumes:
         body: dict[str, Any] = {"override_props": override}
         if drop:
             body["delete_props"] = drop
+        if src.resource_group.upper() != spec.params.resource_group.upper():
+            # REST < 1.24: the clone request cannot name the group, the clone is in the source's
+            body["resource_group"] = spec.params.resource_group
         try:
             self.client.put(f"/v1/resource-definitions/{spec.rd}", deadline=deadline, body=body)
         except LinstorError as err:
@@ -812,6 +972,21 @@ class Volumes:
             if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
                 raise
         self._retire(rd, deadline)
+        self._drop_abandoned_clone_snapshots(rd, deadline)
+
+    def _drop_abandoned_clone_snapshots(self, rd: str, deadline: Deadline) -> None:
+        """Delete the temporary clone snapshots of ``rd`` whose clone is finished or gone (a
+        clone abandoned midway), so the deleted volume's RD can go; the RD goes with the last."""
+        for snap in queries.snapshots(self.client, rd, deadline):
+            target = snap.definition_props.get(PROP_CLONE_FOR)
+            if not target:
+                continue
+            clone = self.find(target, deadline, include_deleted=True) \
+                if ids.is_valid_name(target) else None
+            if clone is None or clone.complete:
+                log.info("deleting the temporary snapshot %s/%s of clone %s, which is %s",
+                         rd, snap.name, target, "gone" if clone is None else "complete")
+                self._drop_temp_snapshot(rd, snap.name, deadline)
 
     def _retire(self, rd: str, deadline: Deadline) -> None:
         resources = self.resources(rd, deadline)
@@ -962,16 +1137,7 @@ class Volumes:
             raise OutOfRange(f"{required} bytes rounded up to whole KiB exceeds limit_bytes {limit}")
         if kib <= vol.size_kib:
             return vol
-        try:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
-                            deadline=deadline, body={"size_kib": kib})
-        except LinstorError as err:
-            if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
-                raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
-            if err.has(consts.FAIL_NOT_ALL_UPTODATE):
-                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
-                                  f"{err.message}; retry when it has synced") from err
-            raise
+        self._grow(rd, kib, deadline)
         vol.size_kib = kib
         return vol
 

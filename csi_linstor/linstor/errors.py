@@ -74,6 +74,8 @@ _CODE_MAP: list[tuple[int, grpc.StatusCode]] = [
     (consts.FAIL_IN_USE, grpc.StatusCode.FAILED_PRECONDITION),
     (consts.FAIL_NOT_ALL_UPTODATE, grpc.StatusCode.FAILED_PRECONDITION),
     (consts.FAIL_SNAPSHOTS_NOT_SUPPORTED, grpc.StatusCode.FAILED_PRECONDITION),
+    # the pool kind cannot do what was asked (e.g. clone a FILE_THIN volume): not transient
+    (consts.FAIL_INVLD_PROVIDER, grpc.StatusCode.FAILED_PRECONDITION),
     (consts.FAIL_EXISTS_SNAPSHOT_DFN, grpc.StatusCode.ALREADY_EXISTS),
     (consts.FAIL_EXISTS_RSC_DFN, grpc.StatusCode.ALREADY_EXISTS),
     (consts.FAIL_EXISTS_RSC, grpc.StatusCode.ALREADY_EXISTS),
@@ -88,6 +90,9 @@ _CODE_MAP: list[tuple[int, grpc.StatusCode]] = [
     (consts.FAIL_SIGN_IN, grpc.StatusCode.PERMISSION_DENIED),
     (consts.FAIL_SIGN_IN_MISSING_CREDENTIALS, grpc.StatusCode.UNAUTHENTICATED),
     (consts.FAIL_ACC_DENIED_COMMAND, grpc.StatusCode.PERMISSION_DENIED),
+    # the controller could not parse a body the driver sent (a field too new for its REST
+    # version): a driver bug, never fixed by retrying
+    (consts.API_CALL_PARSE_ERROR, grpc.StatusCode.INTERNAL),
 ]
 
 

@@ -99,10 +99,14 @@ def volume(client: LinstorClient, rd: str, node: str, vnr: int, deadline: Deadli
 
 
 def view_snapshots(client: LinstorClient, deadline: Deadline,
-                   names: Sequence[str] | None = None) -> list[Snapshot]:
-    """``GET /v1/view/snapshots`` across all resource definitions, optionally by name."""
+                   resources: Sequence[str] | None = None) -> list[Snapshot]:
+    """``GET /v1/view/snapshots``: every snapshot, or those of the named resource definitions.
+
+    LINSTOR filters this view by ``resources`` and ``nodes`` only (View.listSnapshots); a
+    ``snapshots=`` parameter is ignored and would download every snapshot in the cluster.
+    """
     return Snapshot.list_from_json(client.get("/v1/view/snapshots", deadline=deadline,
-                                              params=_filters(snapshots=names)))
+                                              params=_filters(resources=resources)))
 
 
 def snapshots(client: LinstorClient, rd: str, deadline: Deadline) -> list[Snapshot]:

@@ -12,6 +12,15 @@ volume); emulating it on an older controller would need a second write and leave
 resource definitions behind when the driver dies in between. Older controllers are refused
 with FAILED_PRECONDITION before anything is written.
 
+X_REPLICAS_MAP = 1.23.0: ``AutoSelectFilter.x_replicas_on_different_map`` (the StorageClass
+parameter ``xReplicasOnDifferent``). An older controller cannot honour it, and dropping it would
+place replicas against the class's rule, so such a class is refused with FAILED_PRECONDITION.
+
+CLONE_RESOURCE_GROUP = 1.24.0: ``ResourceDefinitionCloneRequest.resource_group``. Below it the
+clone lands in the source's resource group and is moved with the props PUT right after it.
+
+(Both from LINSTOR's CHANGELOG-OPENAPI.md, linstor-facts.md C9.)
+
 CLONE_PROPS = 1.26.0 (LINSTOR 1.32.0): ``ResourceDefinitionCloneRequest.override_props`` /
 ``delete_props``. On 1.22–1.25 the clone is made without them and its props are fixed with a
 ``PUT /v1/resource-definitions/{rd}`` right after (see ``Volumes._clone``).
@@ -24,6 +33,8 @@ probe has run costs no extra call.
 
 from __future__ import annotations
 
+from typing import Any
+
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import FailedPrecondition
 from csi_linstor.linstor.client import LinstorClient
@@ -31,6 +42,8 @@ from csi_linstor.linstor.models import format_version
 
 MIN_REST_API = (1, 22, 0)
 MIN_LINSTOR = "1.27.0"  # the first LINSTOR release serving REST API 1.22.0
+X_REPLICAS_MAP = (1, 23, 0)
+CLONE_RESOURCE_GROUP = (1, 24, 0)
 CLONE_PROPS = (1, 26, 0)
 
 
@@ -49,3 +62,22 @@ def require_supported(client: LinstorClient, deadline: Deadline) -> tuple[int, .
 def clone_props_supported(client: LinstorClient, deadline: Deadline) -> bool:
     """Whether the clone request may carry ``override_props``/``delete_props``."""
     return client.rest_api_version(deadline) >= CLONE_PROPS
+
+
+def clone_resource_group_supported(client: LinstorClient, deadline: Deadline) -> bool:
+    """Whether the clone request may carry ``resource_group``."""
+    return client.rest_api_version(deadline) >= CLONE_RESOURCE_GROUP
+
+
+def check_select_filter(client: LinstorClient, select_filter: dict[str, Any],
+                        deadline: Deadline) -> None:
+    """FAILED_PRECONDITION when ``select_filter`` has a field this controller does not know."""
+    if "x_replicas_on_different_map" not in select_filter:
+        return
+    have = client.rest_api_version(deadline)
+    if have >= X_REPLICAS_MAP:
+        return
+    raise FailedPrecondition(
+        f"the StorageClass parameter xReplicasOnDifferent needs LINSTOR REST API "
+        f"{format_version(X_REPLICAS_MAP)} or newer, but the controller serves "
+        f"{format_version(have)}: upgrade the LINSTOR controller or remove the parameter")

@@ -31,8 +31,12 @@ log = logging.getLogger("csi_linstor.sim")
 DISKLESS_POOL = "DfltDisklessStorPool"
 DEFAULT_POOL = "DfltStorPool"
 DEFAULT_RG = "DfltRscGrp"
-SNAPSHOT_PROVIDERS = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE_THIN"}
+# DeviceProviderKind.isSnapshotSupported (linstor-server 1.33.3): not LVM, EBS_INIT, DISKLESS.
+SNAPSHOT_PROVIDERS = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE", "FILE_THIN", "SPDK", "EBS_TARGET"}
 THIN_PROVIDERS = {"LVM_THIN", "ZFS_THIN", "FILE_THIN"}
+# DeviceProviderKind.isCloneSupported (linstor-server 1.33.3): LVM, LVM_THIN, ZFS, ZFS_THIN (and
+# DISKLESS); FILE, FILE_THIN, SPDK, REMOTE_SPDK, EBS_* and STORAGE_SPACES* cannot clone.
+CLONE_PROVIDERS = {"LVM", "LVM_THIN", "ZFS", "ZFS_THIN"}
 LAYER_TYPES = {"DRBD", "LUKS", "STORAGE", "NVME", "WRITECACHE", "CACHE", "BCACHE"}
 PROVIDER_KINDS = {"DISKLESS", "LVM", "LVM_THIN", "ZFS", "ZFS_THIN", "FILE", "FILE_THIN", "SPDK",
                   "EBS_TARGET", "EBS_INIT"}
@@ -194,6 +198,7 @@ class Snapshot:
     rd_props: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=lambda: ["SUCCESSFUL"])
     uuid: str = field(default_factory=new_uuid)
+    delete_at: float | None = None  # flagged DELETE, gone from LINSTOR at this monotonic time
 
 
 @dataclass
@@ -330,6 +335,7 @@ class Controller:
         self.clone_polls = cfg.clone_polls
         self.clone_fail = False
         self.snapshot_fail = False
+        self.snapshot_delete_seconds = 0.0
         self._build(cfg)
 
     # -- setup ---------------------------------------------------------------------------------
@@ -2033,6 +2039,15 @@ class Controller:
     # ==========================================================================================
     # snapshots
 
+    def reap(self) -> None:
+        """Finish the snapshot deletions whose satellites are done (see h_snapshot_delete)."""
+        now = time.monotonic()
+        for rd in self.rds.values():
+            for key, snap in list(rd.snapshots.items()):
+                if snap.delete_at is not None and snap.delete_at <= now:
+                    del rd.snapshots[key]
+                    self._drop_snapshot_files(snap)
+
     def _take_snapshot(self, rd: ResourceDef, sb: dict, r: Reply) -> Snapshot:
         name = check_name(sb.get("name"), C.FAIL_INVLD_SNAPSHOT_NAME, "snapshot", r)
         refs = {"RscDfn": rd.name, "Snapshot": name}
@@ -2141,16 +2156,15 @@ class Controller:
         return 200, self._snapshot_json(rd, self._snap(rd, req.params["snap"], r))
 
     def h_view_snapshots(self, req: Request) -> tuple[int, Any]:
+        # View.listSnapshots takes only nodes, resources, limit and offset: any other query
+        # parameter (snapshots= included) is ignored and every snapshot comes back (C8).
         nodes = self._names(req, "nodes")
         rsc = self._names(req, "resources")
-        snaps = self._names(req, "snapshots")
         out = []
         for rd in self.rds.values():
             if rsc is not None and rd.key not in rsc:
                 continue
             for s in rd.snapshots.values():
-                if snaps is not None and s.name.upper() not in snaps:
-                    continue
                 if nodes is not None and not any(n.upper() in nodes for n in s.nodes):
                     continue
                 out.append(self._snapshot_json(rd, s))
@@ -2170,8 +2184,17 @@ class Controller:
         if only is not None:
             snap.nodes = [n for n in snap.nodes if n.upper() not in only]
         if only is None or not snap.nodes:
-            del rd.snapshots[snap.name.upper()]
-            self._drop_snapshot_files(snap)
+            if self.snapshot_delete_seconds > 0:
+                # CtrlSnapshotDeleteApiCallHandler flags the snapshot definition DELETE and
+                # removes it once the satellites have deleted their parts: until then it is
+                # listed (flag DELETE) and its name is taken (FAIL_EXISTS_SNAPSHOT_DFN).
+                if "DELETE" not in snap.flags:
+                    snap.flags.append("DELETE")
+                if snap.delete_at is None:
+                    snap.delete_at = time.monotonic() + self.snapshot_delete_seconds
+            else:
+                del rd.snapshots[snap.name.upper()]
+                self._drop_snapshot_files(snap)
         r.add(C.DELETED, f"Snapshot '{snap.name}' of resource '{rd.name}' deleted.",
               refs={"RscDfn": rd.name, "Snapshot": snap.name})
         return 200, r.entries
@@ -2208,10 +2231,13 @@ class Controller:
             if nr not in snap.sizes:
                 raise r.error(C.FAIL_NOT_FOUND_SNAPSHOT_VLM_DFN,
                               f"Snapshot '{snap.name}' has no volume {nr}.", refs=refs)
-            if vd.size_kib < snap.sizes[nr]:
+            # LINSTOR restores only into a volume definition of exactly the snapshot's size,
+            # smaller or larger (CtrlSnapshotRestoreApiCallHandler.restoreOnNode: snapshot size
+            # != required size -> FAIL_INVLD_VLM_SIZE); grow after the restore instead.
+            if vd.size_kib != snap.sizes[nr]:
                 raise r.error(C.FAIL_INVLD_VLM_SIZE,
-                              f"Volume {nr} of '{target.name}' is smaller than the snapshot.",
-                              refs=refs)
+                              f"Snapshot size does not match for volume number {nr}; snapshot "
+                              f"size: {snap.sizes[nr]}KiB, required size: {vd.size_kib}KiB", refs=refs)
         nodes = body.get("nodes") or list(snap.nodes)
         rename = body.get("stor_pool_rename") or {}
         plan = []
@@ -2279,7 +2305,14 @@ class Controller:
                                           "props": dict(vd.props)}, None, r, seed=vd.device)
                 for res in src.diskful():
                     node = self.nodes[res.node.upper()]
-                    self._add_resource(dst, node, node.pools.get(res.pool.upper()), r)
+                    pool = node.pools.get(res.pool.upper())
+                    # CtrlRscDfnApiCallHandler.cloneRscDfn: every diskful clone volume's pool
+                    # must support cloning, else the whole clone is rolled back with
+                    # FAIL_INVLD_PROVIDER "Clone source contains unsupported storage pools".
+                    if pool is None or pool.kind not in CLONE_PROVIDERS:
+                        raise r.error(C.FAIL_INVLD_PROVIDER,
+                                      "Clone source contains unsupported storage pools")
+                    self._add_resource(dst, node, pool, r)
             except (ApiError, OSError):
                 self._release_rd_devices(dst)
                 for vd in dst.vds.values():

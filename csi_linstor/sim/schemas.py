@@ -99,8 +99,12 @@ REQUEST_SCHEMAS: dict[str, dict[str, str]] = {
     "ControllerPropsModify": dict(PROPS_MODIFY),
 }
 
-# Fields that only exist from a given REST API version on (so older controllers reject them).
+# Fields that only exist from a given REST API version on (so older controllers reject them),
+# per LINSTOR's CHANGELOG-OPENAPI.md (linstor-server, one section per REST version).
 FIELD_SINCE: dict[tuple[str, str], tuple[int, int, int]] = {
+    ("AutoSelectFilter", "x_replicas_on_different_map"): (1, 23, 0),
+    ("ResourceDefinitionCloneRequest", "resource_group"): (1, 24, 0),
+    ("ResourceDefinitionCloneRequest", "layer_list"): (1, 24, 0),
     ("ResourceGroupSpawn", "volume_passphrases"): (1, 22, 0),
     ("ResourceGroupSpawn", "resource_definition_props"): (1, 22, 0),
     ("ResourceGroupModify", "snap_names"): (1, 26, 0),

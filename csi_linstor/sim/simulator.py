@@ -284,6 +284,12 @@ class Simulator:
         with self.controller.lock:
             self.controller.snapshot_fail = bool(fail)
 
+    def set_snapshot_delete_delay(self, seconds: float) -> None:
+        """Deleted snapshots stay (flag DELETE, name taken) this long, as while LINSTOR's
+        satellites delete them; 0 (the default) deletes at once."""
+        with self.controller.lock:
+            self.controller.snapshot_delete_seconds = float(seconds)
+
     def reset_faults(self) -> None:
         """Turn every knob off: latency, failures, drops, offline nodes, replica states."""
         with self.app.faults_lock:
@@ -302,6 +308,7 @@ class Simulator:
             c.clone_polls = self.config.clone_polls
             c.clone_fail = False
             c.snapshot_fail = False
+            c.snapshot_delete_seconds = 0.0
 
     def request_counts(self) -> dict[str, int]:
         """REST calls served, keyed ``"METHOD /route/{template}"``."""
@@ -406,6 +413,9 @@ class Simulator:
             return {}
         if parts == ["snapshot-failure"] and method == "POST":
             self.set_snapshot_failure(bool(data["fail"]))
+            return {}
+        if parts == ["snapshot-delete-delay"] and method == "POST":
+            self.set_snapshot_delete_delay(float(data["seconds"]))
             return {}
         if parts == ["replies"] and method == "GET":
             return [{"method": m, "route": r, "status": st, "body": b}

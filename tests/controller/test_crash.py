@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from csi_linstor._gen import csi_pb2
-from tests.controller.conftest import create_req
+from tests.controller.conftest import GIB, create_req
 
 
 def top(node):
@@ -80,6 +80,7 @@ RESTORE_STEPS = [
     r"POST /v1/resource-definitions$",
     r"snapshot-restore-volume-definition",
     r"snapshot-restore-resource",
+    r"PUT /v1/resource-definitions/\{rd\}/volume-definitions",
     r"/autoplace",
     r"PUT /v1/resource-definitions/\{rd\}$",
 ]
@@ -95,10 +96,16 @@ def test_restore_converges(env, mode, route):
     (env.sim.drop_next if mode == "drop" else env.sim.fail_next)(1, route=route)
     src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
         snapshot_id=snap.snapshot_id))
-    req = create_req("pvc-rdst", params={"placementCount": "2"}, volume_content_source=src)
-    _retry(env.ctl.CreateVolume, req)
+    # restored into a larger volume: LINSTOR restores at the snapshot's size only, then it grows
+    req = create_req("pvc-rdst", size=2 * GIB, params={"placementCount": "2"},
+                     volume_content_source=src)
+    vol = _retry(env.ctl.CreateVolume, req).volume
+    assert vol.capacity_bytes == 2 * GIB
+    assert env.ctl.CreateVolume(req).volume.capacity_bytes == 2 * GIB
     res = env.client.get("/v1/resource-definitions/pvc-rdst/resources", deadline=_dl())
     assert len(res) == 2
+    vd = env.client.get("/v1/resource-definitions/pvc-rdst/volume-definitions/0", deadline=_dl())
+    assert vd["size_kib"] == 2 * GIB // 1024
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-rsrc"))
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-rdst"))
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
@@ -110,9 +117,41 @@ CLONE_STEPS = [r"POST /v1/resource-definitions/\{rd\}/clone$", r"GET .*/clone/",
                r"PUT /v1/resource-definitions/\{rd\}$"]
 
 
+# a pool LINSTOR cannot clone (FILE_THIN): the clone goes through a temporary snapshot
+FALLBACK_STEPS = [r"POST /v1/resource-definitions/\{rd\}/clone$",
+                  r"POST /v1/resource-definitions$",
+                  r"POST /v1/resource-definitions/\{rd\}/snapshots$",
+                  r"snapshot-restore-volume-definition", r"snapshot-restore-resource",
+                  r"PUT /v1/resource-definitions/\{rd\}/volume-definitions",
+                  r"DELETE /v1/resource-definitions/\{rd\}/snapshots/",
+                  r"PUT /v1/resource-definitions/\{rd\}$"]
+
+
+@pytest.fixture
+def lvm_env(tmp_path):
+    from csi_linstor.sim import SimConfig
+    from csi_linstor.sim.simulator import PoolSpec
+    from tests.controller.conftest import close_env, make_env
+
+    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
+    yield e
+    close_env(e)
+
+
 @pytest.mark.parametrize("mode", ["drop", "fail"])
 @pytest.mark.parametrize("route", CLONE_STEPS)
-def test_clone_converges(env, mode, route):
+def test_clone_converges(lvm_env, mode, route):
+    _clone_converges(lvm_env, mode, route)
+
+
+@pytest.mark.parametrize("mode", ["drop", "fail"])
+@pytest.mark.parametrize("route", FALLBACK_STEPS)
+def test_clone_through_a_snapshot_converges(env, mode, route):
+    _clone_converges(env, mode, route)
+
+
+def _clone_converges(env, mode, route):
     rgs = env.rgs()
     env.ctl.CreateVolume(create_req("pvc-csrc", params={"placementCount": "2"}))
     (env.sim.drop_next if mode == "drop" else env.sim.fail_next)(1, route=route)

@@ -29,7 +29,7 @@ def cap(fs):
 
 
 def run(*argv):
-    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    return subprocess.run(argv, check=True, capture_output=True, timeout=120, text=True)
 
 
 class Mounted:
@@ -60,7 +60,7 @@ def _device(env, rd):
 
 
 @pytest.mark.parametrize("fs", ["ext4", "xfs"])
-@pytest.mark.parametrize("how", ["snapshot", "clone"])
+@pytest.mark.parametrize("how", ["snapshot", "snapshot-larger", "clone"])
 def test_content_survives(denv, tmp_path, fs, how):
     env = denv
     size = 512 * 1024 * 1024
@@ -71,7 +71,7 @@ def test_content_survives(denv, tmp_path, fs, how):
     with Mounted(dev, tmp_path / "m1", fs) as m:
         (m / "file").write_bytes(ORIGINAL)
     run("sync")
-    if how == "snapshot":
+    if how.startswith("snapshot"):
         snap = env.ctl.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
             name="snapshot-data", source_volume_id="pvc-data")).snapshot
         source = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
@@ -85,11 +85,13 @@ def test_content_survives(denv, tmp_path, fs, how):
     with Mounted(dev, tmp_path / "m1", fs) as m:
         (m / "file").write_bytes(CHANGED)
     run("sync")
-    if how == "snapshot":
-        env.ctl.CreateVolume(create_req("pvc-copy", size=size, cap=cap(fs),
+    copy_size = 2 * size if how == "snapshot-larger" else size
+    if how.startswith("snapshot"):
+        env.ctl.CreateVolume(create_req("pvc-copy", size=copy_size, cap=cap(fs),
                                         params={"placementCount": "2"},
                                         volume_content_source=source))
     copy = _device(env, "pvc-copy")
+    assert int(run("blockdev", "--getsize64", copy).stdout) == copy_size
     with Mounted(copy, tmp_path / "m2", fs) as m:
         assert (m / "file").read_bytes() == ORIGINAL
     with Mounted(dev, tmp_path / "m1", fs) as m:
@@ -98,6 +100,6 @@ def test_content_survives(denv, tmp_path, fs, how):
         env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
             volume_id=rd, node_id="node-1"))
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
-    if how == "snapshot":
+    if how.startswith("snapshot"):
         env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
     assert env.leftovers() == ([], [])

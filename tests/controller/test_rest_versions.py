@@ -16,6 +16,7 @@ import pytest
 from csi_linstor._gen import csi_pb2
 from csi_linstor.deadline import Deadline
 from csi_linstor.sim import SimConfig
+from csi_linstor.sim.simulator import PoolSpec
 from tests.controller.conftest import GIB, close_env, create_req, make_env
 from tests.controller.test_crash import CLONE_STEPS, _assert_clean, _retry
 
@@ -25,8 +26,10 @@ CLASS = {"placementCount": "2"}
 
 
 def _env(tmp_path: Path, rest: str, release: str = "1.33.3"):
+    # LVM_THIN: a pool kind LINSTOR can clone (DeviceProviderKind.isCloneSupported)
+    pools = [PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]
     return make_env(tmp_path, sim_config=SimConfig(nodes=3, rest_api_version=rest,
-                                                    version=release))
+                                                    version=release, pools=pools))
 
 
 @pytest.fixture
@@ -94,7 +97,7 @@ def test_clone_on_rest_1_22_sets_the_clones_props_after_cloning(env_122):
     bodies = [(m, route, body) for m, route, body in env.sim.request_bodies()
               if route.startswith("/v1/resource-definitions/{rd}")]
     clone = [b for m, r, b in bodies if m == "POST" and r.endswith("/clone")]
-    assert clone == [{"name": "pvc-copy", "resource_group": clone[0]["resource_group"]}]
+    assert clone == [{"name": "pvc-copy"}]  # resource_group is REST 1.24+
     # the props PUT comes right after the clone and leaves the done marker for last
     puts = [b for m, r, b in bodies if m == "PUT" and r == "/v1/resource-definitions/{rd}"]
     assert "Aux/csi-provisioning-completed-by" in puts[0]["delete_props"]
@@ -129,3 +132,56 @@ def test_clone_on_rest_1_22_converges_after_a_failure_at_any_step(env_122, mode,
     for rd in ("pvc-orig", "pvc-copy"):
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
     _assert_clean(env, rgs)
+
+
+@pytest.fixture
+def env_123(tmp_path):
+    e = _env(tmp_path, "1.23.0", release="1.28.0")
+    yield e
+    close_env(e)
+
+
+def test_clone_into_another_class_below_rest_1_24_moves_it_into_the_class_group(env_122):
+    """REST 1.22/1.23 reject ``resource_group`` in a clone request (API_CALL_PARSE_ERROR): the
+    clone is made in the source's group and moved into the class's group right after."""
+    env = env_122
+    env.ctl.CreateVolume(create_req("pvc-orig", params=CLASS))
+    other = {"placementCount": "2", "storagePool": "sp1"}
+    vol = env.ctl.CreateVolume(create_req("pvc-copy", params=other,
+                                          volume_content_source=SOURCE)).volume
+    groups = {rd["name"]: rd["resource_group_name"] for rd in env.client.get(
+        "/v1/resource-definitions", deadline=Deadline(30))}
+    assert groups["pvc-copy"] != groups["pvc-orig"]
+    # the same request again is compatible: the clone is in the class's group
+    assert env.ctl.CreateVolume(create_req("pvc-copy", params=other,
+                                           volume_content_source=SOURCE)).volume == vol
+    assert not [b for m, r, b in env.sim.request_bodies()
+                if r.endswith("/clone") and "resource_group" in b]
+
+
+def test_x_replicas_on_different_needs_rest_1_23(env_122):
+    env = env_122
+    params = {"placementCount": "2", "xReplicasOnDifferent": "zone: 1"}
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateVolume(create_req("pvc-x", params=params))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "xReplicasOnDifferent" in err.value.details()
+    assert "1.23.0" in err.value.details() and "1.22.0" in err.value.details()
+    assert [k for k in env.counts() if not k.startswith("GET ")] == []
+    env.ctl.CreateVolume(create_req("pvc-y", params=CLASS))  # other classes still work
+
+
+def test_rest_1_23_takes_x_replicas_but_not_the_clone_group(env_123):
+    env = env_123
+    params = {"placementCount": "2", "xReplicasOnDifferent": "zone: 1"}
+    env.ctl.CreateVolume(create_req("pvc-x", params=params))
+    rgs = env.client.get("/v1/resource-groups", deadline=Deadline(30))
+    assert any((rg.get("select_filter") or {}).get("x_replicas_on_different_map")
+               == {"Aux/zone": 1} for rg in rgs)
+    src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id="pvc-x"))
+    vol = env.ctl.CreateVolume(create_req("pvc-x2", params=params,
+                                          volume_content_source=src)).volume
+    assert vol.volume_id == "pvc-x2"
+    assert [b for m, r, b in env.sim.request_bodies() if r.endswith("/clone")] == [
+        {"name": "pvc-x2"}]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
+import pytest
 
 from csi_linstor._gen import csi_pb2
 from csi_linstor.sim import SimConfig
+from csi_linstor.sim.simulator import PoolSpec
 from tests.controller.conftest import GIB, close_env, code_of, create_req, make_env
 
 R2 = {"placementCount": "2"}
@@ -112,6 +116,9 @@ def test_restore(env):
     assert vol.capacity_bytes == 2 * GIB and vol.content_source.snapshot.snapshot_id
     nodes = env.client.get("/v1/resource-definitions/pvc-restored/resources", deadline=_dl())
     assert len(nodes) == 3
+    vd = env.client.get("/v1/resource-definitions/pvc-restored/volume-definitions/0",
+                        deadline=_dl())
+    assert vd["size_kib"] == 2 * GIB // 1024  # restored at 1 GiB (LINSTOR's rule), then grown
     again = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB,
                                             params={"placementCount": "3"},
                                             volume_content_source=src)).volume
@@ -129,7 +136,17 @@ def test_restore(env):
         grpc.StatusCode.ALREADY_EXISTS
 
 
-def test_clone(env):
+@pytest.mark.parametrize("kind", ["LVM_THIN", "FILE_THIN"])
+def test_clone(tmp_path, kind):
+    env = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", kind), PoolSpec("sp1", kind)]))
+    try:
+        _check_clone(env)
+    finally:
+        close_env(env)
+
+
+def _check_clone(env):
     env.ctl.CreateVolume(create_req("pvc-orig", params={"placementCount": "1"}))
     env.sim.set_clone_behaviour(polls=2)
     src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
@@ -151,7 +168,17 @@ def test_clone(env):
         grpc.StatusCode.OUT_OF_RANGE
 
 
-def test_clone_still_running_then_resumes(env):
+@pytest.fixture
+def lvm_env(tmp_path):
+    """Pools LINSTOR clones natively (DeviceProviderKind.isCloneSupported: LVM_THIN)."""
+    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
+    yield e
+    close_env(e)
+
+
+def test_clone_still_running_then_resumes(lvm_env):
+    env = lvm_env
     env.ctl.CreateVolume(create_req("pvc-slow"))
     env.sim.set_clone_behaviour(polls=8)
     src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
@@ -254,3 +281,151 @@ def test_an_ambiguous_legacy_handle_is_refused_not_guessed(env):
         snapshot_id="snapshot-same"))
     assert err == grpc.StatusCode.FAILED_PRECONDITION
     assert env.sim.list_snapshots() == ["pvc-amb1/snapshot-same", "pvc-amb2/snapshot-same"]
+
+
+def test_restore_recovers_a_volume_definition_grown_before_its_resources(env):
+    """An older driver grew the VD before snapshot-restore-resource, which LINSTOR refuses on
+    every retry (FAIL_INVLD_VLM_SIZE); the retry now starts that resource-less RD over."""
+    env.ctl.CreateVolume(create_req("pvc-gsrc", params={"placementCount": "1"}))
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-g", "pvc-gsrc")).snapshot
+    src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+        snapshot_id=snap.snapshot_id))
+    req = create_req("pvc-gdst", size=2 * GIB, params=R2, volume_content_source=src)
+    env.sim.fail_next(1, route="snapshot-restore-resource")
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.UNAVAILABLE
+    env.client.put("/v1/resource-definitions/pvc-gdst/volume-definitions/0", deadline=_dl(),
+                   body={"size_kib": 2 * GIB // 1024})
+    vol = env.ctl.CreateVolume(req).volume
+    assert vol.capacity_bytes == 2 * GIB
+    assert len(env.client.get("/v1/resource-definitions/pvc-gdst/resources", deadline=_dl())) == 2
+    for rd in ("pvc-gdst", "pvc-gsrc"):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    assert env.leftovers() == ([], [])
+
+
+def _snapshots_read(env, since: int) -> int:
+    """Snapshot objects LINSTOR sent the driver in the replies after reply number ``since``."""
+    n = 0
+    for method, route, _status, body in env.sim.replies()[since:]:
+        if method == "GET" and route == "/v1/view/snapshots":
+            n += len(body)
+        elif method == "GET" and route.startswith("/v1/resource-definitions/{rd}/snapshots"):
+            n += len(body) if isinstance(body, list) else 1
+    return n
+
+
+def test_snapshot_lookups_read_only_the_snapshots_they_need(env):
+    """LINSTOR ignores ``snapshots=`` on /v1/view/snapshots (View.listSnapshots): filtering by
+    it downloaded every snapshot in the cluster on every CreateSnapshot poll and group lookup."""
+    for name in ("pvc-la", "pvc-lb", "pvc-lc"):
+        env.ctl.CreateVolume(create_req(name, params=R2))
+    for i in range(12):
+        env.ctl.CreateSnapshot(snap_req(f"snapshot-other-{i}", "pvc-lc"))
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-la", "pvc-la")).snapshot
+    group = env.group.CreateVolumeGroupSnapshot(csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-l", source_volume_ids=["pvc-la", "pvc-lb"])).group_snapshot
+    ids = [s.snapshot_id for s in group.snapshots]
+    mark = len(env.sim.replies())
+    for _ in range(3):  # the snapshotter repeats CreateSnapshot until ready_to_use
+        assert env.ctl.CreateSnapshot(snap_req("snapshot-la", "pvc-la")).snapshot == snap
+    assert _snapshots_read(env, mark) == 3
+    mark = len(env.sim.replies())
+    again = env.group.CreateVolumeGroupSnapshot(csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-l", source_volume_ids=["pvc-la", "pvc-lb"])).group_snapshot
+    assert sorted(s.snapshot_id for s in again.snapshots) == sorted(ids)
+    got = env.group.GetVolumeGroupSnapshot(csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id, snapshot_ids=ids)).group_snapshot
+    assert sorted(s.snapshot_id for s in got.snapshots) == sorted(ids)
+    # each reads the snapshots of pvc-la and pvc-lb (3), never the 12 of pvc-lc
+    assert _snapshots_read(env, mark) == 6
+    # a member alone still reveals the whole group (its props name every source)
+    assert code_of(env.group.GetVolumeGroupSnapshot, csi_pb2.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id, snapshot_ids=ids[:1])) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(env.group.CreateVolumeGroupSnapshot, csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="groupsnapshot-l", source_volume_ids=["pvc-la"])) == grpc.StatusCode.ALREADY_EXISTS
+    # CSI names stay unique across sources
+    assert code_of(env.ctl.CreateSnapshot, snap_req("snapshot-la", "pvc-lb")) == \
+        grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_retaking_a_failed_snapshot_waits_while_linstor_deletes_it(env):
+    """LINSTOR keeps a deleted snapshot (flag DELETE) until its satellites confirm, and
+    refuses the name meanwhile (FAIL_EXISTS_SNAPSHOT_DFN): that is not ALREADY_EXISTS."""
+    env.ctl.CreateVolume(create_req("pvc-fs", params=R2))
+    env.sim.set_snapshot_failure(True)
+    failed = env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot
+    assert not failed.ready_to_use
+    env.sim.set_snapshot_failure(False)
+    env.sim.set_snapshot_delete_delay(1.0)
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot  # waits
+    assert snap.ready_to_use
+    # deleting takes longer than the RPC's deadline: ABORTED (retry), then success
+    env.sim.set_snapshot_failure(True)
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs"))
+    env.sim.set_snapshot_failure(False)
+    env.sim.set_snapshot_delete_delay(4.0)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs"), timeout=2.5)
+    assert err.value.code() == grpc.StatusCode.ABORTED, err.value.details()
+    assert "still deleting" in err.value.details()
+    time.sleep(4.0)
+    assert env.ctl.CreateSnapshot(snap_req("snapshot-fs", "pvc-fs")).snapshot.ready_to_use
+
+
+
+def _clone_src(rd):
+    return csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id=rd))
+
+
+def test_clone_on_a_pool_linstor_cannot_clone_goes_through_a_temporary_snapshot(env):
+    """LINSTOR refuses to clone FILE_THIN volumes (FAIL_INVLD_PROVIDER, "Clone source contains
+    unsupported storage pools"): the driver retried that forever (UNAVAILABLE)."""
+    env.ctl.CreateVolume(create_req("pvc-fsrc", params=R2))
+    req = create_req("pvc-fdst", size=2 * GIB, params=R2, volume_content_source=_clone_src(
+        "pvc-fsrc"))
+    env.sim.fail_next(1, route=r"DELETE /v1/resource-definitions/\{rd\}/snapshots/")
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.UNAVAILABLE
+    # the temporary snapshot is never listed as a CSI snapshot
+    assert list(env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest()).entries) == []
+    vol = env.ctl.CreateVolume(req).volume
+    assert vol.capacity_bytes == 2 * GIB and vol.content_source.volume.volume_id == "pvc-fsrc"
+    refused = [b for m, r, st, b in env.sim.replies() if r.endswith("/clone") and st == 500]
+    assert refused and "unsupported storage pools" in refused[0]["messages"][0]["message"]
+    assert len(env.client.get("/v1/resource-definitions/pvc-fdst/resources", deadline=_dl())) == 2
+    assert env.sim.list_snapshots() == []  # the temporary snapshot is gone
+    assert env.ctl.CreateVolume(req).volume.volume_id == "pvc-fdst"
+    for rd in ("pvc-fdst", "pvc-fsrc"):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
+    assert env.leftovers() == ([], [])
+
+
+def test_an_abandoned_fallback_clone_leaks_no_snapshot(env):
+    env.ctl.CreateVolume(create_req("pvc-asrc", params=R2))
+    env.sim.fail_next(5, route="snapshot-restore-resource")
+    req = create_req("pvc-adst", params=R2, volume_content_source=_clone_src("pvc-asrc"))
+    assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.UNAVAILABLE
+    assert env.sim.list_snapshots() != []  # the temporary snapshot, mid-clone
+    # the PVC is given up: both volumes are deleted, in either order
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-adst"))
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-asrc"))
+    assert env.leftovers() == ([], [])
+
+
+def test_clone_on_a_pool_that_can_neither_clone_nor_snapshot_is_invalid_argument(tmp_path):
+    cfg = SimConfig(nodes=3).add_pool("ebs", provider_kind="EBS_INIT")
+    env = make_env(tmp_path, sim_config=cfg)
+    try:
+        params = {"placementCount": "1", "storagePool": "ebs"}
+        env.ctl.CreateVolume(create_req("pvc-esrc", params=params))
+        with pytest.raises(grpc.RpcError) as err:
+            env.ctl.CreateVolume(create_req("pvc-edst", params=params,
+                                            volume_content_source=_clone_src("pvc-esrc")))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "pvc-esrc" in err.value.details() and "ebs (EBS_INIT)" in err.value.details()
+        assert env.leftovers() == (["pvc-esrc"], [])
+    finally:
+        close_env(env)

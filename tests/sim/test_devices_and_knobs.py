@@ -75,7 +75,12 @@ def test_snapshot_restore_data(sim: Any, api: Api) -> None:
     assert paths == {dev2}
 
 
-def test_clone_copies_data_and_resize_grows(sim: Any, api: Api) -> None:
+def test_clone_copies_data_and_resize_grows(sim_factory: Any) -> None:
+    from csi_linstor.sim.simulator import PoolSpec
+
+    # LVM_THIN: LINSTOR cannot clone the default FILE_THIN pools (isCloneSupported)
+    sim = sim_factory(pools=[PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")])
+    api = Api(sim.url)
     api.rg("rg1")
     api.spawn("cl1", size_kib=4 * 1024)
     dev = sim.device_path("cl1")

@@ -384,8 +384,10 @@ def test_multi_snapshot_all_or_nothing(api: Api) -> None:
     body = {"snapshots": [{"name": "g2", "resource_name": "a1"},
                           {"name": "g2", "resource_name": "a2"}]}
     assert api.post("/v1/actions/snapshot/multi", body).status_code == 201
+    # View.listSnapshots has no snapshots= filter: LINSTOR ignores it and lists everything
     view = api.get("/v1/view/snapshots", params={"snapshots": "g2"}).json()
-    assert sorted(s["resource_name"] for s in view) == ["a1", "a2"]
+    assert sorted((s["resource_name"], s["name"]) for s in view) == [
+        ("a1", "g2"), ("a2", "g1"), ("a2", "g2")]
     assert len(api.get("/v1/view/snapshots", params={"resources": "a2"}).json()) == 2
     n = api.get("/v1/resource-definitions/a1/resources").json()[0]["node_name"]
     assert len(api.get("/v1/view/snapshots", params={"nodes": n}).json()) >= 1
@@ -416,7 +418,28 @@ def test_restore_rules(api: Api) -> None:
     assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_EXISTS_RSC)
 
 
-def test_clone(sim: Any, api: Api) -> None:
+def _thin_lvm_sim(sim_factory: Any) -> tuple[Any, Api]:
+    from csi_linstor.sim.simulator import PoolSpec
+
+    sim = sim_factory(pools=[PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")])
+    return sim, Api(sim.url)
+
+
+def test_clone_refuses_pools_linstor_cannot_clone(api: Api) -> None:
+    # CtrlRscDfnApiCallHandler.cloneRscDfn + DeviceProviderKind.isCloneSupported: FILE_THIN
+    # (the default pools) cannot clone; the clone is rolled back, the reply is the clone object
+    api.rg("rg1")
+    api.spawn("f-src")
+    r = api.post("/v1/resource-definitions/f-src/clone", {"name": "f-dst"})
+    assert r.status_code == 500
+    msg = r.json()["messages"][0]
+    assert rc_is(msg["ret_code"], C.FAIL_INVLD_PROVIDER)
+    assert msg["message"] == "Clone source contains unsupported storage pools"
+    assert api.get("/v1/resource-definitions/f-dst").status_code == 404
+
+
+def test_clone(sim_factory: Any) -> None:
+    sim, api = _thin_lvm_sim(sim_factory)
     api.rg("rg1")
     api.spawn("c-src", resource_definition_props={"Aux/a": "1"})
     r = api.post("/v1/resource-definitions/c-src/clone", {"name": "c-dst"})
@@ -511,3 +534,42 @@ def test_view_resources_derived_fields(sim: Any, api: Api) -> None:
     assert lo["children"][0]["type"] == "STORAGE"
     ids = sorted(v["layer_object"]["drbd"]["node_id"] for v in view.values())
     assert ids == [0, 1, 2]
+
+
+def test_restore_only_into_a_volume_definition_of_the_snapshot_size(api: Api) -> None:
+    # CtrlSnapshotRestoreApiCallHandler: a VD grown before restore-resource never restores
+    api.rg("rg1")
+    api.spawn("src", size_kib=8192)
+    api.post("/v1/resource-definitions/src/snapshots", {"name": "s1"})
+    base = "/v1/resource-definitions/src"
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "big",
+                                                                  "resource_group_name": "rg1"}})
+    assert api.post(base + "/snapshot-restore-volume-definition/s1",
+                    {"to_resource": "big"}).status_code == 200
+    assert api.put("/v1/resource-definitions/big/volume-definitions/0",
+                   {"size_kib": 16384}).status_code == 200
+    r = api.post(base + "/snapshot-restore-resource/s1", {"to_resource": "big"})
+    assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_INVLD_VLM_SIZE)
+    assert r.json()[0]["message"] == ("Snapshot size does not match for volume number 0; "
+                                      "snapshot size: 8192KiB, required size: 16384KiB")
+    assert api.get("/v1/resource-definitions/big/resources").json() == []
+
+
+def test_a_deleted_snapshot_keeps_its_name_until_the_satellites_are_done(sim: Any,
+                                                                         api: Api) -> None:
+    # CtrlSnapshotDeleteApiCallHandler: flag DELETE first, the definition goes once satellites
+    # confirm; meanwhile CtrlSnapshotCrtHelper answers FAIL_EXISTS_SNAPSHOT_DFN for the name
+    import time
+
+    api.rg("rg1")
+    api.spawn("d1")
+    base = "/v1/resource-definitions/d1/snapshots"
+    api.post(base, {"name": "s1"})
+    sim.set_snapshot_delete_delay(0.5)
+    assert api.delete(base + "/s1").status_code == 200
+    assert "DELETE" in api.get(base + "/s1").json()["flags"]
+    r = api.post(base, {"name": "s1"})
+    assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_EXISTS_SNAPSHOT_DFN)
+    time.sleep(0.6)
+    assert api.get(base + "/s1").status_code == 404
+    assert api.post(base, {"name": "s1"}).status_code == 201

@@ -234,8 +234,8 @@ class RecordingClient:
      "/v1/view/resources", {"resources": ["pvc-1"], "nodes": ["n1"]}),
     (lambda c, d: queries.resources(c, "pvc-1", d), "/v1/resource-definitions/pvc-1/resources",
      None),
-    (lambda c, d: queries.view_snapshots(c, d, ["s1"]), "/v1/view/snapshots",
-     {"snapshots": ["s1"]}),
+    (lambda c, d: queries.view_snapshots(c, d, ["pvc-1"]), "/v1/view/snapshots",
+     {"resources": ["pvc-1"]}),
     (lambda c, d: queries.snapshots(c, "pvc-1", d), "/v1/resource-definitions/pvc-1/snapshots",
      None),
 ])
