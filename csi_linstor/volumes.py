@@ -1045,6 +1045,7 @@ class Volumes:
                 return path
             return self._volume_device_path(rd, node, deadline)
         if not remote_capable(resources):
+            self._require_node(node, deadline)  # an unknown node is NOT_FOUND first
             on = ", ".join(r.node_name for r in resources if not r.is_diskless)
             raise FailedPrecondition(
                 f"volume {rd} has no DRBD layer (layers: {resources[0].top_layer or 'unknown'}"
@@ -1069,6 +1070,14 @@ class Volumes:
             if path and res.top_layer == "DRBD":
                 return path  # DRBD device paths are the same on every node
         return self._volume_device_path(rd, node, deadline)
+
+    def _require_node(self, node: str, deadline: Deadline) -> None:
+        try:
+            queries.node(self.client, node, deadline)
+        except CsiError as err:
+            if err.code == NotFound.code:
+                raise NotFound(f"node {node} does not exist in LINSTOR") from err
+            raise
 
     def _make_available(self, rd: str, node: str, deadline: Deadline) -> None:
         try:
