@@ -198,6 +198,7 @@ class Snapshot:
     rd_props: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=lambda: ["SUCCESSFUL"])
     uuid: str = field(default_factory=new_uuid)
+    vd_props: dict[int, dict[str, str]] = field(default_factory=dict)
     delete_at: float | None = None  # flagged DELETE, gone from LINSTOR at this monotonic time
 
 
@@ -677,10 +678,15 @@ class Controller:
                       "uuid": vg.uuid})
 
     def _vd_json(self, rd: ResourceDef, vd: VolumeDef) -> dict:
+        # Layer data (and the block size derived from the backing storage) exist once a
+        # resource is deployed; a bare definition has neither (LINSTOR 1.33.3).
+        deployed = bool(rd.resources)
+        props = {**vd.props, "DrbdOptions/Disk/block-size": "512"} if deployed else vd.props
         return prune({
-            "volume_number": vd.nr, "size_kib": vd.size_kib, "props": dict(vd.props),
+            "volume_number": vd.nr, "size_kib": vd.size_kib, "props": dict(props),
             "flags": list(vd.flags),
-            "layer_data": [{"type": "STORAGE"}] if self._storage_only(rd) else [
+            "layer_data": None if not deployed else [{"type": "STORAGE"}]
+            if self._storage_only(rd) else [
                 {"type": "DRBD", "data": {"volume_number": vd.nr, "minor_number": vd.minor}},
                 {"type": "STORAGE"},
             ],
@@ -693,7 +699,8 @@ class Controller:
             "external_name": rd.external_name,
             "props": dict(rd.props),
             "flags": list(rd.flags),
-            "layer_data": [{"type": "STORAGE"}] if self._storage_only(rd) else [
+            "layer_data": None if not rd.resources else [{"type": "STORAGE"}]
+            if self._storage_only(rd) else [
                 {"type": "DRBD", "data": {"peer_slots": rd.peer_slots, "al_stripes": 1,
                                           "al_stripe_size_kib": 32, "port": rd.port,
                                           "transport_type": "IP", "secret": rd.secret,
@@ -883,22 +890,26 @@ class Controller:
         return prune(d)
 
     def _snapshot_json(self, rd: ResourceDef, s: Snapshot) -> dict:
+        # Json.apiToSnapshot: "props" is the merged view of the snapshot definition's and the
+        # copied RD's props; per node the copied resource props; per volume the copied VD
+        # props; a snapshot volume's state only for EBS (EbsStatusManagerService), so none.
         return prune({
             "name": s.name,
             "resource_name": rd.name,
             "nodes": list(s.nodes),
-            "props": dict(s.props),
+            "props": {**s.rd_props, **s.props},
             "snapshot_definition_props": dict(s.props),
             "resource_definition_props": dict(s.rd_props),
             "flags": list(s.flags),
-            "volume_definitions": [{"volume_number": nr, "size_kib": size}
+            "volume_definitions": [{"volume_number": nr, "size_kib": size,
+                                    "volume_definition_props": dict(s.vd_props.get(nr, {}))}
                                    for nr, size in sorted(s.sizes.items())],
             "uuid": s.uuid,
             "snapshots": [{"snapshot_name": s.name, "node_name": n,
                            "create_timestamp": s.timestamps.get(n.upper()),
+                           "resource_props": {"StorPoolName": s.pools.get(n.upper(), "")},
                            "uuid": new_uuid(),
-                           "snapshot_volumes": [{"vlm_nr": nr, "uuid": new_uuid(),
-                                                 "state": "Successful"}
+                           "snapshot_volumes": [{"vlm_nr": nr, "uuid": new_uuid()}
                                                 for nr in sorted(s.sizes)]}
                           for n in s.nodes],
         })
@@ -1503,8 +1514,7 @@ class Controller:
         # Internal props LINSTOR puts on every new volume definition: a random DRBD current GI
         # (CtrlVlmDfnApiCallHandler, KEY_DRBD_CURRENT_GI) and the block size the controller
         # derives from the backing storage (auto-block-size; 512 on loop-backed file pools).
-        internal = {"DrbdCurrentGi": secrets.token_hex(8).upper(),
-                    "DrbdOptions/Disk/block-size": "512"}
+        internal = {"DrbdCurrentGi": secrets.token_hex(8).upper()}
         vd = VolumeDef(nr=nr, size_kib=size, minor=m, device=dev,
                        props={**internal, **props},
                        flags=[f for f in vdb.get("flags") or [] if not f.startswith("-")],
@@ -2082,11 +2092,18 @@ class Controller:
                           refs=refs)
         self._validate_props(sb.get("props") or {}, r)
         ts = now_ms()
+        # SnapshotDefinitionControllerFactory: SequenceNumber = the RD's highest + 1; and the
+        # backup-shipping bookkeeping key, empty (LINSTOR 1.33.3).
+        seq = 1 + max((int(x.props.get("SequenceNumber", "0") or 0)
+                       for x in rd.snapshots.values()), default=0)
+        sd_props = {**(sb.get("props") or {}), "SequenceNumber": str(seq),
+                    "BackupShipping/BackupNodeIdsToReset": ""}
         return Snapshot(name=name, rd_name=rd.name, nodes=[res.node for res in diskful],
                         pools={res.node.upper(): res.pool for res in diskful},
                         sizes={vd.nr: vd.size_kib for vd in rd.vds.values()}, files={},
                         timestamps={res.node.upper(): ts for res in diskful},
-                        props=dict(sb.get("props") or {}), rd_props=dict(rd.props),
+                        vd_props={vd.nr: dict(vd.props) for vd in rd.vds.values()},
+                        props=sd_props, rd_props=dict(rd.props),
                         flags=["FAILED_DEPLOYMENT"] if self.snapshot_fail else ["SUCCESSFUL"])
 
     def _capture(self, rd: ResourceDef, snap: Snapshot) -> None:
@@ -2310,8 +2327,12 @@ class Controller:
                     # must support cloning, else the whole clone is rolled back with
                     # FAIL_INVLD_PROVIDER "Clone source contains unsupported storage pools".
                     if pool is None or pool.kind not in CLONE_PROVIDERS:
+                        # as answered by LINSTOR 1.33.3: the clone's RD in details and
+                        # obj_refs, and an error report (the ApiRcException is logged as one)
                         raise r.error(C.FAIL_INVLD_PROVIDER,
-                                      "Clone source contains unsupported storage pools")
+                                      "Clone source contains unsupported storage pools",
+                                      details=f"Resource definition: {dst.name}",
+                                      refs={"RscDfn": dst.name}, report=True)
                     self._add_resource(dst, node, pool, r)
             except (ApiError, OSError):
                 self._release_rd_devices(dst)
