@@ -18,7 +18,13 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from csi_linstor.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+)
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import Resource
@@ -34,6 +40,9 @@ from csi_linstor.rpc import Call, Runtime, rpc
 from csi_linstor.snapshots import SnapshotInfo, Snapshots
 from csi_linstor.topology import NodeIndex
 from csi_linstor.volumes import FS_TYPES, PROP_FROM_BLOCK, CreateSpec, Source, Volume, Volumes
+
+# DRBD's largest volume (MetaData.DRBD_MAX_kiB = 2^40 KiB); LINSTOR refuses more once deployed.
+DRBD_MAX_BYTES = (1 << 40) * 1024
 
 Cap = csi_pb2.ControllerServiceCapability.RPC
 Mode = csi_pb2.VolumeCapability.AccessMode
@@ -213,6 +222,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 source = Source("volume", src.volume.volume_id)
             else:
                 raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
+        if "DRBD" in p.layer_list and request.capacity_range.required_bytes > DRBD_MAX_BYTES:
+            raise OutOfRange(f"required_bytes {request.capacity_range.required_bytes} exceeds "
+                             f"{DRBD_MAX_BYTES} (1 PiB), the largest volume DRBD can replicate")
         rd = ids.volume_id(request.name, use_pvc_name=p.use_pvc_name, pvc_name=p.pvc_name,
                            pvc_namespace=p.pvc_namespace)
         req_top = request.accessibility_requirements

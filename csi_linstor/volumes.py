@@ -1150,6 +1150,15 @@ class Volumes:
             if path:
                 return path
             return self._volume_device_path(rd, node, deadline)
+        if not remote_capable(resources):
+            self._require_node(node, deadline)  # an unknown node is NOT_FOUND first
+            on = ", ".join(r.node_name for r in resources if not r.is_diskless)
+            raise FailedPrecondition(
+                f"volume {rd} has no DRBD layer (layers: {resources[0].top_layer or 'unknown'}"
+                f" on top), so only the nodes holding its data can use it: {on}; node {node} "
+                "holds none, and attaching it there would give it a new, empty disk. Schedule "
+                "the workload on one of those nodes (use WaitForFirstConsumer), or use a "
+                "StorageClass with the drbd layer")
         if not policy.anywhere:
             keys = {k for rule in policy.rules for k in rule}
             nodes = NodeIndex(self.client, self.ns, deadline)
@@ -1167,6 +1176,14 @@ class Volumes:
             if path and res.top_layer == "DRBD":
                 return path  # DRBD device paths are the same on every node
         return self._volume_device_path(rd, node, deadline)
+
+    def _require_node(self, node: str, deadline: Deadline) -> None:
+        try:
+            queries.node(self.client, node, deadline)
+        except CsiError as err:
+            if err.code == NotFound.code:
+                raise NotFound(f"node {node} does not exist in LINSTOR") from err
+            raise
 
     def _make_available(self, rd: str, node: str, deadline: Deadline) -> None:
         try:
@@ -1320,6 +1337,8 @@ class Volumes:
             if any(f in res.flags for f in ("FAILED_DEPLOYMENT", "FAILED_DISCONNECT")):
                 problems.append(f"{node} ({', '.join(res.flags)})")
                 continue
+            if res.top_layer not in ("DRBD", ""):
+                continue  # no DRBD: LINSTOR reports no disk state for plain storage volumes
             want = "Diskless" if res.is_diskless else "UpToDate"
             for vol in res.volumes:
                 if vol.disk_state != want:
@@ -1331,6 +1350,15 @@ class Volumes:
 
 def _rg_key(p: VolumeParameters) -> tuple[str, tuple[tuple[str, str], ...]]:
     return p.resource_group.upper(), tuple(sorted(p.properties))
+
+
+def remote_capable(resources: list[Resource]) -> bool:
+    """Whether a node without a replica can use the volume: only through DRBD (a diskless
+    client) or NVMe-oF (an initiator). Without either, LINSTOR's make-available places a new,
+    empty diskful replica (linstor-facts §9 C6). Unknown layers (no resource reported yet)
+    count as capable."""
+    tops = {r.top_layer for r in resources if not r.is_diskless} - {""}
+    return not tops or bool(tops & {"DRBD", "NVME"})
 
 
 def _unfixed_clone(spec: CreateSpec, vol: Volume, src: Volume) -> bool:

@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import secrets
+import shlex
+import subprocess
 import threading
 import time
 import uuid as _uuid
@@ -50,6 +52,7 @@ PROP_ALLOW_EXACT = {
 PROP_ALLOW_PREFIX = ("Aux/", "DrbdOptions/", "Autoplacer/", "StorDriver/", "sys/fs/",
                      "Writecache/", "Cache/", "BCache/", "NVMe/", "Internal/")
 MIB = 1024 * 1024
+VD_INTERNAL_PROPS = ("DrbdCurrentGi", "DrbdOptions/Disk/block-size")
 
 
 def now_ms() -> int:
@@ -65,10 +68,16 @@ def new_uuid() -> str:
 
 
 def prune(obj: Any) -> Any:
-    """Jackson NON_EMPTY: drop None, empty dicts/lists/strings, recursively."""
+    """Jackson NON_EMPTY: drop None, empty dicts/lists/strings, recursively; but the values
+    inside a props map are kept even when empty (NON_EMPTY applies to the map, not to its
+    entries: ``"FileSystem/MkfsParams": ""`` comes back, linstor-facts §9 C10)."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
+            if isinstance(v, dict) and k.endswith("props"):
+                if v:
+                    out[k] = {pk: pv for pk, pv in v.items() if pv is not None}
+                continue
             v = prune(v)
             if v is None or (isinstance(v, (dict, list, str)) and len(v) == 0):
                 continue
@@ -166,6 +175,10 @@ class Resource:
     reported: bool = True
     create_timestamp: int = field(default_factory=now_ms)
     uuid: str = field(default_factory=new_uuid)
+    # STORAGE-only volumes (no DRBD layer): a replica other than the first has storage of its
+    # own, empty when created (minor -> device per volume number); the first uses the VD's.
+    own_minor: dict[int, int] = field(default_factory=dict)
+    own_device: dict[int, Any] = field(default_factory=dict)
 
     @property
     def diskless(self) -> bool:
@@ -185,6 +198,7 @@ class Snapshot:
     rd_props: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=lambda: ["SUCCESSFUL"])
     uuid: str = field(default_factory=new_uuid)
+    vd_props: dict[int, dict[str, str]] = field(default_factory=dict)
     delete_at: float | None = None  # flagged DELETE, gone from LINSTOR at this monotonic time
 
 
@@ -247,7 +261,9 @@ class Reply:
 
     def __init__(self, op: int = 0, obj: int = 0) -> None:
         self.op = op
-        self.obj = obj
+        # Reads (op 0) answer a bare ret code: RequestHelper.notFoundResponse/queryRequestResponse
+        # build ApiCallRcImpl.simpleEntry(retcode, message) with no operation or object mask.
+        self.obj = obj if op else 0
         self.entries: list[dict] = []
 
     def add(self, code: int, message: str, **kw: Any) -> dict:
@@ -325,6 +341,23 @@ class Controller:
 
     # -- setup ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _pool_props(spec: Any) -> dict[str, str]:
+        """What a satellite stores on a new pool: the backing store's name under
+        StorDriver/StorPoolName (the FileDir, VG, VG/thin pool or zpool the create request
+        named), and for file pools a 1 KiB allocation granularity (StorDriver/internal/
+        AllocationGranularity, as LINSTOR 1.33.3 reports it for FILE_THIN)."""
+        kind = spec.provider_kind
+        if kind in ("FILE", "FILE_THIN"):
+            return {"StorDriver/StorPoolName": f"/var/lib/linstor-pools/{spec.name}",
+                    "StorDriver/internal/AllocationGranularity": "1"}
+        if kind == "LVM_THIN":
+            return {"StorDriver/StorPoolName": f"vg_{spec.name}/thin"}
+        if kind == "DISKLESS":
+            return {}
+        return {"StorDriver/StorPoolName": f"vg_{spec.name}" if kind == "LVM"
+                else f"zpool_{spec.name}"}
+
     def _build(self, cfg: Any) -> None:
         for i, name in enumerate(cfg.node_names()):
             node = Node(name=name, props=dict(cfg.node_props.get(name, {})),
@@ -334,7 +367,7 @@ class Controller:
                 if spec.nodes is not None and name not in spec.nodes:
                     continue
                 p = Pool(node=name, name=spec.name, kind=spec.provider_kind,
-                         total_kib=spec.capacity_kib)
+                         total_kib=spec.capacity_kib, props=self._pool_props(spec))
                 node.pools[p.key] = p
             dl = Pool(node=name, name=DISKLESS_POOL, kind="DISKLESS")
             node.pools[dl.key] = dl
@@ -373,7 +406,10 @@ class Controller:
     def _snap(self, rd: ResourceDef, name: str, r: Reply) -> Snapshot:
         s = rd.snapshots.get(name.upper())
         if s is None:
-            raise r.error(C.FAIL_NOT_FOUND_SNAPSHOT_DFN,
+            # GET .../snapshots/{snap} answers FAIL_NOT_FOUND_SNAPSHOT (rest/v1/Snapshots.java
+            # queryRequestResponse); the create/delete/restore handlers name the definition.
+            code = C.FAIL_NOT_FOUND_SNAPSHOT if not r.op else C.FAIL_NOT_FOUND_SNAPSHOT_DFN
+            raise r.error(code,
                           f"Snapshot '{name}' of resource '{rd.name}' not found.",
                           refs={"RscDfn": rd.name, "Snapshot": name})
         return s
@@ -429,27 +465,79 @@ class Controller:
                     tag: str = "vol") -> Device | None:
         if not self.devices.enabled:
             return None
-        return self.devices.create(minor, size_kib * 1024, seed=seed, tag=tag)
+        dev = self.devices.create(minor, size_kib * 1024, seed=seed, tag=tag)
+        dev.check_fs = seed is None
+        return dev
 
     def _schedule_attach(self, req: Request | None, rd: ResourceDef) -> None:
         devs = [vd.device for vd in rd.vds.values() if vd.device is not None]
+        devs += [d for res in rd.resources.values() for d in res.own_device.values()
+                 if d is not None]
         if not devs:
             return
+        mkfs = self._mkfs_plan(rd)
 
         def attach() -> None:
             for d in devs:
                 d.ensure()
+            for dev, fstype, params in mkfs:
+                self._satellite_mkfs(rd.name, dev, fstype, params)
 
         if req is None:
             attach()
         else:
             req.after.append(attach)
 
+    def _mkfs_plan(self, rd: ResourceDef) -> list[tuple[Device, str, str]]:
+        """New storage that the satellite formats (MkfsUtils.makeFileSystemOnMarked): when
+        FileSystem/Type is set on the resource, VD, volume group, RD or RG (first wins), for
+        each diskful replica's new volume; (device, fs type, FileSystem/MkfsParams)."""
+        rg = self.rgs.get(rd.rg)
+        plan = []
+        for res in rd.resources.values():
+            if res.diskless:
+                continue
+            for vd in rd.vds.values():
+                dev = res.own_device.get(vd.nr) if vd.nr in res.own_minor else vd.device
+                if dev is None or not dev.check_fs:
+                    continue
+                vg = rg.vgs.get(vd.nr) if rg is not None else None
+                chain = [res.props, vd.props, vg.props if vg else {}, rd.props,
+                         rg.props if rg else {}]
+                fstype = next((c["FileSystem/Type"] for c in chain if "FileSystem/Type" in c), "")
+                if fstype:
+                    params = next((c["FileSystem/MkfsParams"] for c in chain
+                                   if "FileSystem/MkfsParams" in c), "")
+                    plan.append((dev, fstype, params))
+                dev.check_fs = False
+        return plan
+
+    @staticmethod
+    def _satellite_mkfs(rd: str, dev: Device, fstype: str, params: str) -> None:
+        """blkid first, never over an existing signature; then ``mkfs.<fs> -q <params>`` with
+        ``-F -E nodiscard`` (ext4) or ``-f -K`` (xfs), as MkfsUtils runs them. A failure is
+        logged as the satellite reports it (the resource stays, unformatted)."""
+        path = str(dev.node_path)
+        found = subprocess.run(["blkid", "-o", "export", path], capture_output=True, text=True,
+                               timeout=60, check=False)
+        if "TYPE=" in found.stdout:
+            return
+        extra = {"ext4": ["-F", "-E", "nodiscard"], "xfs": ["-f", "-K"]}.get(fstype, [])
+        argv = [f"mkfs.{fstype}", "-q", *shlex.split(params), *extra, path]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            log.error("satellite mkfs of %s failed: %s: %s", rd, " ".join(argv),
+                      done.stderr.strip())
+
     def _ensure_devices(self, rd: ResourceDef) -> None:
         if rd.resources:
             for vd in rd.vds.values():
                 if vd.device is not None:
                     vd.device.ensure()
+            for res in rd.resources.values():
+                for dev in res.own_device.values():
+                    if dev is not None:
+                        dev.ensure()
 
     # -- props --------------------------------------------------------------------------------
 
@@ -542,7 +630,6 @@ class Controller:
         }
         if p.kind != "DISKLESS":
             d["static_traits"]["Provisioning"] = "Thin" if p.kind in THIN_PROVIDERS else "Fat"
-            d["static_traits"]["AllocationUnit"] = "64" if p.kind in THIN_PROVIDERS else "4096"
             if node.online:
                 d["free_capacity"] = p.free_kib
                 d["total_capacity"] = p.total_kib
@@ -563,8 +650,21 @@ class Controller:
                                 "is_active": True, "uuid": new_uuid()}],
             "connection_status": "ONLINE" if n.online else "OFFLINE",
             "uuid": n.uuid,
-            "storage_providers": kinds,
-            "resource_layers": ["DRBD", "STORAGE"],
+            # A production Linux satellite with DRBD, LVM and ZFS installed: every provider
+            # but SPDK (no rpc.py) and Windows' storage spaces, reported as LINSTOR 1.33.3 does
+            # (StltExtToolsChecker: supported kinds listed, the others with their reasons).
+            # LINSTOR also lists REMOTE_SPDK, which the OpenAPI enum lacks: left out here.
+            "storage_providers": sorted({"DISKLESS", "LVM", "LVM_THIN", "ZFS", "ZFS_THIN",
+                                         "FILE", "FILE_THIN", "EBS_INIT", "EBS_TARGET",
+                                         *kinds}),
+            "resource_layers": ["DRBD", "LUKS", "NVME", "WRITECACHE", "CACHE", "BCACHE",
+                                "STORAGE"],
+            "unsupported_providers": {
+                "SPDK": ["IO exception occured when running 'rpc.py spdk_get_version': Cannot "
+                         "run program \"rpc.py\": error=2, No such file or directory"],
+                "STORAGE_SPACES": ["This tool does not exist on the Linux platform."],
+                "STORAGE_SPACES_THIN": ["This tool does not exist on the Linux platform."],
+            },
         })
 
     def _rg_json(self, rg: ResourceGroup) -> dict:
@@ -578,10 +678,15 @@ class Controller:
                       "uuid": vg.uuid})
 
     def _vd_json(self, rd: ResourceDef, vd: VolumeDef) -> dict:
+        # Layer data (and the block size derived from the backing storage) exist once a
+        # resource is deployed; a bare definition has neither (LINSTOR 1.33.3).
+        deployed = bool(rd.resources)
+        props = {**vd.props, "DrbdOptions/Disk/block-size": "512"} if deployed else vd.props
         return prune({
-            "volume_number": vd.nr, "size_kib": vd.size_kib, "props": dict(vd.props),
+            "volume_number": vd.nr, "size_kib": vd.size_kib, "props": dict(props),
             "flags": list(vd.flags),
-            "layer_data": [
+            "layer_data": None if not deployed else [{"type": "STORAGE"}]
+            if self._storage_only(rd) else [
                 {"type": "DRBD", "data": {"volume_number": vd.nr, "minor_number": vd.minor}},
                 {"type": "STORAGE"},
             ],
@@ -594,7 +699,8 @@ class Controller:
             "external_name": rd.external_name,
             "props": dict(rd.props),
             "flags": list(rd.flags),
-            "layer_data": [
+            "layer_data": None if not rd.resources else [{"type": "STORAGE"}]
+            if self._storage_only(rd) else [
                 {"type": "DRBD", "data": {"peer_slots": rd.peer_slots, "al_stripes": 1,
                                           "al_stripe_size_kib": 32, "port": rd.port,
                                           "transport_type": "IP", "secret": rd.secret,
@@ -609,8 +715,16 @@ class Controller:
                 rd.vds.values(), key=lambda v: v.nr)]
         return prune(d)
 
-    def _dev_path(self, vd: VolumeDef) -> str:
+    def _dev_path(self, vd: VolumeDef, res: Resource | None = None) -> str:
+        if res is not None and vd.nr in res.own_minor:
+            return str(self.devices.device_dir / f"drbd{res.own_minor[vd.nr]}")
         return str(self.devices.device_dir / f"drbd{vd.minor}")
+
+    @staticmethod
+    def _storage_only(rd: ResourceDef) -> bool:
+        """No DRBD layer: each replica is a plain storage device of its own (linstor-facts
+        §9 C6; the layer stack follows the RD's layer_list, CtrlRscLayerDataFactory)."""
+        return "DRBD" not in rd.layer_stack
 
     def _disk_state(self, res: Resource) -> str:
         if res.diskless:
@@ -635,9 +749,25 @@ class Controller:
     def _storage_dev(self, rd: ResourceDef, res: Resource, vd: VolumeDef) -> str:
         return f"/dev/{res.pool.lower()}/{rd.name}_{vd.nr:05d}"
 
+    def _storage_volume_json(self, rd: ResourceDef, res: Resource, vd: VolumeDef) -> dict:
+        """The STORAGE layer's volume of a STORAGE-only resource: the device is the storage
+        device itself; LINSTOR 1.33.3 reports its disk_state as the string "[]"."""
+        return {"volume_number": vd.nr, "device_path": self._dev_path(vd, res),
+                "allocated_size_kib": vd.size_kib, "usable_size_kib": vd.size_kib,
+                "disk_state": "[]"}
+
     def _volume_json(self, rd: ResourceDef, res: Resource, vd: VolumeDef) -> dict:
         pool = self.nodes[res.node.upper()].pools.get(res.pool.upper())
         kind = pool.kind if pool else "DISKLESS"
+        if self._storage_only(rd):
+            # No DRBD: no volume state and no top-level usable size (Json.apiToVolume fills
+            # them from the DRBD layer's satellite state), the device is the storage device.
+            st = self._storage_volume_json(rd, res, vd)
+            return prune({"volume_number": vd.nr, "storage_pool_name": res.pool,
+                          "provider_kind": kind, "device_path": st["device_path"],
+                          "allocated_size_kib": vd.size_kib,
+                          "layer_data_list": [{"type": "STORAGE", "data": st}],
+                          "uuid": vd.uuid})
         dev = self._dev_path(vd)
         reported = self._reported(res)
         ds = self._disk_state(res)
@@ -685,6 +815,21 @@ class Controller:
     def _resource_json(self, rd: ResourceDef, res: Resource, with_volumes: bool) -> dict:
         vds = sorted(rd.vds.values(), key=lambda v: v.nr)
         reported = self._reported(res)
+        if self._storage_only(rd):
+            # No DRBD layer: a STORAGE layer object only, and a state object with nothing in it
+            # (in_use comes from DRBD; Jackson keeps the empty bean: "state": {}).
+            d = prune({
+                "name": rd.name, "node_name": res.node,
+                "props": {"StorPoolName": res.pool, **res.props}, "flags": list(res.flags),
+                "layer_object": {"type": "STORAGE", "storage": {"storage_volumes": [
+                    self._storage_volume_json(rd, res, vd) for vd in vds]}},
+                "uuid": res.uuid, "create_timestamp": res.create_timestamp,
+                "volumes": [self._volume_json(rd, res, vd) for vd in vds] if with_volumes
+                else None,
+            })
+            if reported:
+                d["state"] = {}
+            return d
         conns = {}
         for o in rd.resources.values():
             if o is res:
@@ -745,22 +890,26 @@ class Controller:
         return prune(d)
 
     def _snapshot_json(self, rd: ResourceDef, s: Snapshot) -> dict:
+        # Json.apiToSnapshot: "props" is the merged view of the snapshot definition's and the
+        # copied RD's props; per node the copied resource props; per volume the copied VD
+        # props; a snapshot volume's state only for EBS (EbsStatusManagerService), so none.
         return prune({
             "name": s.name,
             "resource_name": rd.name,
             "nodes": list(s.nodes),
-            "props": dict(s.props),
+            "props": {**s.rd_props, **s.props},
             "snapshot_definition_props": dict(s.props),
             "resource_definition_props": dict(s.rd_props),
             "flags": list(s.flags),
-            "volume_definitions": [{"volume_number": nr, "size_kib": size}
+            "volume_definitions": [{"volume_number": nr, "size_kib": size,
+                                    "volume_definition_props": dict(s.vd_props.get(nr, {}))}
                                    for nr, size in sorted(s.sizes.items())],
             "uuid": s.uuid,
             "snapshots": [{"snapshot_name": s.name, "node_name": n,
                            "create_timestamp": s.timestamps.get(n.upper()),
+                           "resource_props": {"StorPoolName": s.pools.get(n.upper(), "")},
                            "uuid": new_uuid(),
-                           "snapshot_volumes": [{"vlm_nr": nr, "uuid": new_uuid(),
-                                                 "state": "Successful"}
+                           "snapshot_volumes": [{"vlm_nr": nr, "uuid": new_uuid()}
                                                 for nr in sorted(s.sizes)]}
                           for n in s.nodes],
         })
@@ -864,6 +1013,10 @@ class Controller:
                 re.compile(sf["not_place_with_rsc_regex"])
             except re.error:
                 raise r.error(C.FAIL_INVLD_REQUEST, "Invalid not_place_with_rsc_regex") from None
+        if sf.get("storage_pool") and not sf.get("storage_pool_list"):
+            # rest/v1/ResourceGroups.selectFilterToApi and Json.AutoSelectFilterData: a filter
+            # naming only storage_pool is stored (and answered) with storage_pool_list = [it].
+            sf["storage_pool_list"] = [sf["storage_pool"]]
         return sf
 
     def h_rg_create(self, req: Request) -> tuple[int, Any]:
@@ -900,7 +1053,9 @@ class Controller:
         return 200, r.entries
 
     def h_rg_delete(self, req: Request) -> tuple[int, Any]:
-        r = Reply(C.MASK_DEL, C.MASK_RSC_GRP)
+        # CtrlRscGrpApiCallHandler.delete reports under ApiOperation.makeCreateOperation() (sic):
+        # its entries carry MASK_CRT, not MASK_DEL.
+        r = Reply(C.MASK_CRT, C.MASK_RSC_GRP)
         name = req.params["rg"]
         rg = self.rgs.get(name.upper())
         if rg is None:
@@ -984,8 +1139,10 @@ class Controller:
     def _candidates(self, rd: ResourceDef | None, sf: dict, need_kib: int,
                     exclude: set[str]) -> list[tuple[Node, Pool]]:
         """Best pool per eligible node, ranked: most free space, fewest resources, name."""
+        # The autoplacer reads the list only (AutoSelectFilterApi.getStorPoolNameList); a lone
+        # storage_pool was turned into a one-element list when the filter was parsed.
         pool_names = list(sf.get("storage_pool_list") or [])
-        if sf.get("storage_pool"):
+        if not pool_names and sf.get("storage_pool"):
             pool_names.append(sf["storage_pool"])
         if not pool_names and rd is not None:
             spn = rd.props.get("StorPoolName") or self.rgs.get(rd.rg, ResourceGroup("")).props.get(
@@ -1116,6 +1273,12 @@ class Controller:
                        flags=list(flags or []))
         if pool is not None and pool.kind != "DISKLESS":
             self._consume(pool, self._need_kib(rd))
+            if self._storage_only(rd) and any(not o.diskless and not o.own_minor
+                                              for o in rd.resources.values()):
+                for vd in rd.vds.values():
+                    m = self._alloc_minor(None)
+                    res.own_minor[vd.nr] = m
+                    res.own_device[vd.nr] = self._new_device(m, vd.size_kib)
         rd.resources[node.name.upper()] = res
         r.add(C.CREATED, f"Resource '{rd.name}' on node '{node.name}' created.",
               op=C.MASK_CRT, obj=C.MASK_RSC, refs={"RscDfn": rd.name, "Node": node.name})
@@ -1272,6 +1435,8 @@ class Controller:
             if vd.device is not None:
                 vd.device.destroy()
                 vd.device = None
+        for res in rd.resources.values():
+            self._drop_own_storage(res)
 
     def h_rd_delete(self, req: Request) -> tuple[int, Any]:
         r = Reply(C.MASK_DEL, C.MASK_RSC_DFN)
@@ -1326,7 +1491,9 @@ class Controller:
         if not isinstance(size, int) or size <= 0:
             raise r.error(C.FAIL_INVLD_VLM_SIZE, f"Invalid volume size {size}",
                           refs={"RscDfn": rd.name, "VlmNr": str(nr)})
-        props = vdb.get("props") or {}
+        self._check_vlm_size(rd, size, r)
+        # internal props copied from another VD (clone, restore) are made anew below
+        props = {k: v for k, v in (vdb.get("props") or {}).items() if k not in VD_INTERNAL_PROPS}
         self._validate_props(props, r)
         if rd.resources:
             for res in rd.diskful():
@@ -1341,10 +1508,15 @@ class Controller:
         m = self._alloc_minor(minor)
         try:
             dev = self._new_device(m, size, seed=seed)
-        except OSError as e:
+        except (OSError, OverflowError) as e:  # e.g. a size no file can have (EFBIG)
             self.minors_used.discard(m)
             raise r.error(C.FAIL_UNKNOWN_ERROR, f"Creating the backing device failed: {e}") from None
-        vd = VolumeDef(nr=nr, size_kib=size, minor=m, device=dev, props=dict(props),
+        # Internal props LINSTOR puts on every new volume definition: a random DRBD current GI
+        # (CtrlVlmDfnApiCallHandler, KEY_DRBD_CURRENT_GI) and the block size the controller
+        # derives from the backing storage (auto-block-size; 512 on loop-backed file pools).
+        internal = {"DrbdCurrentGi": secrets.token_hex(8).upper()}
+        vd = VolumeDef(nr=nr, size_kib=size, minor=m, device=dev,
+                       props={**internal, **props},
                        flags=[f for f in vdb.get("flags") or [] if not f.startswith("-")],
                        seed=seed if isinstance(seed, Path) else None)
         rd.vds[nr] = vd
@@ -1352,6 +1524,17 @@ class Controller:
               f"'{rd.name}' created.", obj=C.MASK_VLM_DFN,
               refs={"RscDfn": rd.name, "VlmNr": str(nr)})
         return vd
+
+    def _check_vlm_size(self, rd: ResourceDef, size_kib: int, r: Reply) -> None:
+        """VolumeDefinition.checkVolumeSize: once a DRBD resource is deployed (the VD has DRBD
+        layer data), 4 KiB to 2^40 KiB (MetaData.DRBD_MIN_NET_kiB .. DRBD_MAX_kiB); before
+        that, or without DRBD, up to Long.MAX_VALUE KiB."""
+        drbd = "DRBD" in rd.layer_stack and any(not res.own_minor for res in
+                                                rd.resources.values())
+        lo, hi, which = (4, 1 << 40, "DRBD") if drbd else (0, (1 << 63) - 1, "non-DRBD")
+        if not lo <= size_kib <= hi:
+            raise r.error(C.FAIL_INVLD_VLM_SIZE, f"Volume size value {size_kib} is out of range "
+                          f"[{lo} - {hi}] for {which}")
 
     def h_vds(self, req: Request) -> tuple[int, Any]:
         rd = self._rd(req.params["rd"], Reply(0, C.MASK_VLM_DFN))
@@ -1391,13 +1574,18 @@ class Controller:
                 r.add(C.WARN_VLMDFN_RESIZE_SAME_SIZE,
                       f"Volume definition {vd.nr} of '{rd.name}' already has the size "
                       f"{size} KiB.", refs=refs)
-            elif size < vd.size_kib:
-                raise r.error(C.FAIL_INVLD_VLM_SIZE, "Volumes can only grow in size. "
+            elif size < vd.size_kib and "DRBD" in rd.layer_stack:
+                # CtrlVlmDfnModifyApiCallHandler.ensureShrinkingIsSupported: every layer and
+                # provider must support shrinking; of the layers only DRBD does not
+                # (DeviceLayerKind), so a STORAGE-only volume shrinks and a DRBD one cannot.
+                raise r.error(C.FAIL_INVLD_VLM_SIZE, "Shrinking volumes is not supported by "
+                              "layer 'DRBD'. "
                               f"Current size: {vd.size_kib} KiB, requested: {size} KiB.",
                               refs=refs)
             else:
+                self._check_vlm_size(rd, size, r)
                 bad = [res.node for res in rd.diskful()
-                       if self._disk_state(res) != "UpToDate"]
+                       if self._disk_state(res) != "UpToDate"] if size > vd.size_kib else []
                 if bad:
                     raise r.error(C.FAIL_NOT_ALL_UPTODATE,
                                   "Resize not allowed: not all replicas are UpToDate.",
@@ -1414,8 +1602,10 @@ class Controller:
                     if pool is not None:
                         self._consume(pool, delta)
                 vd.size_kib = size
-                if vd.device is not None:
-                    vd.device.resize(size * 1024)
+                for dev in [vd.device, *(res.own_device.get(vd.nr)
+                                         for res in rd.resources.values())]:
+                    if dev is not None:
+                        dev.resize(size * 1024)
                 r.add(C.MODIFIED, f"Volume definition {vd.nr} of '{rd.name}' resized to "
                       f"{size} KiB.", refs=refs)
                 self._offline_warnings(rd, r)
@@ -1491,11 +1681,15 @@ class Controller:
 
     def _create_one_resource(self, rd: ResourceDef, node_name: str, body: dict,
                              r: Reply) -> None:
-        node = self._node(node_name, r)
+        # An unknown node is a bare FAIL_NOT_FOUND_NODE (CtrlApiDataLoader.loadNode's
+        # ApiRcException carries no operation or object mask), as LINSTOR 1.33.3 answers.
+        node = self._node(node_name, Reply())
         if node.name.upper() in rd.resources:
-            raise r.error(C.FAIL_EXISTS_RSC,
-                          f"A resource with the name '{rd.name}' on node '{node.name}' "
-                          "already exists.", refs={"RscDfn": rd.name, "Node": node.name})
+            # CtrlRscCrtApiHelper.createResourceDb (since 1.11.0): LinStorDataAlreadyExists
+            # becomes an ApiRcException carrying INFO_RSC_ALREADY_EXISTS, answered 201 (§9 C4).
+            raise r.error(C.INFO_RSC_ALREADY_EXISTS,
+                          f"A resource '{rd.name}' on node '{node.name}' already exists.",
+                          status=201)
         rb = body.get("resource") or {}
         props = dict(rb.get("props") or {})
         self._validate_props(props, r)
@@ -1579,8 +1773,24 @@ class Controller:
         if pool is not None and not res.diskless:
             self._consume(pool, self._need_kib(rd), -1)
         del rd.resources[res.node.upper()]
+        first = not res.own_minor
+        self._drop_own_storage(res)
+        if self._storage_only(rd) and not res.diskless and first and rd.resources:
+            # the first replica's storage is gone with it; the VD's device starts empty for
+            # whichever replica is placed next without storage of its own
+            for vd in rd.vds.values():
+                if vd.device is not None:
+                    vd.device.destroy()
+                    vd.device = self._new_device(vd.minor, vd.size_kib)
         r.add(C.DELETED, f"Resource '{rd.name}' on node '{res.node}' deleted.",
               op=C.MASK_DEL, obj=C.MASK_RSC, refs={"RscDfn": rd.name, "Node": res.node})
+
+    def _drop_own_storage(self, res: Resource) -> None:
+        for nr, dev in list(res.own_device.items()):
+            if dev is not None:
+                dev.destroy()
+            self.minors_used.discard(res.own_minor.pop(nr, -1))
+            del res.own_device[nr]
 
     def h_resource_delete(self, req: Request) -> tuple[int, Any]:
         r = Reply(C.MASK_DEL, C.MASK_RSC)
@@ -1652,7 +1862,9 @@ class Controller:
                 r.add(0, "Resource already deployed as requested", refs=refs)
         else:
             no_disk = not rd.diskful()
-            if diskful or no_disk:
+            # Without a DRBD layer there is no diskless client: make-available places a diskful
+            # resource with storage of its own (CtrlRscMakeAvailableApiCallHandler, §9 C6).
+            if diskful or no_disk or self._storage_only(rd):
                 sf = self._merged_filter(rd, self.rgs.get(rd.rg), None)
                 sf = {k: v for k, v in sf.items()
                       if k in ("storage_pool", "storage_pool_list", "provider_list")}
@@ -1755,7 +1967,8 @@ class Controller:
 
     def h_spawn(self, req: Request) -> tuple[int, Any]:
         body = self._body(req, "ResourceGroupSpawn")
-        r = Reply(C.MASK_CRT, C.MASK_RSC_DFN)
+        # CtrlRscGrpApiCallHandler.spawn: ResponseContext(makeRegisterOperation, MASK_RSC_GRP).
+        r = Reply(C.MASK_CRT, C.MASK_RSC_GRP)
         rg = self._rg(req.params["rg"], r)
         name = body.get("resource_definition_name")
         sizes = list(body.get("volume_sizes") or [])
@@ -1879,11 +2092,18 @@ class Controller:
                           refs=refs)
         self._validate_props(sb.get("props") or {}, r)
         ts = now_ms()
+        # SnapshotDefinitionControllerFactory: SequenceNumber = the RD's highest + 1; and the
+        # backup-shipping bookkeeping key, empty (LINSTOR 1.33.3).
+        seq = 1 + max((int(x.props.get("SequenceNumber", "0") or 0)
+                       for x in rd.snapshots.values()), default=0)
+        sd_props = {**(sb.get("props") or {}), "SequenceNumber": str(seq),
+                    "BackupShipping/BackupNodeIdsToReset": ""}
         return Snapshot(name=name, rd_name=rd.name, nodes=[res.node for res in diskful],
                         pools={res.node.upper(): res.pool for res in diskful},
                         sizes={vd.nr: vd.size_kib for vd in rd.vds.values()}, files={},
                         timestamps={res.node.upper(): ts for res in diskful},
-                        props=dict(sb.get("props") or {}), rd_props=dict(rd.props),
+                        vd_props={vd.nr: dict(vd.props) for vd in rd.vds.values()},
+                        props=sd_props, rd_props=dict(rd.props),
                         flags=["FAILED_DEPLOYMENT"] if self.snapshot_fail else ["SUCCESSFUL"])
 
     def _capture(self, rd: ResourceDef, snap: Snapshot) -> None:
@@ -2107,8 +2327,12 @@ class Controller:
                     # must support cloning, else the whole clone is rolled back with
                     # FAIL_INVLD_PROVIDER "Clone source contains unsupported storage pools".
                     if pool is None or pool.kind not in CLONE_PROVIDERS:
+                        # as answered by LINSTOR 1.33.3: the clone's RD in details and
+                        # obj_refs, and an error report (the ApiRcException is logged as one)
                         raise r.error(C.FAIL_INVLD_PROVIDER,
-                                      "Clone source contains unsupported storage pools")
+                                      "Clone source contains unsupported storage pools",
+                                      details=f"Resource definition: {dst.name}",
+                                      refs={"RscDfn": dst.name}, report=True)
                     self._add_resource(dst, node, pool, r)
             except (ApiError, OSError):
                 self._release_rd_devices(dst)
@@ -2160,17 +2384,32 @@ class Controller:
         return 200, {"synced_on_all": ok}
 
     # ==========================================================================================
+    # remotes (none are configured in the simulator; backups are not modelled yet)
+
+    def h_remotes(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/Remotes.java getRemotes: always 200 with one RemoteList object; its three
+        # lists are empty here, and Jackson's NON_EMPTY drops them: "{}" (linstor-facts §9 C1).
+        return 200, prune({"s3_remotes": [], "linstor_remotes": [], "ebs_remotes": []})
+
+    def h_remotes_kind(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/Remotes.java getS3Remotes/getLinstorRemotes/getEbsRemotes: a plain list.
+        return 200, []
+
+    # ==========================================================================================
     # key-value store
 
     def h_kvs_list(self, req: Request) -> tuple[int, Any]:
         return 200, [prune({"name": k, "props": dict(v)}) for k, v in self.kvs.items()]
 
     def h_kvs_get(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/KeyValueStore.java listKVStore: the list filtered to the instance (a
+        # one-element list), or 404 with a bare FAIL_NOT_FOUND_KVS.
         name = req.params["inst"]
         if name not in self.kvs:
-            raise ApiError([make_rc(C.FAIL_NOT_FOUND_KVS, f"Key-value store '{name}' not found.",
-                                    obj=C.MASK_KVS)])
-        return 200, prune({"name": name, "props": dict(self.kvs[name])})
+            raise ApiError([make_rc(C.FAIL_NOT_FOUND_KVS,
+                                    f"Could not find key value store instance '{name}'.")],
+                           status=404)
+        return 200, [prune({"name": name, "props": dict(self.kvs[name])})]
 
     def h_kvs_modify(self, req: Request) -> tuple[int, Any]:
         body = self._body(req, "KeyValueStoreModify")

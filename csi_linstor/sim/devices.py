@@ -91,6 +91,9 @@ class Device:
         self.loop_nr: int | None = None
         self.destroyed = False
         self.lock = threading.Lock()
+        # new, empty storage: the satellite formats it when FileSystem/Type asks (not a clone's
+        # or a restore's copy, which already holds its source's data)
+        self.check_fs = False
 
     @property
     def loop_path(self) -> str | None:
@@ -134,7 +137,7 @@ class Device:
         with self.lock:
             if self.destroyed:
                 return
-            if size_bytes > self.size_bytes:
+            if size_bytes != self.size_bytes:  # shrinking: STORAGE-only volumes only
                 os.truncate(self.file, size_bytes)
                 self.size_bytes = size_bytes
                 if self.loop_fd is not None:

@@ -42,7 +42,13 @@ REPLY_SCHEMAS: dict[tuple[str, str], str] = {
     ("POST", RD + "/clone"): "ResourceDefinitionCloneStarted",
     ("GET", RD + "/clone/{dst}"): "ResourceDefinitionCloneStatus",
     ("GET", "/v1/key-value-store"): "KeyValueStore[]",
-    ("GET", "/v1/key-value-store/{inst}"): "KeyValueStore",
+    # The spec says one object; LINSTOR answers a one-element list (linstor-facts §9 C3).
+    ("GET", "/v1/key-value-store/{inst}"): "KeyValueStore[]",
+    # The spec says an array of RemoteList; LINSTOR answers one RemoteList (§9 C1).
+    ("GET", "/v1/remotes"): "RemoteList",
+    ("GET", "/v1/remotes/s3"): "S3Remote[]",
+    ("GET", "/v1/remotes/linstor"): "LinstorRemote[]",
+    ("GET", "/v1/remotes/ebs"): "EbsRemote[]",
 }
 ALWAYS_SAME_TYPE = {("POST", RD + "/clone")}
 

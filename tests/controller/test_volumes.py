@@ -341,6 +341,33 @@ def test_default_remote_access_flag(tmp_path):
         close_env(env)
 
 
+def test_a_volume_without_drbd_is_used_only_where_its_data_is(env):
+    """layerList storage (§9 C6): no diskless client exists, and LINSTOR's make-available would
+    give another node a new, empty disk; the driver refuses that node and says where the data is,
+    its topology is the replica's node even when remote access is allowed, and its condition is
+    not 'abnormal' for want of a DRBD disk state LINSTOR never reports for plain storage."""
+    params = {"placementCount": "1", "layerList": "storage"}
+    vol = env.ctl.CreateVolume(create_req("pvc-plain", params=params)).volume
+    replica = diskful_nodes(env, "pvc-plain")[0]
+    assert [dict(t.segments) for t in vol.accessible_topology] == \
+        [{"linbit.com/hostname": replica}]
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != replica)
+    # with the class's context, and without one (a static PV, a volume LINBIT's driver made)
+    for context in (dict(vol.volume_context), {}):
+        with pytest.raises(grpc.RpcError) as err:
+            env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+                volume_id="pvc-plain", node_id=other, volume_capability=MOUNT,
+                volume_context=context))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert replica in err.value.details()
+        assert diskful_nodes(env, "pvc-plain") == [replica], "nothing may be placed there"
+    env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-plain", node_id=replica, volume_capability=MOUNT,
+        volume_context=dict(vol.volume_context)))
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-plain"))
+    assert not got.status.volume_condition.abnormal, got.status.volume_condition.message
+
+
 def test_block_volume_is_never_published_as_a_filesystem(env):
     """A volume created as raw block may hold data with no signature: a filesystem publish of it
     (a re-created Retained PV, a restore) is FAILED_PRECONDITION and attaches nothing."""

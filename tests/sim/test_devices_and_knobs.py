@@ -296,3 +296,85 @@ def test_cli_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2
     assert "--tls-cert and --tls-key go together" in r.stderr
+
+
+def test_storage_only_replicas_have_storage_of_their_own(sim: Any, api: Api) -> None:
+    """§9 C6: without a DRBD layer the device is the storage device, nothing replicates, and
+    make-available on another node places a diskful resource with new, empty storage."""
+    api.rg("st", place_count=1, layer_stack=["STORAGE"])
+    assert api.spawn("st1", rg="st").status_code == 201
+    rsc = api.get("/v1/view/resources?resources=st1").json()
+    assert len(rsc) == 1 and rsc[0]["layer_object"]["type"] == "STORAGE"
+    assert rsc[0]["state"] == {} and "state" not in rsc[0]["volumes"][0]
+    first, dev = rsc[0]["node_name"], rsc[0]["volumes"][0]["device_path"]
+    _write(dev, 0, b"only-here" * 64)
+    other = next(n for n in ("node-1", "node-2", "node-3") if n != first)
+    r = api.post(f"/v1/resource-definitions/st1/resources/{other}/make-available", {})
+    assert r.status_code == 200, r.text
+    second = api.get(f"/v1/resource-definitions/st1/resources/{other}/volumes/0").json()
+    assert "DISKLESS" not in api.get(
+        f"/v1/resource-definitions/st1/resources/{other}").json().get("flags", [])
+    assert second["device_path"] != dev
+    assert _read(second["device_path"], 0, 576) == bytes(576), "new storage must start empty"
+    assert _read(dev, 0, 576) == b"only-here" * 64
+    # both grow; a STORAGE-only volume may also shrink (only DRBD refuses it)
+    assert api.put("/v1/resource-definitions/st1/volume-definitions/0",
+                   {"size_kib": 8192}).status_code == 200
+    assert _size(dev) == _size(second["device_path"]) == 8 * MIB
+    assert api.put("/v1/resource-definitions/st1/volume-definitions/0",
+                   {"size_kib": 6144}).status_code == 200
+    assert _size(dev) == 6 * MIB
+    assert api.delete("/v1/resource-definitions/st1").status_code == 200
+    assert not os.path.exists(dev) and not os.path.exists(second["device_path"])
+    assert not leftover_loop_devices(sim.state_dir)
+
+
+def test_drbd_volumes_are_at_most_one_pib(sim: Any, api: Api) -> None:
+    """VolumeDefinition.checkVolumeSize: once DRBD is deployed, 2^40 KiB at most."""
+    api.rg("big", place_count=1)
+    assert api.spawn("big1", rg="big").status_code == 201
+    r = api.put("/v1/resource-definitions/big1/volume-definitions/0", {"size_kib": (1 << 40) + 1})
+    assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_INVLD_VLM_SIZE), r.text
+    assert "out of range" in r.json()[0]["message"]
+
+
+def test_empty_property_values_come_back(sim: Any, api: Api) -> None:
+    """§9 C10: NON_EMPTY drops empty fields, not empty values inside a props map."""
+    api.rg("pe", place_count=1)
+    r = api.spawn("pe1", rg="pe", resource_definition_props={"Aux/empty": "", "Aux/x": "1"})
+    assert r.status_code == 201, r.text
+    props = api.get("/v1/resource-definitions/pe1").json()["props"]
+    assert props["Aux/empty"] == "" and props["Aux/x"] == "1"
+
+
+def _blkid_type(dev: str) -> str:
+    out = subprocess.run(["blkid", "-o", "export", dev], capture_output=True, text=True,
+                         check=False).stdout
+    return next((line[5:] for line in out.splitlines() if line.startswith("TYPE=")), "")
+
+
+def test_satellite_formats_new_volumes_when_the_group_says_so(sim: Any, api: Api) -> None:
+    """§9 C2 (MkfsUtils.makeFileSystemOnMarked): FileSystem/Type on the RG makes the satellite
+    format a new volume (ext4 with -E nodiscard, xfs with -K, plus FileSystem/MkfsParams); a
+    restored volume keeps its snapshot's data and is not formatted again."""
+    r = api.post("/v1/resource-groups", {"name": "fsrg", "select_filter": {"place_count": 1},
+                                         "props": {"FileSystem/Type": "ext4",
+                                                   "FileSystem/MkfsParams": "-L satmkfs"}})
+    assert r.status_code == 201, r.text
+    assert api.spawn("fs1", rg="fsrg", size_kib=320 * 1024).status_code == 201
+    dev = _vol_path(api, "fs1")
+    assert _blkid_type(dev) == "ext4"
+    label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", dev], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    assert label == "satmkfs"
+    # an existing signature is never overwritten: wipe it, put xfs there, snapshot, restore
+    subprocess.run(["mkfs.xfs", "-q", "-f", dev], check=True, capture_output=True)
+    assert api.post("/v1/resource-definitions/fs1/snapshots", {"name": "s1"}).status_code == 201
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "fs2",
+                                                                  "resource_group_name": "fsrg"}})
+    base = "/v1/resource-definitions/fs1"
+    assert api.post(base + "/snapshot-restore-volume-definition/s1",
+                    {"to_resource": "fs2"}).status_code == 200
+    assert api.post(base + "/snapshot-restore-resource/s1",
+                    {"to_resource": "fs2"}).status_code == 200
+    assert _blkid_type(_vol_path(api, "fs2")) == "xfs"

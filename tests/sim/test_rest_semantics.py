@@ -361,7 +361,11 @@ def test_snapshot_rules(sim_factory: Any) -> None:
     snap = api.get("/v1/resource-definitions/s1/snapshots/snap1").json()
     assert snap["flags"] == ["SUCCESSFUL"] and len(snap["nodes"]) == 2
     assert all(s["create_timestamp"] > 0 for s in snap["snapshots"])
-    assert snap["volume_definitions"] == [{"volume_number": 0, "size_kib": 4096}]
+    assert [{k: v for k, v in vd.items() if k != "volume_definition_props"}
+            for vd in snap["volume_definitions"]] == [{"volume_number": 0, "size_kib": 4096}]
+    # the snapshot definition's own props, as LINSTOR 1.33.3 sets them
+    assert snap["snapshot_definition_props"]["SequenceNumber"] == "1"
+    assert "state" not in snap["snapshots"][0]["snapshot_volumes"][0]
     assert sim.list_snapshots() == ["s1/snap1"]
     r = api.delete("/v1/resource-definitions/s1")
     assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_EXISTS_SNAPSHOT_DFN)

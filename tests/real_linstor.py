@@ -1,0 +1,239 @@
+"""The real LINSTOR 1.33.3 controller + satellite of ../shared/linstor-server, as a test backend.
+
+``RealLinstor.start()`` unpacks LINBIT's dist tarball (once per machine, into a cache keyed by the
+tarball's checksum), starts the controller (H2 in memory) and one satellite on free loopback
+ports, registers the satellite as node ``NODE``, and creates two FILE_THIN pools:
+
+- ``xfspool`` in a directory on a reflink XFS image: volumes and snapshots (LINSTOR's FILE_THIN
+  snapshots are reflink copies, so the pool's filesystem must support reflink);
+- ``thinpool`` in a plain directory on the test's filesystem: volumes only (snapshots refused).
+
+No DRBD kernel module exists here, so every resource group must use the storage layer only
+(``layer_stack: ["STORAGE"]``; StorageClass ``layerList: storage``). ``stop()`` deletes every
+resource definition through REST (the only way the satellite detaches its loop devices), stops
+both processes, unmounts and detaches the pool image, detaches any loop device still backed by a
+pool file, and removes ``/var/lib/linstor.d/loop_device_mapping``.
+
+GPL-3.0: LINSTOR is used from ../shared as it is; nothing of it is copied into the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+DIST = Path(os.environ.get(
+    "LINSTOR_DIST",
+    REPO.parent / "shared" / "linstor-server" / "linstor-server-1.33.3-dist.tar.xz"))
+CACHE = Path(os.environ.get("LINSTOR_CACHE", "/var/cache/csi-linstor-tests"))
+NODE = "sanity-host"
+XFS_POOL = "xfspool"
+THIN_POOL = "thinpool"
+LOOP_MAPPING = Path("/var/lib/linstor.d/loop_device_mapping")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def dist_available() -> bool:
+    return DIST.is_file()
+
+
+def _free_port() -> int:
+    """A free loopback port below 32768: LINSTOR stores the satellite port as SQL SMALLINT."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free loopback port in 20000-32000")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def unpacked() -> Path:
+    """The unpacked distribution (bin/Controller, bin/Satellite), unpacked once per tarball."""
+    key = _sha256(DIST)[:16]
+    home = CACHE / f"linstor-{key}"
+    done = home / ".unpacked"
+    if not done.exists():
+        if home.exists():
+            shutil.rmtree(home)
+        home.mkdir(parents=True)
+        with tarfile.open(DIST) as tar:
+            tar.extractall(home, filter="tar")
+        done.write_text(DIST.name + "\n")
+    dirs = [p for p in home.iterdir() if p.is_dir() and (p / "bin" / "Controller").exists()]
+    assert dirs, f"no bin/Controller in {DIST}"
+    return dirs[0]
+
+
+class RealLinstor:
+    """One controller + one satellite, started on free loopback ports under ``work``."""
+
+    def __init__(self, work: Path) -> None:
+        if any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_/-"
+               for c in str(work)):
+            # LINSTOR's StorDriver/FileDir must match [a-zA-Z0-9_/-]+ (no dots, no brackets)
+            raise ValueError(f"LINSTOR pool directories allow [a-zA-Z0-9_/-] only: {work}")
+        self.work = work
+        self.port = _free_port()
+        self.stlt_port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = requests.Session()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pool_loop: str | None = None
+        self.xfs_dir = work / "xfspool"
+        self.thin_dir = work / "thinpool"
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, body: Any = None, ok: bool = True) -> Any:
+        r = self.http.request(method, self.url + path, json=body, timeout=60)
+        if ok and not r.ok:
+            raise AssertionError(f"{method} {path}: {r.status_code} {r.text[:2000]}")
+        return r.json() if r.content else None
+
+    def rds(self) -> list[str]:
+        return sorted(rd["name"] for rd in self.call("GET", "/v1/resource-definitions"))
+
+    def snapshots(self) -> list[str]:
+        return sorted(f"{s['resource_name']}/{s['name']}"
+                      for s in self.call("GET", "/v1/view/snapshots"))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> RealLinstor:
+        home = unpacked()
+        w = self.work
+        for d in ("ctrl-etc", "stlt-etc", "logs-ctrl", "logs-stlt", "xfspool", "thinpool"):
+            (w / d).mkdir(parents=True, exist_ok=True)
+        (w / "ctrl-etc" / "linstor.toml").write_text(
+            f'[http]\n  enabled = true\n  listen_addr = "127.0.0.1"\n  port = {self.port}\n'
+            "[https]\n  enabled = false\n")
+        (w / "stlt-etc" / "linstor_satellite.toml").write_text(
+            f'[netcom]\n  type = "plain"\n  bind_address = "127.0.0.1"\n'
+            f"  port = {self.stlt_port}\n")
+        env = dict(os.environ, JAVA_OPTS="-Xms32M -Xmx512M")
+        self._spawn([str(home / "bin" / "Controller"), f"--config-directory={w}/ctrl-etc",
+                     f"--logs={w}/logs-ctrl", "--memory-database=h2"], w / "ctrl.out", env)
+        self._spawn([str(home / "bin" / "Satellite"), f"--config-directory={w}/stlt-etc",
+                     f"--logs={w}/logs-stlt", "--skip-hostname-check", "--skip-drbd-check"],
+                    w / "stlt.out", env)
+        try:
+            self._wait(lambda: self._get_ok("/v1/controller/version"), 120, "controller REST")
+            self._wait(lambda: "NetComService started" in (w / "stlt.out").read_text(),
+                       60, "satellite")
+            self.call("POST", "/v1/nodes", {
+                "name": NODE, "type": "SATELLITE", "net_interfaces": [{
+                    "name": "default", "address": "127.0.0.1",
+                    "satellite_port": self.stlt_port, "satellite_encryption_type": "PLAIN"}]})
+            self._wait(lambda: self.call("GET", f"/v1/nodes/{NODE}").get(
+                "connection_status") == "ONLINE", 60, "satellite ONLINE")
+            img = w / "xfs.img"
+            with open(img, "wb") as f:
+                f.truncate(1024 * 1024 * 1024)
+            subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(img)], check=True,
+                           timeout=60)
+            self.pool_loop = subprocess.run(
+                ["losetup", "-f", "--show", str(img)], check=True, capture_output=True,
+                text=True, timeout=30).stdout.strip()
+            subprocess.run(["mount", self.pool_loop, str(self.xfs_dir)], check=True, timeout=30)
+            for name, d in ((XFS_POOL, self.xfs_dir), (THIN_POOL, self.thin_dir)):
+                self.call("POST", f"/v1/nodes/{NODE}/storage-pools", {
+                    "storage_pool_name": name, "provider_kind": "FILE_THIN",
+                    "props": {"StorDriver/FileDir": str(d)}})
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, argv: list[str], out: Path, env: dict[str, str]) -> None:
+        with open(out, "wb") as f:
+            self.procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, env=env,
+                                               start_new_session=True))
+
+    def _get_ok(self, path: str) -> bool:
+        try:
+            return self.http.get(self.url + path, timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def _wait(self, cond: Any, seconds: float, what: str) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if cond():
+                return
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise AssertionError(f"LINSTOR process exited ({p.returncode}) while "
+                                         f"waiting for {what}; see {self.work}/*.out")
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {seconds:.0f}s waiting for {what}")
+
+    def purge(self) -> list[str]:
+        """Delete every snapshot and resource definition; what there was."""
+        left: list[str] = []
+        if not self._get_ok("/v1/controller/version"):
+            return left
+        for snap in self.snapshots():
+            rd, name = snap.split("/", 1)
+            left.append(f"snapshot {snap}")
+            self.call("DELETE", f"/v1/resource-definitions/{rd}/snapshots/{name}", ok=False)
+        for rd in self.rds():
+            left.append(f"resource definition {rd}")
+            self.call("DELETE", f"/v1/resource-definitions/{rd}", ok=False)
+        return left
+
+    def stop(self) -> None:
+        with contextlib.suppress(requests.RequestException, AssertionError):
+            self.purge()
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+        self.procs.clear()
+        for d in (self.xfs_dir, self.thin_dir):
+            out = subprocess.run(["losetup", "-J"], capture_output=True, text=True,
+                                 check=False).stdout
+            for dev in (json.loads(out)["loopdevices"] if out.strip() else []):
+                if (dev.get("back-file") or "").startswith(str(d) + "/"):
+                    subprocess.run(["losetup", "-d", dev["name"]], check=False, timeout=30)
+        if os.path.ismount(self.xfs_dir):
+            subprocess.run(["umount", str(self.xfs_dir)], check=False, timeout=60)
+        if self.pool_loop:
+            subprocess.run(["losetup", "-d", self.pool_loop], check=False, timeout=30)
+            self.pool_loop = None
+        with contextlib.suppress(FileNotFoundError):
+            LOOP_MAPPING.unlink()
