@@ -26,6 +26,13 @@ fi
 
 PIP=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore)
 if [ "$with_tests" = "--test" ]; then
+  # The real LINSTOR 1.33.3 of ../shared/linstor-server (tests/real_linstor.py) runs on Java.
+  if ! command -v java >/dev/null 2>&1; then
+    echo "install-deps: installing a Java runtime for the real LINSTOR tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
+  fi
   "${PIP[@]}" -e '.[test]'
   export PATH="$PATH:/usr/local/go/bin:${GOPATH:-$HOME/go}/bin"
   if ! command -v csi-sanity >/dev/null 2>&1 || \
