@@ -488,6 +488,7 @@ def test_hostile_requests_get_deliberate_codes_and_touch_nothing(env: Env) -> No
     mounts, loops, linstor = _mounts(), _loops(), _linstor(env.url)
     stubs = {"ctl": env.ctl, "node": env.node}
     wrong: list[str] = []
+    seen: dict[str, int] = {}
     for name, service, method, build, codes in CASES:
         try:
             getattr(stubs[service], method)(build(env), timeout=30)
@@ -496,11 +497,14 @@ def test_hostile_requests_get_deliberate_codes_and_touch_nothing(env: Env) -> No
         except grpc.RpcError as err:
             got = err.code()
             detail = err.details() or ""
+        seen[got.name] = seen.get(got.name, 0) + 1
         if got not in codes:
             wrong.append(f"{name}: {method} answered {got.name} ({detail!r}), "
                          f"want {sorted(c.name for c in codes)}")
         elif not detail:
             wrong.append(f"{name}: {method} answered {got.name} with no message")
+    print(f"{len(CASES)} hostile requests: " + ", ".join(f"{k} {v}" for k, v in sorted(
+        seen.items(), key=lambda kv: -kv[1])))
     assert not wrong, f"{len(wrong)} of {len(CASES)} answers are wrong:\n" + "\n".join(wrong)
     assert _mounts() == mounts, "a hostile request changed the mount table"
     assert _loops() == loops, "a hostile request changed the loop devices"
