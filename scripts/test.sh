@@ -17,6 +17,9 @@ if [ -x .ci/deploy-checks.sh ] || [ -f .ci/deploy-checks.sh ]; then
   bash .ci/deploy-checks.sh
 fi
 
+echo "== Kubernetes control plane and CSI sidecars (cached by their go.sum)"
+bash tests/k8s/build-tools.sh >/dev/null
+
 echo "== tests"
 status=0
 python3 -m pytest -q -ra --ignore=tests/deploy "$@" || status=$?

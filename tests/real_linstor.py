@@ -155,7 +155,7 @@ class RealLinstor:
                 "connection_status") == "ONLINE", 60, "satellite ONLINE")
             img = w / "xfs.img"
             with open(img, "wb") as f:
-                f.truncate(1024 * 1024 * 1024)
+                f.truncate(8 * 1024 * 1024 * 1024)  # sparse: room for a few GiB-sized PVCs
             subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(img)], check=True,
                            timeout=60)
             self.pool_loop = subprocess.run(
