@@ -134,7 +134,7 @@ def test_story1_example_classes_provision_as_they_say(kube: Kube) -> None:
     pod triggers binding): PVC -> PV bound, replicas and pool as the class says."""
     if kube.backend == "real":
         pytest.skip("the example classes ask for 2 and 3 DRBD replicas; real LINSTOR here has one "
-                    "node and no DRBD (stories 3-5 and 7 run there)")
+                    "node and no DRBD (the other stories run there)")
     for sc in example_classes(kube):
         kube.cluster.apply([sc])
         name = sc["metadata"]["name"]
