@@ -26,6 +26,13 @@ fi
 
 PIP=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore)
 if [ "$with_tests" = "--test" ]; then
+  # The container image is built and run with buildah; its stand-in base with debootstrap.
+  if ! command -v buildah >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+    echo "install-deps: installing buildah and debootstrap for the image tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends buildah debootstrap >/dev/null
+  fi
   # The real LINSTOR 1.33.3 of ../shared/linstor-server (tests/real_linstor.py) runs on Java.
   if ! command -v java >/dev/null 2>&1; then
     echo "install-deps: installing a Java runtime for the real LINSTOR tests"

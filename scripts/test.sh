@@ -20,6 +20,9 @@ fi
 echo "== Kubernetes control plane and CSI sidecars (cached by their go.sum)"
 bash tests/k8s/build-tools.sh >/dev/null
 
+echo "== the container image (buildah, from the unchanged Dockerfile)"
+bash tests/image/build.sh >/dev/null
+
 echo "== tests"
 status=0
 python3 -m pytest -q -ra --ignore=tests/deploy "$@" || status=$?
