@@ -12,6 +12,9 @@ import os
 
 from csi_linstor.errors import CsiError, InvalidArgument
 
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 4096  # bytes in a path, its terminating NUL included
+
 
 def resolve_inside(
     path: str, root: str, field: str, error: type[CsiError] = InvalidArgument
@@ -23,6 +26,11 @@ def resolve_inside(
     """
     if "\x00" in path:
         raise InvalidArgument(f"{field} {path!r} contains a NUL byte: no path can")
+    longest = max((len(part.encode()) for part in path.split("/")), default=0)
+    if longest > NAME_MAX or len(path.encode()) >= PATH_MAX:
+        raise error(f"{field} {path[:80]!r}... is longer than a path can be "
+                    f"({len(path.encode())} bytes, a component of {longest}; Linux allows "
+                    f"{PATH_MAX - 1} and {NAME_MAX})")
     if not path.startswith("/"):
         raise error(f"{field} {path!r} is not an absolute path inside the kubelet directory")
     base = os.path.realpath(root)
