@@ -2439,6 +2439,8 @@ class Controller:
                     vd.seed = f
         for node, pool in plan:
             self._add_resource(target, node, pool, r)
+        # CtrlSnapshotRestoreApiCallHandler runs the auto helpers on the target RD
+        self._tb_manage(target, r)
         self._schedule_attach(req, target)
         return 200, r.entries
 
