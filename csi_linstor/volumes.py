@@ -1139,13 +1139,13 @@ class Volumes:
             raise FailedPrecondition(f"volume {rd} has no replica in LINSTOR; it cannot be "
                                      "attached (check `linstor resource list -r {rd}`)")
         mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
-        if mine is not None and not mine.deleting:
+        # LINSTOR's quorum tiebreaker holds no data: its node is a node without a replica, so
+        # the remote-access policy decides as for any other; make-available below converts it.
+        if mine is not None and not mine.deleting and not mine.is_tiebreaker:
             if not mine.reported:
                 raise FailedPrecondition(
                     f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
                     "not reporting; bring it online and retry")
-            if mine.is_tiebreaker:
-                self._make_available(rd, node, deadline)
             path = mine.device_path(0)
             if path:
                 return path

@@ -187,6 +187,26 @@ def test_local_only_policy(env):
     assert replica in err.value.details()
 
 
+def test_local_only_policy_holds_on_the_tiebreakers_node(env):
+    """Two replicas get LINSTOR's quorum tiebreaker on the third node (§9 C5). That node has
+    no data: a local-only class must refuse it like any other, not turn the tiebreaker into
+    an attachment."""
+    params = {"placementCount": "2", "allowRemoteVolumeAccess": "false"}
+    vol = env.ctl.CreateVolume(create_req("pvc-ltb", params=params)).volume
+    res = {r["node_name"]: r.get("flags") or [] for r in env.client.get(
+        "/v1/resource-definitions/pvc-ltb/resources", deadline=_dl())}
+    (tb,) = [n for n, f in res.items() if "TIE_BREAKER" in f]
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-ltb", node_id=tb, volume_capability=MOUNT,
+            volume_context=dict(vol.volume_context)))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "allowRemoteVolumeAccess" in err.value.details()
+    flags = env.client.get(f"/v1/resource-definitions/pvc-ltb/resources/{tb}",
+                           deadline=_dl())["flags"]
+    assert "TIE_BREAKER" in flags, "still the tiebreaker, not an attachment"
+
+
 def test_topology_preferred_and_requisite(env):
     def top(node):
         return csi_pb2.Topology(segments={"linbit.com/hostname": node})
