@@ -1141,11 +1141,12 @@ class Volumes:
         mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
         # LINSTOR's quorum tiebreaker holds no data: its node is a node without a replica, so
         # the remote-access policy decides as for any other; make-available below converts it.
-        if mine is not None and not mine.deleting and not mine.is_tiebreaker:
+        if mine is not None and not mine.deleting:
             if not mine.reported:
                 raise FailedPrecondition(
                     f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
                     "not reporting; bring it online and retry")
+        if mine is not None and not mine.deleting and not mine.is_tiebreaker:
             path = mine.device_path(0)
             if path:
                 return path
