@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import consts as C
+from . import opens
 from .devices import Device, DeviceManager
 from .schemas import ParseError, check_body, parse_version
 
@@ -337,7 +338,41 @@ class Controller:
         self.clone_fail = False
         self.snapshot_fail = False
         self.snapshot_delete_seconds = 0.0
+        # auto-promote from real opens: rdev -> nodes holding it open for writing, read once
+        # per request (sim/opens.py); two nodes at once is what DRBD would have refused
+        self._openers: dict[int, set[str]] | None = None
+        self.double_opens: list[tuple[str, list[str]]] = []
         self._build(cfg)
+
+    def begin_request(self) -> None:
+        self._openers = None
+
+    def _opened_on(self, rd: ResourceDef, res: Resource) -> bool:
+        """DRBD 9 auto-promote: the resource is Primary where its device is open for writing
+        (a rw mount or a write open under the node's path prefixes, SimConfig.node_roots)."""
+        roots = getattr(self.cfg, "node_roots", None) or {}
+        if not roots or self._storage_only(rd) or not self._reported(res):
+            return False  # an offline satellite reports no state (LINSTOR: no in_use)
+        if self._openers is None:
+            rdevs = {vd.device.rdev for o in self.rds.values() if not self._storage_only(o)
+                     for vd in o.vds.values() if vd.device is not None and vd.device.rdev}
+            self._openers = opens.openers({n.upper(): list(p) for n, p in roots.items()}, rdevs)
+            for o in self.rds.values():
+                for vd in o.vds.values():
+                    if vd.device is None or vd.device.rdev is None:
+                        continue
+                    nodes = sorted(self._openers.get(vd.device.rdev, ()))
+                    if len(nodes) > 1 and o.props.get(
+                            "DrbdOptions/Net/allow-two-primaries") != "yes":
+                        log.warning("%s is open for writing on %s at once: DRBD would have "
+                                    "refused all but the first", o.name, ", ".join(nodes))
+                        self.double_opens.append((o.name, nodes))
+        key = res.node.upper()
+        return any(vd.device is not None and vd.device.rdev is not None
+                   and key in self._openers.get(vd.device.rdev, ()) for vd in rd.vds.values())
+
+    def _in_use(self, rd: ResourceDef, res: Resource) -> bool:
+        return res.in_use or self._opened_on(rd, res)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -735,9 +770,11 @@ class Controller:
         return res.reported and self.nodes[res.node.upper()].online
 
     def _may_promote(self, rd: ResourceDef, res: Resource) -> bool:
-        if not self._reported(res) or not res.quorum or res.in_use:
+        if not self._reported(res) or not res.quorum or self._in_use(rd, res):
             return False
-        if any(o.in_use for o in rd.resources.values() if o is not res):
+        # a peer that cannot be reached has role Unknown: it does not block promotion
+        if any(self._in_use(rd, o) for o in rd.resources.values()
+               if o is not res and self._reported(o)):
             two = rd.props.get("DrbdOptions/Net/allow-two-primaries") == "yes"
             if not two:
                 return False
@@ -884,7 +921,7 @@ class Controller:
             "create_timestamp": res.create_timestamp,
         }
         if reported:
-            d["state"] = {"in_use": res.in_use}
+            d["state"] = {"in_use": self._in_use(rd, res)}
         if with_volumes:
             d["volumes"] = [self._volume_json(rd, res, vd) for vd in vds]
         return prune(d)
@@ -1590,7 +1627,7 @@ class Controller:
                           "snapshots.", refs={"RscDfn": rd.name},
                           details="Snapshots: " + ", ".join(s.name for s in
                                                            rd.snapshots.values()))
-        busy = [res.node for res in rd.resources.values() if res.in_use]
+        busy = [res.node for res in rd.resources.values() if self._in_use(rd, res)]
         if busy:
             raise r.error(C.FAIL_IN_USE, f"Resource '{rd.name}' is still in use.",
                           cause=f"Resource is mounted/in use on node(s) {', '.join(busy)}.",
@@ -1759,7 +1796,7 @@ class Controller:
         if vd is None:
             r.add(C.WARN_NOT_FOUND, f"Volume definition {nr} of '{rd.name}' not found.")
             return 200, r.entries
-        if any(res.in_use for res in rd.resources.values()):
+        if any(self._in_use(rd, res) for res in rd.resources.values()):
             raise r.error(C.FAIL_IN_USE, f"Resource '{rd.name}' is in use.")
         for res in rd.diskful():
             pool = self.nodes[res.node.upper()].pools.get(res.pool.upper())
@@ -1963,7 +2000,7 @@ class Controller:
                   refs={"RscDfn": name, "Node": node})
             return 200, r.entries
         refs = {"RscDfn": rd.name, "Node": res.node}
-        if res.in_use:
+        if self._in_use(rd, res):
             raise r.error(C.FAIL_IN_USE, f"Resource '{rd.name}' on node '{res.node}' is still "
                           "in use.", cause="Resource is mounted/in use.",
                           correction="Un-mount resource or demote to Secondary.", refs=refs)
@@ -2068,7 +2105,7 @@ class Controller:
             if res.diskless:
                 r.add(C.WARN_RSC_ALREADY_DISKLESS, "Resource already diskless.", refs=refs)
                 return 200, r.entries
-            if res.in_use and len(rd.diskful()) == 1:
+            if self._in_use(rd, res) and len(rd.diskful()) == 1:
                 raise r.error(C.FAIL_IN_USE, "Cannot remove the last disk while in use.",
                               refs=refs)
             self._make_diskless(rd, res, pool_name)
@@ -2608,7 +2645,7 @@ class Controller:
         for vd in sorted(rd.vds.values(), key=lambda v: v.nr):
             devices.append({
                 "volume": vd.nr, "minor": vd.minor, "disk-state": self._disk_state(res),
-                "client": res.diskless, "open": res.in_use, "quorum": res.quorum,
+                "client": res.diskless, "open": self._in_use(rd, res), "quorum": res.quorum,
                 "size": vd.size_kib, "read": 0, "written": 0, "al-writes": 0, "bm-writes": 0,
                 "upper-pending": 0, "lower-pending": 0,
             })
@@ -2633,13 +2670,14 @@ class Controller:
                 "peer-node-id": o.node_id, "name": o.node,
                 "connection-state": "Connected" if up else "Connecting",
                 "congested": False,
-                "peer-role": ("Primary" if o.in_use else "Secondary") if up else "Unknown",
+                "peer-role": ("Primary" if self._in_use(rd, o) else "Secondary") if up
+                else "Unknown",
                 "tls": False, "ap-in-flight": 0, "rs-in-flight": 0,
                 "peer_devices": peer_devs,
             })
         return [{
             "name": rd.name, "node-id": res.node_id,
-            "role": "Primary" if res.in_use else "Secondary",
+            "role": "Primary" if self._in_use(rd, res) else "Secondary",
             "suspended": res.suspended,
             "suspended-user": res.suspended and res.quorum,
             "suspended-no-data": False, "suspended-fencing": False,
