@@ -1330,8 +1330,16 @@ class Volumes:
         if not resources:
             return True, "no replica of the volume exists in LINSTOR"
         problems = []
+        notes = []
         for res in resources:
             node = res.node_name
+            if res.is_tiebreaker:
+                # LINSTOR's quorum tiebreaker (linstor-facts §9 C5) holds no data: its state
+                # never makes the volume abnormal, but an unreachable one is worth a word
+                if not res.reported or any(f in res.flags for f in ("FAILED_DEPLOYMENT",
+                                                                     "FAILED_DISCONNECT")):
+                    notes.append(f"quorum tiebreaker on {node} unreachable")
+                continue
             if not res.reported:
                 problems.append(f"{node} (no state reported: satellite offline?)")
                 continue
@@ -1345,7 +1353,9 @@ class Volumes:
                 if vol.disk_state != want:
                     problems.append(f"{node} (disk {vol.disk_state or 'unknown'})")
         if problems:
-            return True, "replica problems on " + "; ".join(problems)
+            return True, "replica problems on " + "; ".join(problems + notes)
+        if notes:
+            return False, "volume healthy: every replica UpToDate; " + "; ".join(notes)
         return False, "volume healthy: every replica UpToDate"
 
 
