@@ -1382,6 +1382,12 @@ class Controller:
                 self._add_resource(rd, node, pool, r)
         if diskless_on_remaining or sf.get("diskless_on_remaining"):
             for nk, node in self.nodes.items():
+                cur = rd.resources.get(nk)
+                if cur is not None and "TIE_BREAKER" in cur.flags:
+                    # CtrlRscAutoPlaceApiCallHandler: a tiebreaker's node is "remaining" too;
+                    # createResourceDb takes it over as a wanted diskless resource
+                    cur.flags.remove("TIE_BREAKER")
+                    continue
                 if nk in rd.resources or not node.online:
                     continue
                 self._add_resource(rd, node, None, r, flags=["DISKLESS", "DRBD_DISKLESS"])

@@ -182,3 +182,13 @@ def test_toggle_disk_and_replica_delete(api: Api) -> None:
     r = api.put(f"/v1/resource-definitions/t1/resources/{other}/toggle-disk/diskless", {})
     assert r.status_code == 200 and has_rc(r.json(), C.INFO_TIE_BREAKER_DELETING)
     assert tiebreakers(api, "t1") == [] and victim not in rscs(api, "t1")
+
+
+def test_diskless_on_remaining_takes_the_tiebreaker_over(api: Api) -> None:
+    api.rg("rg1", place_count=2)
+    api.spawn("t1")
+    (tb,) = tiebreakers(api, "t1")
+    r = api.post("/v1/resource-definitions/t1/autoplace",
+                 {"select_filter": {"place_count": 2}, "diskless_on_remaining": True})
+    assert r.status_code == 201
+    assert set(rscs(api, "t1")[tb]) == {"DISKLESS", "DRBD_DISKLESS"}
