@@ -351,8 +351,8 @@ class Controller:
         """DRBD 9 auto-promote: the resource is Primary where its device is open for writing
         (a rw mount or a write open under the node's path prefixes, SimConfig.node_roots)."""
         roots = getattr(self.cfg, "node_roots", None) or {}
-        if not roots or self._storage_only(rd) or not self._reported(res):
-            return False  # an offline satellite reports no state (LINSTOR: no in_use)
+        if not roots or self._storage_only(rd):
+            return False
         if self._openers is None:
             rdevs = {vd.device.rdev for o in self.rds.values() if not self._storage_only(o)
                      for vd in o.vds.values() if vd.device is not None and vd.device.rdev}
@@ -367,6 +367,8 @@ class Controller:
                         log.warning("%s is open for writing on %s at once: DRBD would have "
                                     "refused all but the first", o.name, ", ".join(nodes))
                         self.double_opens.append((o.name, nodes))
+        if not self._reported(res):
+            return False  # an offline satellite reports no state (LINSTOR: no in_use)
         key = res.node.upper()
         return any(vd.device is not None and vd.device.rdev is not None
                    and key in self._openers.get(vd.device.rdev, ()) for vd in rd.vds.values())

@@ -70,3 +70,33 @@ def test_in_use_follows_mounts_and_write_opens_per_node(sim_factory: Any, tmp_pa
         subprocess.run(["umount", str(blk)], check=True, capture_output=True)
     assert sim.controller.double_opens == []
     assert api.delete("/v1/resource-definitions/p1").status_code == 200
+
+
+def test_a_second_writer_is_recorded_even_when_the_first_node_is_offline(
+        sim_factory: Any, tmp_path: Path) -> None:
+    """DRBD refuses a second Primary; the shared loop device cannot, so the simulator records
+    it (the e2e stories fail on it). A node that went offline with the device still mounted
+    has not released it: it counts, though LINSTOR reports no state for it."""
+    roots = {"node-1": tmp_path / "k1", "node-2": tmp_path / "k2"}
+    sim = sim_factory(node_roots={n: [str(p)] for n, p in roots.items()})
+    api = Api(sim.url)
+    api.rg("rg1", place_count=2, node_name_list=["node-1", "node-2"])
+    assert api.spawn("p2", size_kib=16 * 1024).status_code == 201
+    dev = sim.device_path("p2")
+    subprocess.run(["mkfs.ext4", "-q", "-F", dev], check=True, capture_output=True)
+    mounts = []
+    try:
+        for node in ("node-1", "node-2"):
+            mnt = roots[node] / "mnt"
+            mnt.mkdir(parents=True)
+            subprocess.run(["mount", dev, str(mnt)], check=True, capture_output=True)
+            mounts.append(mnt)
+            if node == "node-1":
+                sim.set_node_online("node-1", False)
+        assert _state(api, "p2", "node-2")[0] is True
+        assert ("p2", ["NODE-1", "NODE-2"]) in sim.controller.double_opens
+    finally:
+        for mnt in reversed(mounts):
+            subprocess.run(["umount", str(mnt)], check=True, capture_output=True)
+        sim.set_node_online("node-1", True)
+    assert api.delete("/v1/resource-definitions/p2").status_code == 200
