@@ -1139,13 +1139,14 @@ class Volumes:
             raise FailedPrecondition(f"volume {rd} has no replica in LINSTOR; it cannot be "
                                      "attached (check `linstor resource list -r {rd}`)")
         mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
+        # LINSTOR's quorum tiebreaker holds no data: its node is a node without a replica, so
+        # the remote-access policy decides as for any other; make-available below converts it.
         if mine is not None and not mine.deleting:
             if not mine.reported:
                 raise FailedPrecondition(
                     f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
                     "not reporting; bring it online and retry")
-            if mine.is_tiebreaker:
-                self._make_available(rd, node, deadline)
+        if mine is not None and not mine.deleting and not mine.is_tiebreaker:
             path = mine.device_path(0)
             if path:
                 return path
@@ -1329,8 +1330,16 @@ class Volumes:
         if not resources:
             return True, "no replica of the volume exists in LINSTOR"
         problems = []
+        notes = []
         for res in resources:
             node = res.node_name
+            if res.is_tiebreaker:
+                # LINSTOR's quorum tiebreaker (linstor-facts §9 C5) holds no data: its state
+                # never makes the volume abnormal, but an unreachable one is worth a word
+                if not res.reported or any(f in res.flags for f in ("FAILED_DEPLOYMENT",
+                                                                     "FAILED_DISCONNECT")):
+                    notes.append(f"quorum tiebreaker on {node} unreachable")
+                continue
             if not res.reported:
                 problems.append(f"{node} (no state reported: satellite offline?)")
                 continue
@@ -1344,7 +1353,9 @@ class Volumes:
                 if vol.disk_state != want:
                     problems.append(f"{node} (disk {vol.disk_state or 'unknown'})")
         if problems:
-            return True, "replica problems on " + "; ".join(problems)
+            return True, "replica problems on " + "; ".join(problems + notes)
+        if notes:
+            return False, "volume healthy: every replica UpToDate; " + "; ".join(notes)
         return False, "volume healthy: every replica UpToDate"
 
 

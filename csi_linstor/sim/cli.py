@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None, help="backing files (default: a "
                    "temporary directory)")
     p.add_argument("--rest-api-version", default="1.27.0")
+    p.add_argument("--node-root", action="append", default=[], metavar="NODE=PATH",
+                   help="DRBD auto-promote from real opens: a rw mount or write open of a "
+                   "volume's device under PATH makes NODE's resource Primary (repeatable)")
     p.add_argument("--thick-pool", action="append", default=[], metavar="NAME",
                    help="add an LVM (thick, no snapshots) pool with this name on every node")
     t = p.add_argument_group("security (like LINSTOR's [https] section and token auth)")
@@ -68,10 +71,18 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as err:
         print(f"csi-linstor sim: {err}", file=sys.stderr)
         return 2
+    roots: dict[str, list[str]] = {}
+    for spec in args.node_root:
+        node, sep, path = spec.partition("=")
+        if not sep or not node or not path.startswith("/"):
+            print(f"csi-linstor sim: --node-root wants NODE=/absolute/path, not {spec!r}",
+                  file=sys.stderr)
+            return 2
+        roots.setdefault(node, []).append(path)
     cfg = SimConfig(nodes=nodes, device_dir=args.device_dir, state_dir=args.state_dir,
                     rest_api_version=args.rest_api_version, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-                    bearer_tokens=tokens)
+                    bearer_tokens=tokens, node_roots=roots)
     for name in args.thick_pool:
         cfg.add_pool(name, "LVM")
     sim = Simulator(cfg)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import consts as C
+from . import opens
 from .devices import Device, DeviceManager
 from .schemas import ParseError, check_body, parse_version
 
@@ -337,7 +338,43 @@ class Controller:
         self.clone_fail = False
         self.snapshot_fail = False
         self.snapshot_delete_seconds = 0.0
+        # auto-promote from real opens: rdev -> nodes holding it open for writing, read once
+        # per request (sim/opens.py); two nodes at once is what DRBD would have refused
+        self._openers: dict[int, set[str]] | None = None
+        self.double_opens: list[tuple[str, list[str]]] = []
         self._build(cfg)
+
+    def begin_request(self) -> None:
+        self._openers = None
+
+    def _opened_on(self, rd: ResourceDef, res: Resource) -> bool:
+        """DRBD 9 auto-promote: the resource is Primary where its device is open for writing
+        (a rw mount or a write open under the node's path prefixes, SimConfig.node_roots)."""
+        roots = getattr(self.cfg, "node_roots", None) or {}
+        if not roots or self._storage_only(rd):
+            return False
+        if self._openers is None:
+            rdevs = {vd.device.rdev for o in self.rds.values() if not self._storage_only(o)
+                     for vd in o.vds.values() if vd.device is not None and vd.device.rdev}
+            self._openers = opens.openers({n.upper(): list(p) for n, p in roots.items()}, rdevs)
+            for o in self.rds.values():
+                for vd in o.vds.values():
+                    if vd.device is None or vd.device.rdev is None:
+                        continue
+                    nodes = sorted(self._openers.get(vd.device.rdev, ()))
+                    if len(nodes) > 1 and o.props.get(
+                            "DrbdOptions/Net/allow-two-primaries") != "yes":
+                        log.warning("%s is open for writing on %s at once: DRBD would have "
+                                    "refused all but the first", o.name, ", ".join(nodes))
+                        self.double_opens.append((o.name, nodes))
+        if not self._reported(res):
+            return False  # an offline satellite reports no state (LINSTOR: no in_use)
+        key = res.node.upper()
+        return any(vd.device is not None and vd.device.rdev is not None
+                   and key in self._openers.get(vd.device.rdev, ()) for vd in rd.vds.values())
+
+    def _in_use(self, rd: ResourceDef, res: Resource) -> bool:
+        return res.in_use or self._opened_on(rd, res)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -735,9 +772,11 @@ class Controller:
         return res.reported and self.nodes[res.node.upper()].online
 
     def _may_promote(self, rd: ResourceDef, res: Resource) -> bool:
-        if not self._reported(res) or not res.quorum or res.in_use:
+        if not self._reported(res) or not res.quorum or self._in_use(rd, res):
             return False
-        if any(o.in_use for o in rd.resources.values() if o is not res):
+        # a peer that cannot be reached has role Unknown: it does not block promotion
+        if any(self._in_use(rd, o) for o in rd.resources.values()
+               if o is not res and self._reported(o)):
             two = rd.props.get("DrbdOptions/Net/allow-two-primaries") == "yes"
             if not two:
                 return False
@@ -884,7 +923,7 @@ class Controller:
             "create_timestamp": res.create_timestamp,
         }
         if reported:
-            d["state"] = {"in_use": res.in_use}
+            d["state"] = {"in_use": self._in_use(rd, res)}
         if with_volumes:
             d["volumes"] = [self._volume_json(rd, res, vd) for vd in vds]
         return prune(d)
@@ -1293,6 +1332,14 @@ class Controller:
         res.pool = pool.name
         self._consume(pool, self._need_kib(rd))
 
+    def _make_diskless(self, rd: ResourceDef, res: Resource, pool_name: str | None) -> None:
+        pool = self.nodes[res.node.upper()].pools.get(res.pool.upper())
+        if pool is not None:
+            self._consume(pool, self._need_kib(rd), -1)
+        res.flags = ["DISKLESS", "DRBD_DISKLESS"] + [
+            f for f in res.flags if f not in ("DISKLESS", "DRBD_DISKLESS")]
+        res.pool = pool_name or DISKLESS_POOL
+
     def _autoplace(self, rd: ResourceDef, sf: dict, r: Reply, req: Request | None,
                    diskless_on_remaining: bool = False) -> None:
         place_count = sf.get("place_count")
@@ -1337,10 +1384,140 @@ class Controller:
                 self._add_resource(rd, node, pool, r)
         if diskless_on_remaining or sf.get("diskless_on_remaining"):
             for nk, node in self.nodes.items():
+                cur = rd.resources.get(nk)
+                if cur is not None and "TIE_BREAKER" in cur.flags:
+                    # CtrlRscAutoPlaceApiCallHandler: a tiebreaker's node is "remaining" too;
+                    # createResourceDb takes it over as a wanted diskless resource
+                    cur.flags.remove("TIE_BREAKER")
+                    continue
                 if nk in rd.resources or not node.online:
                     continue
                 self._add_resource(rd, node, None, r, flags=["DISKLESS", "DRBD_DISKLESS"])
+        self._tb_manage(rd, r, req_sf=sf)
         self._schedule_attach(req, rd)
+
+    # ==========================================================================================
+    # automatic quorum tiebreaker (linstor-facts §9 C5)
+
+    TB_KEY = "DrbdOptions/auto-add-quorum-tiebreaker"
+
+    def _prio_prop(self, rd: ResourceDef, key: str) -> str | None:
+        """PriorityProps(RD, RG, controller): the first level that sets the key wins."""
+        rg = self.rgs.get(rd.rg)
+        for props in (rd.props, rg.props if rg is not None else {}, self.ctrl_props):
+            if key in props:
+                return props[key]
+        return None
+
+    def _tb_enabled(self, rd: ResourceDef) -> bool:
+        # CtrlRscAutoTieBreakerHelper.isAutoTieBreakerEnabled: "True" (ignoring case) on the
+        # first of RD, RG, controller; the controller's value is "True" from the first DB
+        # migration on (Migration_00_Init: /CTRLCFG DrbdOptions/auto-add-quorum-tiebreaker).
+        val = self._prio_prop(rd, self.TB_KEY)
+        return (val if val is not None else "True").lower() == "true"
+
+    def _tb_quorum_on(self, rd: ResourceDef) -> bool:
+        # CtrlRscAutoQuorumHelper.isQuorumEnabled (DrbdOptions/Resource/quorum, default
+        # "majority") or isAutoQuorumEnabled (Internal/Drbd/QuorumSetBy, default "linstor";
+        # setting the quorum prop on RD, RG or controller sets it to "user",
+        # CtrlRscDfnApiCallHandler / CtrlRscGrpApiCallHandler / CtrlConfApiCallHandler).
+        quorum = self._prio_prop(rd, "DrbdOptions/Resource/quorum")
+        return quorum is None or quorum.lower() == "majority"
+
+    @staticmethod
+    def _tb_node_ok(node: Node) -> bool:
+        """Could the autoplacer put a DRBD-diskless tiebreaker on this node? Online (the
+        satellite must report DRBD 9.0.19+, supportsTieBreaker) with a diskless pool. A node
+        list in the filters does not apply: getStorPoolForTieBreaker's own (empty) node list
+        comes first in AutoSelectFilterPojo.merge, where the first non-null value wins."""
+        return node.online and any(p.kind == "DISKLESS" for p in node.pools.values())
+
+    def _tb_should_exist(self, rd: ResourceDef, gone: Resource | None) -> bool:
+        """shouldTieBreakerExist: quorum on, an even number (>= 2) of diskful DRBD resources
+        and no diskless one that is not the tiebreaker; resources being deleted do not count
+        (isDrbdResource skips DELETE / DRBD_DELETE)."""
+        if self._storage_only(rd) or not self._tb_quorum_on(rd):
+            return False
+        live = [o for o in rd.resources.values() if o is not gone and "DELETE" not in o.flags]
+        diskful = sum(1 for o in live if not o.diskless)
+        diskless = sum(1 for o in live if o.diskless and "TIE_BREAKER" not in o.flags)
+        return diskful >= 2 and diskful % 2 == 0 and diskless == 0
+
+    def _tb_pick_node(self, rd: ResourceDef, req_sf: dict | None) -> Node | None:
+        """getStorPoolForTieBreaker: the autoplacer, DRBD diskless, never a node that has a
+        resource of rd already (doNotPlaceWithRscList = [rd]); replicas_on_same / _different
+        from the RG's filter, else the request's (merge order: helper, RG, request). Ranked
+        like _candidates (fewest resources, name)."""
+        existing = [self.nodes[o.node.upper()] for o in rd.resources.values()
+                    if not o.diskless]
+        rg = self.rgs.get(rd.rg)
+        rg_sf = rg.select_filter if rg is not None else {}
+        sf = {k: rg_sf.get(k) if rg_sf.get(k) is not None else (req_sf or {}).get(k)
+              for k in ("replicas_on_same", "replicas_on_different")}
+        cands = [(n, n.pools[DISKLESS_POOL.upper()]) for nk, n in self.nodes.items()
+                 if nk not in rd.resources and self._tb_node_ok(n)
+                 and DISKLESS_POOL.upper() in n.pools]
+        cands.sort(key=lambda np: (self._node_rsc_count(np[0].name), np[0].name))
+        sel = self._select(cands, 1, sf, existing)
+        return sel[0][0] if sel else None
+
+    def _tb_manage(self, rd: ResourceDef, r: Reply, gone: Resource | None = None,
+                   keep: bool = False, req_sf: dict | None = None) -> bool:
+        """CtrlRscAutoTieBreakerHelper.manage, run after every placement change (autoplace,
+        spawn, resource create / delete, make-available, toggle-disk, RD props). `gone` is the
+        resource a DELETE is about to remove (LINSTOR flags it DRBD_DELETE first, then runs
+        the helper). Returns True when that resource was taken over as the tiebreaker and
+        must therefore stay."""
+        if self._storage_only(rd):
+            return False  # no DRBD layer, nothing counts (isDrbdResource)
+        enabled = self._tb_enabled(rd)
+        if not enabled and keep:
+            rd.props[self.TB_KEY] = "True"  # enableAutoTieBreaker
+            r.add(C.INFO_PROP_SET, "Autotiebreaker automatically enabled due to "
+                  "--keep-tiebreaker", refs={"RscDfn": rd.name})
+            enabled = True
+        tb = next((o for o in rd.resources.values() if "TIE_BREAKER" in o.flags), None)
+        if enabled and self._tb_should_exist(rd, gone):
+            if tb is None:
+                # takeover of the resource being deleted (the loop over DELETE-flagged
+                # resources does not look at keep_tiebreaker): a diskless one on an eligible
+                # node becomes the tiebreaker, a diskful one is toggled into one
+                # (couldTakeover / takeover).
+                if gone is not None and self._tb_node_ok(self.nodes[gone.node.upper()]):
+                    if not gone.diskless:
+                        self._make_diskless(rd, gone, None)
+                    gone.flags.append("TIE_BREAKER")
+                    r.add(C.INFO_TIE_BREAKER_TAKEOVER, "The given resource will not be "
+                          "deleted but will be taken over as a linstor managed tiebreaker "
+                          "resource.", refs={"RscDfn": rd.name, "Node": gone.node})
+                    return True
+                node = self._tb_pick_node(rd, req_sf)
+                if node is None:
+                    r.add(C.WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER,
+                          "Could not find suitable node to automatically create a tie "
+                          f"breaking resource for '{rd.name}'.", refs={"RscDfn": rd.name})
+                    return False
+                self._add_resource(rd, node, None, r,
+                                   flags=["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"])
+                r.add(C.INFO_TIE_BREAKER_CREATED, f"Tie breaker resource '{rd.name}' "
+                      f"created on {node.name}", refs={"RscDfn": rd.name, "Node": node.name})
+            elif tb is gone:
+                if keep:
+                    r.add(C.INFO_TIE_BREAKER_TAKEOVER, "The given resource will not be "
+                          "deleted but will be taken over as a linstor managed tiebreaker "
+                          "resource.", refs={"RscDfn": rd.name, "Node": tb.node})
+                    return True
+                # the user deletes the tiebreaker itself: auto-tiebreaker off for this RD
+                rd.props[self.TB_KEY] = "False"
+                r.add(C.INFO_PROP_SET, "Disabling auto-tiebreaker on resource-definition "
+                      f"'{rd.name}' as tiebreaker resource was manually deleted",
+                      refs={"RscDfn": rd.name})
+        elif tb is not None and tb is not gone and self.nodes[tb.node.upper()].online:
+            # no longer needed: deleted, but only while its satellite is online
+            self._remove_resource(rd, tb, Reply(C.MASK_DEL, C.MASK_RSC))
+            r.add(C.INFO_TIE_BREAKER_DELETING, "Tie breaker marked for deletion",
+                  refs={"RscDfn": rd.name, "Node": tb.node})
+        return False
 
     # ==========================================================================================
     # resource definitions
@@ -1413,6 +1590,12 @@ class Controller:
             if lt not in LAYER_TYPES:
                 raise r.error(C.FAIL_INVLD_LAYER_STACK, f"Unknown layer type '{lt}'")
         self._modify_props(rd.props, body, r)
+        # CtrlRscDfnApiCallHandler: a change of the auto-tiebreaker or quorum prop runs the
+        # auto helpers.
+        touched = set((body.get("override_props") or {}).keys()) | set(
+            body.get("delete_props") or [])
+        if touched & {self.TB_KEY, "DrbdOptions/Resource/quorum"}:
+            self._tb_manage(rd, r)
         if body.get("drbd_peer_slots"):
             rd.peer_slots = body["drbd_peer_slots"]
         if body.get("drbd_port"):
@@ -1452,7 +1635,7 @@ class Controller:
                           "snapshots.", refs={"RscDfn": rd.name},
                           details="Snapshots: " + ", ".join(s.name for s in
                                                            rd.snapshots.values()))
-        busy = [res.node for res in rd.resources.values() if res.in_use]
+        busy = [res.node for res in rd.resources.values() if self._in_use(rd, res)]
         if busy:
             raise r.error(C.FAIL_IN_USE, f"Resource '{rd.name}' is still in use.",
                           cause=f"Resource is mounted/in use on node(s) {', '.join(busy)}.",
@@ -1621,7 +1804,7 @@ class Controller:
         if vd is None:
             r.add(C.WARN_NOT_FOUND, f"Volume definition {nr} of '{rd.name}' not found.")
             return 200, r.entries
-        if any(res.in_use for res in rd.resources.values()):
+        if any(self._in_use(rd, res) for res in rd.resources.values()):
             raise r.error(C.FAIL_IN_USE, f"Resource '{rd.name}' is in use.")
         for res in rd.diskful():
             pool = self.nodes[res.node.upper()].pools.get(res.pool.upper())
@@ -1684,6 +1867,27 @@ class Controller:
         # An unknown node is a bare FAIL_NOT_FOUND_NODE (CtrlApiDataLoader.loadNode's
         # ApiRcException carries no operation or object mask), as LINSTOR 1.33.3 answers.
         node = self._node(node_name, Reply())
+        cur = rd.resources.get(node.name.upper())
+        if cur is not None and "TIE_BREAKER" in cur.flags:
+            # CtrlRscCrtApiHelper.createResourceDb: creating a resource where the tiebreaker
+            # is takes it over: a diskless request drops the TIE_BREAKER flag (a wanted
+            # diskless now), a diskful one toggles it into a diskful replica.
+            rb = body.get("resource") or {}
+            flags = list(rb.get("flags") or [])
+            if "DISKLESS" not in flags and "DRBD_DISKLESS" not in flags:
+                spn = ((rb.get("props") or {}).get("StorPoolName")
+                       or rd.props.get("StorPoolName") or DEFAULT_POOL)
+                pool = node.pools.get(spn.upper())
+                if pool is None or pool.kind == "DISKLESS":
+                    raise r.error(C.FAIL_NOT_FOUND_STOR_POOL,
+                                  f"Storage pool '{spn}' on node '{node.name}' not found.",
+                                  refs={"Node": node.name, "StorPoolDfn": spn})
+                self._make_diskful(rd, cur, pool)
+            else:
+                cur.flags.remove("TIE_BREAKER")
+            r.add(C.MODIFIED, f"Removed TIE_BREAKER flag from resource '{rd.name}' on "
+                  f"'{node.name}'", refs={"RscDfn": rd.name, "Node": node.name})
+            return
         if node.name.upper() in rd.resources:
             # CtrlRscCrtApiHelper.createResourceDb (since 1.11.0): LinStorDataAlreadyExists
             # becomes an ApiRcException carrying INFO_RSC_ALREADY_EXISTS, answered 201 (§9 C4).
@@ -1743,6 +1947,7 @@ class Controller:
             if not node:
                 raise r.error(C.FAIL_INVLD_NODE_NAME, "Missing node_name in ResourceCreate")
             self._create_one_resource(rd, node, item, r)
+        self._tb_manage(rd, r)
         self._schedule_attach(req, rd)
         return 201, r.entries
 
@@ -1751,6 +1956,7 @@ class Controller:
         r = Reply(C.MASK_CRT, C.MASK_RSC)
         rd = self._rd(req.params["rd"], r)
         self._create_one_resource(rd, req.params["node"], body, r)
+        self._tb_manage(rd, r)
         self._schedule_attach(req, rd)
         return 201, r.entries
 
@@ -1802,7 +2008,7 @@ class Controller:
                   refs={"RscDfn": name, "Node": node})
             return 200, r.entries
         refs = {"RscDfn": rd.name, "Node": res.node}
-        if res.in_use:
+        if self._in_use(rd, res):
             raise r.error(C.FAIL_IN_USE, f"Resource '{rd.name}' on node '{res.node}' is still "
                           "in use.", cause="Resource is mounted/in use.",
                           correction="Un-mount resource or demote to Secondary.", refs=refs)
@@ -1819,12 +2025,11 @@ class Controller:
         if not self.nodes[res.node.upper()].online:
             r.add(C.WARN_NOT_CONNECTED, f"No active connection to satellite '{res.node}'",
                   refs=refs)
+        # CtrlRscDeleteApiCallHandler: a DRBD resource is flagged DRBD_DELETE, then the auto
+        # helpers run (with keep_tiebreaker); the tiebreaker helper may take it over instead.
+        if self._tb_manage(rd, r, gone=res, keep=req.qbool("keep_tiebreaker")):
+            return 200, r.entries
         self._remove_resource(rd, res, r)
-        # auto-removal of a now useless tiebreaker
-        if not rd.diskful():
-            for o in list(rd.resources.values()):
-                if "TIE_BREAKER" in o.flags:
-                    self._remove_resource(rd, o, r)
         if not rd.resources:
             # the data of the last replica is gone; a new placement starts empty
             for vd in rd.vds.values():
@@ -1882,6 +2087,7 @@ class Controller:
                 self._add_resource(rd, node, cands[0][1], r)
             else:
                 self._add_resource(rd, node, None, r, flags=["DISKLESS", "DRBD_DISKLESS"])
+        self._tb_manage(rd, r)
         self._schedule_attach(req, rd)
         return 200, r.entries
 
@@ -1907,16 +2113,12 @@ class Controller:
             if res.diskless:
                 r.add(C.WARN_RSC_ALREADY_DISKLESS, "Resource already diskless.", refs=refs)
                 return 200, r.entries
-            if res.in_use and len(rd.diskful()) == 1:
+            if self._in_use(rd, res) and len(rd.diskful()) == 1:
                 raise r.error(C.FAIL_IN_USE, "Cannot remove the last disk while in use.",
                               refs=refs)
-            pool = node.pools.get(res.pool.upper())
-            if pool is not None:
-                self._consume(pool, self._need_kib(rd), -1)
-            res.flags = ["DISKLESS", "DRBD_DISKLESS"] + [
-                f for f in res.flags if f not in ("DISKLESS", "DRBD_DISKLESS")]
-            res.pool = pool_name or DISKLESS_POOL
+            self._make_diskless(rd, res, pool_name)
         r.add(C.MODIFIED, f"Resource '{rd.name}' on '{res.node}' toggled.", refs=refs)
+        self._tb_manage(rd, r)
         return 200, r.entries
 
     def h_toggle_diskless(self, req: Request) -> tuple[int, Any]:
@@ -2282,6 +2484,8 @@ class Controller:
                     vd.seed = f
         for node, pool in plan:
             self._add_resource(target, node, pool, r)
+        # CtrlSnapshotRestoreApiCallHandler runs the auto helpers on the target RD
+        self._tb_manage(target, r)
         self._schedule_attach(req, target)
         return 200, r.entries
 
@@ -2449,7 +2653,7 @@ class Controller:
         for vd in sorted(rd.vds.values(), key=lambda v: v.nr):
             devices.append({
                 "volume": vd.nr, "minor": vd.minor, "disk-state": self._disk_state(res),
-                "client": res.diskless, "open": res.in_use, "quorum": res.quorum,
+                "client": res.diskless, "open": self._in_use(rd, res), "quorum": res.quorum,
                 "size": vd.size_kib, "read": 0, "written": 0, "al-writes": 0, "bm-writes": 0,
                 "upper-pending": 0, "lower-pending": 0,
             })
@@ -2474,13 +2678,14 @@ class Controller:
                 "peer-node-id": o.node_id, "name": o.node,
                 "connection-state": "Connected" if up else "Connecting",
                 "congested": False,
-                "peer-role": ("Primary" if o.in_use else "Secondary") if up else "Unknown",
+                "peer-role": ("Primary" if self._in_use(rd, o) else "Secondary") if up
+                else "Unknown",
                 "tls": False, "ap-in-flight": 0, "rs-in-flight": 0,
                 "peer_devices": peer_devs,
             })
         return [{
             "name": rd.name, "node-id": res.node_id,
-            "role": "Primary" if res.in_use else "Secondary",
+            "role": "Primary" if self._in_use(rd, res) else "Secondary",
             "suspended": res.suspended,
             "suspended-user": res.suspended and res.quorum,
             "suspended-no-data": False, "suspended-fencing": False,

@@ -89,6 +89,7 @@ class Device:
         self.node_path = mgr.device_dir / f"drbd{minor}"
         self.loop_fd: int | None = None
         self.loop_nr: int | None = None
+        self.rdev: int | None = None  # the loop device's device number, once attached
         self.destroyed = False
         self.lock = threading.Lock()
         # new, empty storage: the satellite formats it when FileSystem/Type asks (not a clone's
@@ -118,6 +119,7 @@ class Device:
                 self.mgr._detach(fd)
                 raise
             self.loop_fd, self.loop_nr = fd, nr
+            self.rdev = os.makedev(major, minor)
             log.debug("attached %s as loop%d -> %s", self.file, nr, self.node_path)
 
     def flush(self) -> None:

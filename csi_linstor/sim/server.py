@@ -319,6 +319,7 @@ class App:
         handler = getattr(self.ctrl, hname)
         try:
             with self.ctrl.lock:
+                self.ctrl.begin_request()
                 self.ctrl.reap()
                 status, out = handler(req)
             for fn in req.after:

@@ -49,6 +49,10 @@ class SimConfig:
     clone_polls: int = 1  # GET clone status answers CLONING this many times, then COMPLETE
     thin_alloc_fraction: float = 0.0  # share of a volume's size a thin pool loses
     real_devices: bool = True  # False: no loop devices (model-only), device paths still reported
+    # Auto-promote from real opens (sim/opens.py): node -> path prefixes (its kubelet root). A
+    # rw mount or write-open of a volume's device under them makes that node's resource Primary
+    # (in_use), on top of the set_in_use knob. Empty: in_use follows the knob only.
+    node_roots: dict[str, list[str]] = field(default_factory=dict)
     # HTTPS like LINSTOR's [https] section: certificate + key (PEM files); with a client CA the
     # server demands a client certificate signed by it (LINSTOR's truststore: mutual TLS).
     tls_cert: Path | None = None
@@ -352,6 +356,7 @@ class Simulator:
 
     def drbd_status(self, rd: str, node: str) -> list[dict]:
         with self.controller.lock:
+            self.controller.begin_request()
             return self.controller.drbd_status(rd, node)
 
     # -- /sim admin HTTP API ------------------------------------------------------------------
@@ -422,6 +427,10 @@ class Simulator:
                     for m, r, st, b in self.replies()]
         if parts == ["requests"] and method == "GET":
             return [{"method": m, "route": t, "body": b} for m, t, b in self.request_bodies()]
+        if parts == ["double-opens"] and method == "GET":
+            with self.controller.lock:
+                return [{"resource": rd, "nodes": nodes}
+                        for rd, nodes in self.controller.double_opens]
         if parts == ["state"] and method == "GET":
             return {"resource_definitions": self.list_resource_definitions(),
                     "snapshots": self.list_snapshots()}

@@ -103,7 +103,8 @@ def test_restore_converges(env, mode, route):
     assert vol.capacity_bytes == 2 * GIB
     assert env.ctl.CreateVolume(req).volume.capacity_bytes == 2 * GIB
     res = env.client.get("/v1/resource-definitions/pvc-rdst/resources", deadline=_dl())
-    assert len(res) == 2
+    # two replicas, and LINSTOR's quorum tiebreaker on the third node (§9 C5)
+    assert sorted("DISKLESS" in r.get("flags", []) for r in res) == [False, False, True]
     vd = env.client.get("/v1/resource-definitions/pvc-rdst/volume-definitions/0", deadline=_dl())
     assert vd["size_kib"] == 2 * GIB // 1024
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-rsrc"))
@@ -190,6 +191,8 @@ def test_delete_with_snapshot_converges(env, mode, route):
 
 
 def _non_replica(env, rd):
+    """A node without a replica (it may hold the quorum tiebreaker, which publish converts)."""
     have = {r["node_name"] for r in env.client.get(f"/v1/resource-definitions/{rd}/resources",
-                                                   deadline=_dl())}
+                                                   deadline=_dl())
+            if "DISKLESS" not in r.get("flags", [])}
     return next(n for n in ("node-1", "node-2", "node-3") if n not in have)

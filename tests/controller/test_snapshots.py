@@ -136,6 +136,11 @@ def test_restore(env):
         grpc.StatusCode.ALREADY_EXISTS
 
 
+def _diskful(resources: list[dict]) -> int:
+    """Replicas with a disk: two of them get LINSTOR's quorum tiebreaker beside (§9 C5)."""
+    return sum(1 for r in resources if "DISKLESS" not in r.get("flags", []))
+
+
 @pytest.mark.parametrize("kind", ["LVM_THIN", "FILE_THIN"])
 def test_clone(tmp_path, kind):
     env = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
@@ -155,7 +160,7 @@ def _check_clone(env):
                                           volume_content_source=src)).volume
     assert vol.capacity_bytes == 2 * GIB
     res = env.client.get("/v1/resource-definitions/pvc-clone/resources", deadline=_dl())
-    assert len(res) == 2
+    assert _diskful(res) == 2
     rd = env.client.get("/v1/resource-definitions/pvc-clone", deadline=_dl())
     assert rd["props"]["Aux/csi-volume-name"] == "pvc-clone"
     assert rd["props"]["Aux/csi-content-source"] == "volume:pvc-orig"
@@ -297,7 +302,8 @@ def test_restore_recovers_a_volume_definition_grown_before_its_resources(env):
                    body={"size_kib": 2 * GIB // 1024})
     vol = env.ctl.CreateVolume(req).volume
     assert vol.capacity_bytes == 2 * GIB
-    assert len(env.client.get("/v1/resource-definitions/pvc-gdst/resources", deadline=_dl())) == 2
+    assert _diskful(env.client.get("/v1/resource-definitions/pvc-gdst/resources",
+                                   deadline=_dl())) == 2
     for rd in ("pvc-gdst", "pvc-gsrc"):
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
@@ -395,7 +401,8 @@ def test_clone_on_a_pool_linstor_cannot_clone_goes_through_a_temporary_snapshot(
     assert vol.capacity_bytes == 2 * GIB and vol.content_source.volume.volume_id == "pvc-fsrc"
     refused = [b for m, r, st, b in env.sim.replies() if r.endswith("/clone") and st == 500]
     assert refused and "unsupported storage pools" in refused[0]["messages"][0]["message"]
-    assert len(env.client.get("/v1/resource-definitions/pvc-fdst/resources", deadline=_dl())) == 2
+    assert _diskful(env.client.get("/v1/resource-definitions/pvc-fdst/resources",
+                                   deadline=_dl())) == 2
     assert env.sim.list_snapshots() == []  # the temporary snapshot is gone
     assert env.ctl.CreateVolume(req).volume.volume_id == "pvc-fdst"
     for rd in ("pvc-fdst", "pvc-fsrc"):

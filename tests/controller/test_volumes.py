@@ -187,6 +187,48 @@ def test_local_only_policy(env):
     assert replica in err.value.details()
 
 
+def test_local_only_policy_holds_on_the_tiebreakers_node(env):
+    """Two replicas get LINSTOR's quorum tiebreaker on the third node (§9 C5). That node has
+    no data: a local-only class must refuse it like any other, not turn the tiebreaker into
+    an attachment."""
+    params = {"placementCount": "2", "allowRemoteVolumeAccess": "false"}
+    vol = env.ctl.CreateVolume(create_req("pvc-ltb", params=params)).volume
+    res = {r["node_name"]: r.get("flags") or [] for r in env.client.get(
+        "/v1/resource-definitions/pvc-ltb/resources", deadline=_dl())}
+    (tb,) = [n for n, f in res.items() if "TIE_BREAKER" in f]
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-ltb", node_id=tb, volume_capability=MOUNT,
+            volume_context=dict(vol.volume_context)))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "allowRemoteVolumeAccess" in err.value.details()
+    flags = env.client.get(f"/v1/resource-definitions/pvc-ltb/resources/{tb}",
+                           deadline=_dl())["flags"]
+    assert "TIE_BREAKER" in flags, "still the tiebreaker, not an attachment"
+
+
+def test_an_unreachable_tiebreaker_does_not_make_the_volume_abnormal(env):
+    """The tiebreaker LINSTOR adds beside two replicas holds no data: with both replicas
+    UpToDate the volume is healthy even while the tiebreaker's node is down; the message
+    still says so. A replica's node going down is abnormal."""
+    env.ctl.CreateVolume(create_req("pvc-tbh", params={"placementCount": "2"}))
+    res = {r["node_name"]: r.get("flags") or [] for r in env.client.get(
+        "/v1/resource-definitions/pvc-tbh/resources", deadline=_dl())}
+    (tb,) = [n for n, f in res.items() if "TIE_BREAKER" in f]
+    env.sim.set_node_online(tb, False)
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-tbh"))
+    cond = got.status.volume_condition
+    assert not cond.abnormal, cond.message
+    assert tb in cond.message and "tiebreaker" in cond.message
+    env.sim.set_node_online(tb, True)
+    replica = diskful_nodes(env, "pvc-tbh")[0]
+    env.sim.set_node_online(replica, False)
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-tbh"))
+    assert got.status.volume_condition.abnormal
+    assert replica in got.status.volume_condition.message
+    env.sim.set_node_online(replica, True)
+
+
 def test_topology_preferred_and_requisite(env):
     def top(node):
         return csi_pb2.Topology(segments={"linbit.com/hostname": node})

@@ -176,7 +176,11 @@ class Cluster:
     def start(self) -> None:
         sim = self._spawn("sim", _driver_cmd(
             "sim", "--listen", "127.0.0.1:0", "--nodes", str(len(self.node_names)),
-            "--device-dir", str(self.device_dir), "--state-dir", str(self.state_dir)),
+            "--device-dir", str(self.device_dir), "--state-dir", str(self.state_dir),
+            # DRBD auto-promote from real opens: what a node's kubelet mounts or opens for
+            # writing under its root makes that node Primary (in_use)
+            *[a for n in self.node_names
+              for a in ("--node-root", f"{n}={self.kubelet_root / n}")]),
             stdout=subprocess.PIPE)
         assert sim.popen.stdout is not None
         line = sim.popen.stdout.readline().decode().strip()
@@ -240,6 +244,11 @@ class Cluster:
 
     def sim_state(self) -> dict[str, list[str]]:
         return self.admin("GET", "state")
+
+    def double_opens(self) -> list[dict]:
+        """Moments the simulator saw one volume open for writing on two nodes at once (a
+        DRBD device would have refused the second: auto-promote needs the peer Secondary)."""
+        return self.admin("GET", "double-opens")
 
     def sim_replies(self) -> list[tuple[str, str, int, Any]]:
         """Every REST reply the simulator sent (for the contract check at teardown)."""

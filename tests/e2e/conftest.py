@@ -71,12 +71,17 @@ def cluster() -> Iterator[Cluster]:
 def story(cluster: Cluster) -> Iterator[Story]:
     """The CO roles on the cluster; afterwards: everything undone, nothing leaked, no mount."""
     before = cluster.sim_state()
+    opens_before = len(cluster.double_opens())
     s = Story.on(cluster)
     try:
         yield s
     finally:
         cluster.reset_faults()
         problems = s.cleanup()
+        doubles = cluster.double_opens()[opens_before:]
+        if doubles:
+            problems.append("a volume was open for writing on two nodes at once, which DRBD "
+                            f"refuses (the old node had not released it): {doubles}")
         after = cluster.sim_state()
         leaked = {k: sorted(set(after[k]) - set(before[k])) for k in after}
         if any(leaked.values()):

@@ -39,6 +39,18 @@ def _start_app(story: Story) -> tuple:
     return vol, pod_uid, target, sums
 
 
+def _primary(cluster: Cluster, rd: str) -> list[str]:
+    """Nodes LINSTOR reports the volume in use on: DRBD auto-promotes the node whose kubelet
+    mounted or opened the device for writing (the simulator sees the real mounts and opens)."""
+    return sorted(r["node_name"] for r in cluster.replicas(rd)
+                  if (r.get("state") or {}).get("in_use"))
+
+
+def _may_promote(cluster: Cluster, rd: str, node: str) -> bool:
+    (res,) = [r for r in cluster.replicas(rd) if r["node_name"] == node]
+    return bool(res["layer_object"]["drbd"].get("may_promote"))
+
+
 def _read_on_b(story: Story, vol, sums: dict[str, str]) -> None:
     pod_b, target_b = story.run_pod(vol, B)
     assert checksums(target_b, sums) == sums, "data written on node A differs on node B"
@@ -47,9 +59,14 @@ def _read_on_b(story: Story, vol, sums: dict[str, str]) -> None:
 
 def test_drain_moves_the_pod_and_its_data(story: Story, cluster: Cluster) -> None:
     vol, pod_uid, target, sums = _start_app(story)
+    # the pod's mount on A made A Primary: B cannot be promoted until A lets go
+    assert _primary(cluster, vol.volume_id) == [A]
+    assert not _may_promote(cluster, vol.volume_id, B)
     # kubectl drain A: the pod is deleted, kubelet unmounts, the attacher detaches
     story.delete_pod(vol, A, pod_uid)
     assert not mounts_under(story.kubelets[A].root)
+    assert _primary(cluster, vol.volume_id) == []
+    assert _may_promote(cluster, vol.volume_id, B)
     _read_on_b(story, vol, sums)
     story.provisioner.delete(vol)  # reclaimPolicy Retain: the admin deletes the PV by hand
     assert cluster.replicas(vol.volume_id) == []
@@ -88,10 +105,12 @@ def test_block_volume_moves_with_its_bytes(story: Story, cluster: Cluster) -> No
     pod, dev = story.run_pod(vol, A)
     payload = random.Random(7).randbytes(3 * 1024 * 1024 + 512)
     with open(dev, "r+b") as f:
+        assert _primary(cluster, vol.volume_id) == [A], "a write open promotes A"
         f.seek(5 * 1024 * 1024)
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+    assert _primary(cluster, vol.volume_id) == []
     story.delete_pod(vol, A, pod)
     pod_b, dev_b = story.run_pod(vol, B)
     with open(dev_b, "rb") as f:

@@ -150,17 +150,18 @@ def test_autoplace_most_free_space_first(sim_factory: Any) -> None:
     api = Api(sim.url)
     api.rg("rg1", storage_pool_list=["thick"])
     assert api.spawn("r1", size_kib=150 * GIB).status_code == 201
-    nodes = sorted(r["node_name"] for r in api.get("/v1/resource-definitions/r1/resources")
-                   .json())
-    assert nodes == ["b", "c"]
+    assert diskful_nodes(api, "r1") == ["b", "c"]
     # now b has 150G free, c 50G, a 100G -> b then a
     assert api.spawn("r2", size_kib=10 * GIB).status_code == 201
-    nodes = sorted(r["node_name"] for r in api.get("/v1/resource-definitions/r2/resources")
-                   .json())
-    assert nodes == ["a", "b"]
+    assert diskful_nodes(api, "r2") == ["a", "b"]
     pools = {p["node_name"]: p for p in api.get("/v1/view/storage-pools?storage_pools=thick")
              .json()}
     assert pools["c"]["free_capacity"] == 50 * GIB
+
+
+def diskful_nodes(api: Api, rd: str) -> list[str]:
+    return sorted(r["node_name"] for r in api.get(f"/v1/resource-definitions/{rd}/resources")
+                  .json() if "DISKLESS" not in r.get("flags", []))
 
 
 def test_not_enough_nodes_leaves_nothing(api: Api) -> None:
@@ -186,8 +187,8 @@ def test_autoplace_idempotent_and_filters(api: Api, sim: Any) -> None:
     r = api.post("/v1/resource-definitions/ap/autoplace", {"select_filter": sf})
     assert r.status_code == 201
     res = api.get("/v1/resource-definitions/ap/resources").json()
-    assert sorted((x["node_name"], x["props"]["StorPoolName"]) for x in res) == [
-        ("node-2", "sp1"), ("node-3", "sp1")]
+    assert sorted((x["node_name"], x["props"]["StorPoolName"]) for x in res
+                  if "DISKLESS" not in x.get("flags", [])) == [("node-2", "sp1"), ("node-3", "sp1")]
     r = api.post("/v1/resource-definitions/ap/autoplace", {"select_filter": sf})
     assert r.status_code == 201 and has_rc(r.json(), C.WARN_RSC_ALREADY_DEPLOYED)
     r = api.post("/v1/resource-definitions/ap/autoplace",
@@ -223,6 +224,8 @@ def test_replicas_on_same_and_different(sim_factory: Any) -> None:
     nodes = sorted(x["node_name"] for x in api.get("/v1/resource-definitions/s1/resources")
                    .json())
     assert nodes == ["c", "d"]
+    # the tiebreaker must also be in zone z2, which has no free node
+    assert has_rc(r.json(), C.WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER)
     r = api.spawn("s2", select_filter={"replicas_on_same": ["Aux/zone"], "place_count": 3})
     assert r.status_code == 500
 
@@ -416,8 +419,9 @@ def test_restore_rules(api: Api) -> None:
     r = api.post(base + "/snapshot-restore-resource/s1", {"to_resource": "dst"})
     assert r.status_code == 200
     snap_nodes = api.get(base + "/snapshots/s1").json()["nodes"]
-    assert sorted(x["node_name"] for x in api.get("/v1/resource-definitions/dst/resources")
-                  .json()) == sorted(snap_nodes)
+    assert diskful_nodes(api, "dst") == sorted(snap_nodes)
+    # restore runs the auto helpers: two replicas get their tiebreaker
+    assert len(api.get("/v1/resource-definitions/dst/resources").json()) == 3
     r = api.post(base + "/snapshot-restore-resource/s1", {"to_resource": "dst"})
     assert r.status_code == 500 and rc_is(r.json()[0]["ret_code"], C.FAIL_EXISTS_RSC)
 
