@@ -54,6 +54,15 @@ def dist_available() -> bool:
     return DIST.is_file()
 
 
+def require_real_linstor() -> None:
+    """Skip (locally) or fail (under CI, tests/prerequisites.py) when real LINSTOR cannot run."""
+    from tests.prerequisites import require
+
+    require(os.geteuid() == 0, "real LINSTOR needs root (loop devices, mounts)")
+    require(java_available(), "real LINSTOR needs a Java runtime (openjdk-17-jre-headless)")
+    require(dist_available(), "real LINSTOR needs ../shared/linstor-server")
+
+
 def _free_port() -> int:
     """A free loopback port below 32768: LINSTOR stores the satellite port as SQL SMALLINT."""
     for port in random.sample(range(20000, 32000), 200):
@@ -155,7 +164,7 @@ class RealLinstor:
                 "connection_status") == "ONLINE", 60, "satellite ONLINE")
             img = w / "xfs.img"
             with open(img, "wb") as f:
-                f.truncate(1024 * 1024 * 1024)
+                f.truncate(4 * 1024 * 1024 * 1024)  # sparse: thin volumes of a few GiB fit
             subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(img)], check=True,
                            timeout=60)
             self.pool_loop = subprocess.run(
@@ -208,6 +217,32 @@ class RealLinstor:
             left.append(f"resource definition {rd}")
             self.call("DELETE", f"/v1/resource-definitions/{rd}", ok=False)
         return left
+
+    def leftovers(self) -> list[str]:
+        """What a test left in LINSTOR: snapshots and resource definitions."""
+        return [f"snapshot {s}" for s in self.snapshots()] + [
+            f"resource definition {rd}" for rd in self.rds()]
+
+    def reset(self) -> None:
+        """Back to the state start() left: no snapshot, resource definition, resource group
+        (but LINSTOR's own DfltRscGrp) or key-value store entry; the nodes and pools stay."""
+        self.purge()
+        for rg in self.call("GET", "/v1/resource-groups"):
+            if rg["name"] != "DfltRscGrp":
+                self.call("DELETE", f"/v1/resource-groups/{rg['name']}", ok=False)
+        # LINSTOR generates a LINSTOR remote on the first snapshot restore
+        # ("local-remote-generated-by-linstor", http://localhost:3370)
+        for remotes in (self.call("GET", "/v1/remotes") or {}).values():
+            for remote in remotes:
+                self.call("DELETE", f"/v1/remotes?remote_name={remote['remote_name']}", ok=False)
+        for kv in self.call("GET", "/v1/key-value-store"):
+            self.call("DELETE", f"/v1/key-value-store/{kv['name']}", ok=False)
+        left = self.leftovers() + [f"resource group {rg['name']}" for rg in self.call(
+            "GET", "/v1/resource-groups") if rg["name"] != "DfltRscGrp"] + [
+            f"remote {r['remote_name']}" for rs in (self.call("GET", "/v1/remotes") or {}).values()
+            for r in rs]
+        if left:
+            raise AssertionError(f"LINSTOR could not be reset: {left}")
 
     def stop(self) -> None:
         with contextlib.suppress(requests.RequestException, AssertionError):
