@@ -37,7 +37,7 @@ from csi_linstor.errors import (
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import Snapshot
+from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
@@ -168,7 +168,8 @@ class Snapshots:
             raise NotFound(f"source volume {source} does not exist")
         try:
             self.client.post(f"/v1/resource-definitions/{source}/snapshots", deadline=deadline,
-                             body={"name": snap, "props": {PROP_SNAPSHOT_NAME: name}})
+                             body={"name": snap,
+                                   **snapshot_props_fields({PROP_SNAPSHOT_NAME: name})})
         except LinstorError as err:
             if err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
                 # taken concurrently, or still being deleted: look again
@@ -277,9 +278,9 @@ class Snapshots:
         for source in sources:
             if not ids.is_valid_name(source):
                 raise NotFound(f"source volume {source} does not exist")
-        body = {"snapshots": [{"name": snap, "resource_name": s,
-                               "props": {PROP_SNAPSHOT_NAME: name, PROP_GROUP: gid,
-                                         PROP_GROUP_SOURCES: ",".join(sorted(set(sources)))}}
+        props = {PROP_SNAPSHOT_NAME: name, PROP_GROUP: gid,
+                 PROP_GROUP_SOURCES: ",".join(sorted(set(sources)))}
+        body = {"snapshots": [{"name": snap, "resource_name": s, **snapshot_props_fields(props)}
                               for s in sorted(set(sources))]}
         try:
             self.client.post("/v1/actions/snapshot/multi", deadline=deadline, body=body)
