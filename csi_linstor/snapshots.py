@@ -176,7 +176,7 @@ class Snapshots:
                 have = self._existing(name, snap, source, deadline)
                 if have is not None:
                     return have
-            raise self._create_error(err, [source]) from err
+            raise self._create_error(err, [source], deadline) from err
         info = self.get(ids.snapshot_id(source, snap), deadline)
         if info is None:
             raise NotFound(f"snapshot {snap} of {source} vanished right after it was taken; retry")
@@ -208,11 +208,15 @@ class Snapshots:
                           "retry (see the LINSTOR error reports)")
         return info
 
-    @staticmethod
-    def _create_error(err: LinstorError, sources: list[str]) -> Exception:
+    def _create_error(self, err: LinstorError, sources: list[str],
+                      deadline: Deadline) -> Exception:
         if err.has(consts.FAIL_SNAPSHOTS_NOT_SUPPORTED):
-            return FailedPrecondition(f"the storage pool of {', '.join(sources)} cannot take "
-                                      f"snapshots (thick LVM?): {err.message}")
+            pools = "; ".join(f"{s}: {self.volumes._pools_of(s, deadline)}" for s in sources
+                              if ids.is_valid_name(s))
+            return FailedPrecondition(
+                f"LINSTOR cannot take snapshots of {', '.join(sources)} in its storage pool "
+                f"({pools}): {err.message}; snapshots need a pool of kind LVM_THIN, ZFS, "
+                "ZFS_THIN, or FILE_THIN on a filesystem with reflink")
         if err.is_not_found():
             return NotFound(f"source volume not found: {err.message}")
         if err.has(consts.FAIL_NOT_ENOUGH_NODES):
@@ -285,7 +289,7 @@ class Snapshots:
         try:
             self.client.post("/v1/actions/snapshot/multi", deadline=deadline, body=body)
         except LinstorError as err:
-            raise self._create_error(err, sources) from err
+            raise self._create_error(err, sources, deadline) from err
         found = self.by_name(snap, deadline, resources=valid)
         return gid, sorted(found, key=lambda i: i.resource)
 
