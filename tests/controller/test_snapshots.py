@@ -12,7 +12,16 @@ import pytest
 from csi_linstor._gen import csi_pb2
 from csi_linstor.sim import SimConfig
 from csi_linstor.sim.simulator import PoolSpec
-from tests.controller.conftest import GIB, close_env, code_of, create_req, make_env, sim_only
+from tests.controller.conftest import (
+    GIB,
+    backend_env,
+    close_env,
+    code_of,
+    create_req,
+    make_env,
+    sim_only,
+)
+from tests.real_linstor import THIN_POOL
 
 R2 = {"placementCount": "2"}
 
@@ -65,18 +74,25 @@ def _delete_volumes(env, *ids):
     assert env.leftovers() == ([], [])
 
 
-@sim_only("a thick (LVM) pool: the real satellite has FILE_THIN pools only")
-def test_thick_pool_cannot_snapshot(tmp_path):
-    cfg = SimConfig(nodes=3).add_pool("thick", provider_kind="LVM")
-    env = make_env(tmp_path, sim_config=cfg)
+def test_a_pool_that_cannot_snapshot_is_failed_precondition(request, backend, tmp_path):
+    """A thick LVM pool on the simulator; on real LINSTOR the FILE_THIN pool on a filesystem
+    without reflink (``thinpool``), where LINSTOR cannot take snapshots."""
+    if backend == "sim":
+        env = backend_env(request, backend, tmp_path,
+                          sim_config=SimConfig(nodes=3).add_pool("thick", provider_kind="LVM"))
+        pool = "thick"
+    else:
+        env = backend_env(request, backend, tmp_path)
+        pool = THIN_POOL
     try:
-        env.ctl.CreateVolume(create_req("pvc-thick", params={"storagePool": "thick"}))
-        try:
+        env.ctl.CreateVolume(create_req("pvc-thick", params={**env.params(),
+                                                             "storagePool": pool}))
+        with pytest.raises(grpc.RpcError) as err:
             env.ctl.CreateSnapshot(snap_req("snapshot-t", "pvc-thick"))
-            raise AssertionError("snapshot of a thick volume succeeded")
-        except grpc.RpcError as err:
-            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "thick" in err.details()
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+        assert pool in err.value.details()
+        assert env.snapshots() == []
+        _delete_volumes(env, "pvc-thick")
     finally:
         close_env(env)
 
