@@ -265,10 +265,18 @@ class RealLinstor:
             for dev in (json.loads(out)["loopdevices"] if out.strip() else []):
                 if (dev.get("back-file") or "").startswith(str(d) + "/"):
                     subprocess.run(["losetup", "-d", dev["name"]], check=False, timeout=30)
-        if os.path.ismount(self.xfs_dir):
-            subprocess.run(["umount", str(self.xfs_dir)], check=False, timeout=60)
+        # the satellite's last closes may still be settling: a busy umount or detach is retried
+        for _ in range(20):
+            if not os.path.ismount(self.xfs_dir) or subprocess.run(
+                    ["umount", str(self.xfs_dir)], check=False, timeout=60).returncode == 0:
+                break
+            time.sleep(0.5)
         if self.pool_loop:
-            subprocess.run(["losetup", "-d", self.pool_loop], check=False, timeout=30)
+            for _ in range(20):
+                if subprocess.run(["losetup", "-d", self.pool_loop], check=False,
+                                  capture_output=True, timeout=30).returncode == 0:
+                    break
+                time.sleep(0.5)
             self.pool_loop = None
         with contextlib.suppress(FileNotFoundError):
             LOOP_MAPPING.unlink()
