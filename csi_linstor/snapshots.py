@@ -37,7 +37,7 @@ from csi_linstor.errors import (
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import Snapshot
+from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
@@ -168,14 +168,15 @@ class Snapshots:
             raise NotFound(f"source volume {source} does not exist")
         try:
             self.client.post(f"/v1/resource-definitions/{source}/snapshots", deadline=deadline,
-                             body={"name": snap, "props": {PROP_SNAPSHOT_NAME: name}})
+                             body={"name": snap,
+                                   **snapshot_props_fields({PROP_SNAPSHOT_NAME: name})})
         except LinstorError as err:
             if err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
                 # taken concurrently, or still being deleted: look again
                 have = self._existing(name, snap, source, deadline)
                 if have is not None:
                     return have
-            raise self._create_error(err, [source]) from err
+            raise self._create_error(err, [source], deadline) from err
         info = self.get(ids.snapshot_id(source, snap), deadline)
         if info is None:
             raise NotFound(f"snapshot {snap} of {source} vanished right after it was taken; retry")
@@ -207,11 +208,15 @@ class Snapshots:
                           "retry (see the LINSTOR error reports)")
         return info
 
-    @staticmethod
-    def _create_error(err: LinstorError, sources: list[str]) -> Exception:
+    def _create_error(self, err: LinstorError, sources: list[str],
+                      deadline: Deadline) -> Exception:
         if err.has(consts.FAIL_SNAPSHOTS_NOT_SUPPORTED):
-            return FailedPrecondition(f"the storage pool of {', '.join(sources)} cannot take "
-                                      f"snapshots (thick LVM?): {err.message}")
+            pools = "; ".join(f"{s}: {self.volumes._pools_of(s, deadline)}" for s in sources
+                              if ids.is_valid_name(s))
+            return FailedPrecondition(
+                f"LINSTOR cannot take snapshots of {', '.join(sources)} in its storage pool "
+                f"({pools}): {err.message}; snapshots need a pool of kind LVM_THIN, ZFS, "
+                "ZFS_THIN, or FILE_THIN on a filesystem with reflink")
         if err.is_not_found():
             return NotFound(f"source volume not found: {err.message}")
         if err.has(consts.FAIL_NOT_ENOUGH_NODES):
@@ -277,14 +282,14 @@ class Snapshots:
         for source in sources:
             if not ids.is_valid_name(source):
                 raise NotFound(f"source volume {source} does not exist")
-        body = {"snapshots": [{"name": snap, "resource_name": s,
-                               "props": {PROP_SNAPSHOT_NAME: name, PROP_GROUP: gid,
-                                         PROP_GROUP_SOURCES: ",".join(sorted(set(sources)))}}
+        props = {PROP_SNAPSHOT_NAME: name, PROP_GROUP: gid,
+                 PROP_GROUP_SOURCES: ",".join(sorted(set(sources)))}
+        body = {"snapshots": [{"name": snap, "resource_name": s, **snapshot_props_fields(props)}
                               for s in sorted(set(sources))]}
         try:
             self.client.post("/v1/actions/snapshot/multi", deadline=deadline, body=body)
         except LinstorError as err:
-            raise self._create_error(err, sources) from err
+            raise self._create_error(err, sources, deadline) from err
         found = self.by_name(snap, deadline, resources=valid)
         return gid, sorted(found, key=lambda i: i.resource)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,7 +49,12 @@ from csi_linstor.errors import (
 from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import Resource, ResourceDefinition, Snapshot
+from csi_linstor.linstor.models import (
+    Resource,
+    ResourceDefinition,
+    Snapshot,
+    snapshot_props_fields,
+)
 from csi_linstor.nodeops import fs as nodeops_fs
 from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
 from csi_linstor.topology import NodeIndex
@@ -85,6 +91,9 @@ BAD_RESOURCE_FLAGS = ("DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT")
 # Props a clone copies from its source that say whose volume an RD is (see _unfixed_clone).
 CLONED_OWNER_PROPS = (PROP_NAME, PROP_DONE, PROP_SOURCE, PROP_ACCESS, PROP_FS, PROP_PVC_NAME,
                       PROP_PVC_NAMESPACE)
+# Source props a copy (clone, restore) must not keep unless it sets them itself.
+COPIED_PROPS_TO_DROP = (PROP_DONE, PROP_PVC_NAME, PROP_PVC_NAMESPACE, PROP_SOURCE, PROP_FS,
+                        PROP_DELETED, PROP_FROM_BLOCK, PROP_CLONE_VIA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,12 +414,27 @@ class Volumes:
 
     def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: Snapshot | None,
                 src_vol: Volume | None, deadline: Deadline, call_log: Any) -> Volume:
+        if src_vol is not None and vol.props.get(PROP_CLONE_VIA) \
+                and _restored_over(spec, vol, src_vol.props):
+            # restored from the temporary snapshot, which replaced our props with the source's
+            call_log.info("resuming the clone of %s into %s: reclaiming its properties",
+                          src_vol.id, spec.rd)
+            self.ensure_resource_group(spec.params, deadline)
+            self._reclaim_props(spec, src_vol.props, deadline, self._clone_via_props(spec, src_vol))
+            return self._clone_via_snapshot(spec, kib, src_vol, deadline, fresh=False)
         if src_vol is not None and _unfixed_clone(spec, vol, src_vol):
             call_log.info("resuming the clone of %s into %s: setting its properties",
                           src_vol.id, spec.rd)
             self.ensure_resource_group(spec.params, deadline)
             self._set_clone_props(spec, src_vol, deadline)
             return self._clone(spec, kib, src_vol, deadline, fresh=False)
+        if snap_info is not None and _restored_over(spec, vol,
+                                                    snap_info.resource_definition_props):
+            call_log.info("resuming the restore of %s/%s into %s: reclaiming its properties",
+                          snap_info.resource_name, snap_info.name, spec.rd)
+            self.ensure_resource_group(spec.params, deadline)
+            self._reclaim_props(spec, snap_info.resource_definition_props, deadline)
+            return self._restore(spec, kib, snap_info, deadline, fresh=False)
         self._check_compatible(spec, vol, kib)
         if vol.complete:
             return vol
@@ -660,7 +684,8 @@ class Volumes:
         return snap
 
     def _restore(self, spec: CreateSpec, kib: int, snap: Snapshot, deadline: Deadline,
-                 fresh: bool, before_finish: Any = None) -> Volume:
+                 fresh: bool, before_finish: Any = None,
+                 extra: dict[str, str] | None = None) -> Volume:
         """Restore ``snap`` into ``spec.rd``, resumable after a crash at any step.
 
         Steps: RD (props, no done marker) → VDs at the snapshot's size
@@ -668,7 +693,9 @@ class Volumes:
         VD to the requested size → more replicas → done marker. LINSTOR restores only into a VD
         of exactly the snapshot's size (linstor-facts C7, CtrlSnapshotRestoreApiCallHandler:
         FAIL_INVLD_VLM_SIZE otherwise), so the VD is grown only once resources exist; what a
-        retry finds (VD size, resources) tells it where to continue.
+        retry finds (VD size, resources) tells it where to continue. snapshot-restore-resource
+        copies the source RD's props (as they were at the snapshot) over the target's
+        (CtrlSnapshotRestoreApiCallHandler): ours, and ``extra``, are set again right after it.
         """
         src, name = snap.resource_name, snap.name
         rd = spec.rd
@@ -720,6 +747,7 @@ class Volumes:
             except LinstorError as err:
                 if not err.has(consts.FAIL_EXISTS_RSC):
                     raise self._restore_error(spec, err) from err
+            self._reclaim_props(spec, snap.resource_definition_props, deadline, extra)
             diskful = len(targets)
         else:
             diskful = len([r for r in present if not r.is_diskless])
@@ -733,6 +761,17 @@ class Volumes:
         if before_finish is not None:
             before_finish()
         return self._finish(spec, deadline)
+
+    def _reclaim_props(self, spec: CreateSpec, origin: Mapping[str, str], deadline: Deadline,
+                       extra: dict[str, str] | None = None) -> None:
+        """Make a copy of ``origin``'s props (a restore) ours again: our props and ``extra`` set,
+        the origin's done marker, owner and deletion props it copied removed."""
+        override = {**self.props_for(spec, done=False), **(extra or {})}
+        drop = [k for k in COPIED_PROPS_TO_DROP if k in origin and k not in override]
+        body: dict[str, Any] = {"override_props": override}
+        if drop:
+            body["delete_props"] = drop
+        self.client.put(f"/v1/resource-definitions/{spec.rd}", deadline=deadline, body=body)
 
     def _restore_rd(self, spec: CreateSpec, deadline: Deadline,
                     extra: dict[str, str] | None = None) -> None:
@@ -839,6 +878,10 @@ class Volumes:
             self._place(spec, deadline, skip_constraint=True)
         return self._finish(spec, deadline)
 
+    @staticmethod
+    def _clone_via_props(spec: CreateSpec, src: Volume) -> dict[str, str]:
+        return {PROP_CLONE_VIA: f"{src.id}/{ids.snapshot_name(f'clone-for-{spec.rd}')}"}
+
     def _clone_via_snapshot(self, spec: CreateSpec, kib: int, src: Volume, deadline: Deadline,
                             fresh: bool) -> Volume:
         """Clone ``src`` as temporary snapshot → restore → delete the snapshot → done marker.
@@ -849,14 +892,15 @@ class Volumes:
         rd = spec.rd
         tmp = ids.snapshot_name(f"clone-for-{rd}")
         if fresh:
-            self._restore_rd(spec, deadline, extra={PROP_CLONE_VIA: f"{src.id}/{tmp}"})
+            self._restore_rd(spec, deadline, extra=self._clone_via_props(spec, src))
         snap = self._temp_snapshot(src.id, tmp, deadline)
         present = queries.resources(self.client, rd, deadline)
         if snap is None and not present:
             try:
                 self.client.post(f"/v1/resource-definitions/{src.id}/snapshots",
                                  deadline=deadline,
-                                 body={"name": tmp, "props": {PROP_CLONE_FOR: rd}})
+                                 body={"name": tmp,
+                                       **snapshot_props_fields({PROP_CLONE_FOR: rd})})
             except LinstorError as err:
                 if err.has(consts.FAIL_SNAPSHOTS_NOT_SUPPORTED):
                     self._cleanup_failed_create(spec, deadline)
@@ -883,7 +927,8 @@ class Volumes:
 
         if snap is not None:
             return self._restore(spec, kib, snap, deadline, fresh=False,
-                                 before_finish=drop_snapshot)
+                                 before_finish=drop_snapshot,
+                                 extra=self._clone_via_props(spec, src))
         # resumed after the snapshot was restored and deleted: finish the placement
         vol = self.find(rd, deadline)
         if vol is None:
@@ -1370,6 +1415,15 @@ def remote_capable(resources: list[Resource]) -> bool:
     count as capable."""
     tops = {r.top_layer for r in resources if not r.is_diskless} - {""}
     return not tops or bool(tops & {"DRBD", "NVME"})
+
+
+def _restored_over(spec: CreateSpec, vol: Volume, origin: Mapping[str, str]) -> bool:
+    """Whether ``vol`` is our restore of a snapshot of an RD with props ``origin``, interrupted
+    right after snapshot-restore-resource: LINSTOR copied the origin's props over ours (a union:
+    ours that the origin lacks stay), so it carries the origin's ownership props."""
+    return (origin.get(PROP_NAME, spec.name) != spec.name
+            and vol.props.get(PROP_NAME) == origin[PROP_NAME]
+            and all(vol.props.get(k) == v for k, v in origin.items() if k in CLONED_OWNER_PROPS))
 
 
 def _unfixed_clone(spec: CreateSpec, vol: Volume, src: Volume) -> bool:

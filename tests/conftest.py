@@ -32,6 +32,35 @@ def _harvest_simulator_replies() -> Iterator[None]:
     patch.undo()
 
 
+# ---------------------------------------------------------------------------------------------
+# The real LINSTOR backend: one instance for the whole session, started by the first test that
+# asks for it (never when no such test runs), stopped at session end with everything deleted.
+
+
+@pytest.fixture(scope="session")
+def real_linstor_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.real_linstor import RealLinstor, require_real_linstor
+
+    require_real_linstor()
+    real = RealLinstor(tmp_path_factory.mktemp("reallinstor")).start()
+    try:
+        yield real
+    finally:
+        real.stop()
+
+
+@pytest.fixture
+def real_linstor(real_linstor_session: Any) -> Iterator[Any]:
+    """The session's real LINSTOR, empty; the test must leave it empty (no resource definition,
+    no snapshot): what it leaves is an error of that test, then deleted for the next one."""
+    real = real_linstor_session
+    real.reset()
+    yield real
+    left = real.leftovers()
+    real.reset()
+    assert not left, f"the test left in real LINSTOR: {left}"
+
+
 _REPORT: list[str] = []
 
 

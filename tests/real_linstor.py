@@ -54,6 +54,15 @@ def dist_available() -> bool:
     return DIST.is_file()
 
 
+def require_real_linstor() -> None:
+    """Skip (locally) or fail (under CI, tests/prerequisites.py) when real LINSTOR cannot run."""
+    from tests.prerequisites import require
+
+    require(os.geteuid() == 0, "real LINSTOR needs root (loop devices, mounts)")
+    require(java_available(), "real LINSTOR needs a Java runtime (openjdk-17-jre-headless)")
+    require(dist_available(), "real LINSTOR needs ../shared/linstor-server")
+
+
 def _free_port() -> int:
     """A free loopback port below 32768: LINSTOR stores the satellite port as SQL SMALLINT."""
     for port in random.sample(range(20000, 32000), 200):
@@ -209,6 +218,32 @@ class RealLinstor:
             self.call("DELETE", f"/v1/resource-definitions/{rd}", ok=False)
         return left
 
+    def leftovers(self) -> list[str]:
+        """What a test left in LINSTOR: snapshots and resource definitions."""
+        return [f"snapshot {s}" for s in self.snapshots()] + [
+            f"resource definition {rd}" for rd in self.rds()]
+
+    def reset(self) -> None:
+        """Back to the state start() left: no snapshot, resource definition, resource group
+        (but LINSTOR's own DfltRscGrp) or key-value store entry; the nodes and pools stay."""
+        self.purge()
+        for rg in self.call("GET", "/v1/resource-groups"):
+            if rg["name"] != "DfltRscGrp":
+                self.call("DELETE", f"/v1/resource-groups/{rg['name']}", ok=False)
+        # LINSTOR generates a LINSTOR remote on the first snapshot restore
+        # ("local-remote-generated-by-linstor", http://localhost:3370)
+        for remotes in (self.call("GET", "/v1/remotes") or {}).values():
+            for remote in remotes:
+                self.call("DELETE", f"/v1/remotes?remote_name={remote['remote_name']}", ok=False)
+        for kv in self.call("GET", "/v1/key-value-store"):
+            self.call("DELETE", f"/v1/key-value-store/{kv['name']}", ok=False)
+        left = self.leftovers() + [f"resource group {rg['name']}" for rg in self.call(
+            "GET", "/v1/resource-groups") if rg["name"] != "DfltRscGrp"] + [
+            f"remote {r['remote_name']}" for rs in (self.call("GET", "/v1/remotes") or {}).values()
+            for r in rs]
+        if left:
+            raise AssertionError(f"LINSTOR could not be reset: {left}")
+
     def stop(self) -> None:
         with contextlib.suppress(requests.RequestException, AssertionError):
             self.purge()
@@ -230,10 +265,18 @@ class RealLinstor:
             for dev in (json.loads(out)["loopdevices"] if out.strip() else []):
                 if (dev.get("back-file") or "").startswith(str(d) + "/"):
                     subprocess.run(["losetup", "-d", dev["name"]], check=False, timeout=30)
-        if os.path.ismount(self.xfs_dir):
-            subprocess.run(["umount", str(self.xfs_dir)], check=False, timeout=60)
+        # the satellite's last closes may still be settling: a busy umount or detach is retried
+        for _ in range(20):
+            if not os.path.ismount(self.xfs_dir) or subprocess.run(
+                    ["umount", str(self.xfs_dir)], check=False, timeout=60).returncode == 0:
+                break
+            time.sleep(0.5)
         if self.pool_loop:
-            subprocess.run(["losetup", "-d", self.pool_loop], check=False, timeout=30)
+            for _ in range(20):
+                if subprocess.run(["losetup", "-d", self.pool_loop], check=False,
+                                  capture_output=True, timeout=30).returncode == 0:
+                    break
+                time.sleep(0.5)
             self.pool_loop = None
         with contextlib.suppress(FileNotFoundError):
             LOOP_MAPPING.unlink()

@@ -479,3 +479,11 @@ MODELS: tuple[type[Model], ...] = (
     ResourceDefinition, VolumeState, VolumeLayer, Volume, ResourceState, Resource,
     SnapshotVolumeDefinition, SnapshotNode, Snapshot, CloneStatus,
 )
+
+
+def snapshot_props_fields(props: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The fields carrying a new snapshot's definition props in a snapshot create request (one
+    snapshot, or each of /v1/actions/snapshot/multi). LINSTOR 1.33 reads only
+    ``snapshot_definition_props`` (rest/v1/Snapshots.createSnapshot, Actions: multi) and ignores
+    ``props``, its deprecated spelling, which older controllers read: both are sent."""
+    return {"snapshot_definition_props": dict(props), "props": dict(props)}

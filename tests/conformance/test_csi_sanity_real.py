@@ -9,7 +9,6 @@ creates, and the driver must have deleted everything in LINSTOR.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import require
-from tests.real_linstor import NODE, RealLinstor, dist_available, java_available
+from tests.real_linstor import NODE, RealLinstor, require_real_linstor
 
 HERE = Path(__file__).resolve().parent
 CSI_SANITY_DEFAULT = Path.home() / "go" / "bin" / "csi-sanity"
@@ -31,18 +29,17 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Specs we skip on real LINSTOR, each with its reason. Empty: the whole suite runs.
 SKIPS: dict[str, str] = {}
 
-require(os.geteuid() == 0, "real LINSTOR needs root (loop devices, mounts)")
-require(java_available(), "real LINSTOR needs a Java runtime (openjdk-17-jre-headless)")
-require(dist_available(), "real LINSTOR needs ../shared/linstor-server")
+require_real_linstor()
 
 
 @pytest.fixture(scope="module")
-def linstor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealLinstor]:
-    real = RealLinstor(tmp_path_factory.mktemp("reallinstor")).start()
-    try:
-        yield real
-    finally:
-        real.stop()
+def linstor(real_linstor_session: RealLinstor) -> Iterator[RealLinstor]:
+    """The session's real LINSTOR (tests/conftest.py), empty for csi-sanity and left empty."""
+    real_linstor_session.reset()
+    yield real_linstor_session
+    left = real_linstor_session.leftovers()
+    real_linstor_session.reset()
+    assert not left, f"csi-sanity left in real LINSTOR: {left}"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ entry with its reason; any other difference fails the test, so a new one is seen
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +22,9 @@ import requests
 
 from csi_linstor.sim import SimConfig, Simulator
 from csi_linstor.sim.simulator import PoolSpec
-from tests.prerequisites import require
-from tests.real_linstor import (
-    NODE,
-    THIN_POOL,
-    XFS_POOL,
-    RealLinstor,
-    dist_available,
-    java_available,
-)
+from tests.real_linstor import NODE, THIN_POOL, XFS_POOL, RealLinstor, require_real_linstor
 
-require(os.geteuid() == 0, "real LINSTOR needs root (loop devices, mounts)")
-require(java_available(), "real LINSTOR needs a Java runtime (openjdk-17-jre-headless)")
-require(dist_available(), "real LINSTOR needs ../shared/linstor-server")
+require_real_linstor()
 
 RD = "/v1/resource-definitions"
 
@@ -124,6 +113,7 @@ def scenario() -> list[Step]:
              {"to_resource": "diffrest"}),
         Step("restore again", "POST", f"{RD}/diffvol/snapshot-restore-resource/s1",
              {"to_resource": "diffrest"}),
+        Step("remotes after a restore", "GET", "/v1/remotes"),
         Step("restore of missing snapshot", "POST",
              f"{RD}/diffvol/snapshot-restore-resource/nosnap", {"to_resource": "diffrest"}),
         Step("wrong-size target", "POST", RD,
@@ -149,6 +139,7 @@ def scenario() -> list[Step]:
         Step("rd delete big", "DELETE", f"{RD}/diffbig"),
         Step("rd delete clone", "DELETE", f"{RD}/diffclone"),
         Step("rd delete unk", "DELETE", f"{RD}/diffunk"),
+        Step("rd delete huge", "DELETE", f"{RD}/diffhuge"),
         Step("rd delete", "DELETE", f"{RD}/diffvol"),
         Step("rd delete again", "DELETE", f"{RD}/diffvol"),
         Step("rg delete thin", "DELETE", "/v1/resource-groups/diffthin"),
@@ -164,6 +155,14 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("nodes", "only real has [].unsupported_layers (map)"): NO_DRBD,
     ("node", "only real has unsupported_layers (map)"): NO_DRBD,
 }
+# Differences of the simulator not corrected yet (csi_linstor/sim is changed elsewhere); the
+# driver never reads what they concern. Listed so the report shows them; remove when modelled.
+SIM_GAP = ("simulator gap: LINSTOR 1.33.3 creates the LINSTOR remote "
+           "'local-remote-generated-by-linstor' (http://localhost:3370) on the first snapshot "
+           "restore; the simulator does not (the driver never reads /v1/remotes)")
+ALLOWED.update({("remotes after a restore", f"only real has {key}"): SIM_GAP for key in (
+    "linstor_remotes (array)", "linstor_remotes[] (object)",
+    "linstor_remotes[].remote_name (string)", "linstor_remotes[].url (string)")})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,18 +252,17 @@ def compare(step: Step, real: Answer, sim: Answer) -> list[str]:
     return diffs
 
 
-@pytest.fixture(scope="module")
-def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    real = RealLinstor(tmp_path_factory.mktemp("diffreal")).start()
-    simdir: Path = tmp_path_factory.mktemp("diffsim")
+@pytest.fixture
+def backends(real_linstor: RealLinstor, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The session's real LINSTOR (tests/conftest.py: left empty, checked) and a simulator
+    configured like it."""
     sim = Simulator(SimConfig(
         nodes=[NODE], pools=[PoolSpec(XFS_POOL, "FILE_THIN"), PoolSpec(THIN_POOL, "FILE_THIN")],
-        device_dir=simdir / "dev", state_dir=simdir / "state", real_devices=False))
+        device_dir=tmp_path / "dev", state_dir=tmp_path / "state", real_devices=False))
     try:
-        yield real.url, sim.start()
+        yield real_linstor.url, sim.start()
     finally:
         sim.stop()
-        real.stop()
 
 
 def test_simulator_answers_as_real_linstor(backends: tuple[str, str]) -> None:

@@ -1,9 +1,18 @@
-"""A Controller + GroupController served over a unix socket, on a fresh LINSTOR simulator."""
+"""A Controller + GroupController served over a unix socket, on a backend: a fresh LINSTOR
+simulator ("sim") or the session's real LINSTOR 1.33.3 ("real", tests/real_linstor.py: one node,
+storage layer only, FILE_THIN pools, emptied before and checked empty after each test).
+
+Every test taking ``env`` runs on both backends unless marked ``@sim_only("why")``: DRBD
+behaviour (diskless attach, in-use, disk states), several nodes or replicas, and the
+simulator's fault knobs and request counters exist only on the simulator. A test that builds its
+own environment says which backends it runs on the same way; the collection hook below refuses a
+test that does neither, so every simulator-only test states its reason.
+"""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +25,119 @@ from csi_linstor.controller import ControllerServicer
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.rpc import Runtime
 from csi_linstor.sim import SimConfig, Simulator
+from tests.real_linstor import XFS_POOL, RealLinstor
+
+BACKENDS = ("sim", "real")
+# What a StorageClass must say on the real backend: one node, no DRBD module, the reflink pool.
+REAL_CLASS = {"placementCount": "1", "layerList": "storage", "storagePool": XFS_POOL}
+_PLACEMENT_KEYS = {f"{prefix}{key}" for key in ("placementCount", "layerList", "storagePool")
+                   for prefix in ("", "linstor.csi.linbit.com/")}
+
+
+def sim_only(reason: str) -> pytest.MarkDecorator:
+    """Run this test on the simulator only, for ``reason`` (shown in the test's id)."""
+    return pytest.mark.sim_only(reason)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sim_only")
+        metafunc.parametrize("backend", ["sim"] if only else list(BACKENDS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    unmarked = []
+    for item in items:
+        if here not in Path(str(item.fspath)).resolve().parents:
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        only = item.get_closest_marker("sim_only")
+        if only is not None and not (only.args and only.args[0]):
+            unmarked.append(f"{item.nodeid}: sim_only without a reason")
+        elif "backend" not in params and only is None:
+            unmarked.append(f"{item.nodeid}: neither a backend parameter nor sim_only(reason)")
+    if unmarked:
+        raise pytest.UsageError("tests/controller: every test runs on both backends or says "
+                                "why not:\n" + "\n".join(unmarked))
+
+
+class CoRetry:
+    """Calls a stub's RPCs as the CO does: one that ran out of its deadline is sent again.
+
+    Used on real LINSTOR only. There, now and then, the controller learns of a resource its
+    satellite created within milliseconds only at the satellite's next update, tens of seconds
+    later (seen for the second of two spawns 80 ms apart), so the driver's CreateVolume answers
+    DEADLINE_EXCEEDED and external-provisioner's retry finds the volume. Every retry is recorded
+    in ``retried`` and reported as a warning.
+    """
+
+    def __init__(self, stub: Any, retried: list[str]) -> None:
+        self._stub = stub
+        self._retried = retried
+
+    def __getattr__(self, name: str) -> Any:
+        rpc = getattr(self._stub, name)
+
+        def call(*args: Any, **kw: Any) -> Any:
+            for attempt in range(3):
+                try:
+                    return rpc(*args, **kw)
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED or attempt == 2:
+                        raise
+                    self._retried.append(f"{name}: {err.details()}")
+            raise AssertionError("unreachable")
+
+        return call
 
 
 @dataclass
 class Env:
-    sim: Simulator
+    sim: Simulator | None
     client: LinstorClient
     servicer: ControllerServicer
     ctl: Any
     group: Any
     tmp: Path
+    real: RealLinstor | None = None
+    retried: list[str] = field(default_factory=list)
+
+    @property
+    def backend(self) -> str:
+        return "sim" if self.sim is not None else "real"
+
+    @property
+    def nodes(self) -> list[str]:
+        """The satellites a volume can be placed on."""
+        return sorted(n["name"] for n in self.client.get("/v1/nodes", deadline=_deadline()))
+
+    def params(self, params: dict[str, str] | None = None, **kw: str) -> dict[str, str]:
+        """A StorageClass's parameters for this backend: as given on the simulator; on real
+        LINSTOR with the placement, layers and pool of REAL_CLASS instead of the given ones."""
+        given = {**(params or {}), **kw}
+        if self.sim is not None:
+            return given
+        return {**{k: v for k, v in given.items() if k not in _PLACEMENT_KEYS}, **REAL_CLASS}
 
     def counts(self) -> dict[str, int]:
+        assert self.sim is not None, "request counts: simulator only"
         return self.sim.request_counts()
+
+    def rds(self) -> list[str]:
+        return sorted(rd["name"] for rd in self.client.get("/v1/resource-definitions",
+                                                           deadline=_deadline()))
+
+    def snapshots(self) -> list[str]:
+        return sorted(f"{s['resource_name']}/{s['name']}" for s in self.client.get(
+            "/v1/view/snapshots", deadline=_deadline()))
 
     def rgs(self) -> list[str]:
         return sorted(rg["name"] for rg in self.client.get("/v1/resource-groups",
                                                            deadline=_deadline()))
 
     def leftovers(self) -> tuple[list[str], list[str]]:
-        return self.sim.list_resource_definitions(), self.sim.list_snapshots()
+        return self.rds(), self.snapshots()
 
 
 def _deadline():
@@ -45,13 +147,19 @@ def _deadline():
 
 
 def make_env(tmp: Path, real_devices: bool = False, sim_config: SimConfig | None = None,
-             **cfg_kw: Any) -> Env:
-    sc = sim_config or SimConfig(nodes=3)
-    sc.device_dir = tmp / "dev"
-    sc.state_dir = tmp / "state"
-    sc.real_devices = real_devices
-    sim = Simulator(sc)
-    url = sim.start()
+             real: RealLinstor | None = None, **cfg_kw: Any) -> Env:
+    """On ``real`` LINSTOR when given, else on a new simulator (``sim_config``)."""
+    sim: Simulator | None = None
+    if real is not None:
+        assert sim_config is None, "a simulator configuration for the real backend"
+        url = real.url
+    else:
+        sc = sim_config or SimConfig(nodes=3)
+        sc.device_dir = tmp / "dev"
+        sc.state_dir = tmp / "state"
+        sc.real_devices = real_devices
+        sim = Simulator(sc)
+        url = sim.start()
     client = LinstorClient([url])
     cfg = Config(csi_endpoint=parse_endpoint(f"unix://{tmp}/csi.sock"), **cfg_kw)
     runtime = Runtime(default_deadline=30)
@@ -63,23 +171,40 @@ def make_env(tmp: Path, real_devices: bool = False, sim_config: SimConfig | None
     server.add_insecure_port(f"unix://{sock}")
     server.start()
     channel = grpc.insecure_channel(f"unix://{sock}")
-    env = Env(sim, client, servicer, csi_pb2_grpc.ControllerStub(channel),
-              csi_pb2_grpc.GroupControllerStub(channel), tmp)
+    ctl: Any = csi_pb2_grpc.ControllerStub(channel)
+    group: Any = csi_pb2_grpc.GroupControllerStub(channel)
+    retried: list[str] = []
+    if real is not None:
+        ctl, group = CoRetry(ctl, retried), CoRetry(group, retried)
+    env = Env(sim, client, servicer, ctl, group, tmp, real, retried)
     env._server = server  # type: ignore[attr-defined]
     env._channel = channel  # type: ignore[attr-defined]
     return env
 
 
 def close_env(env: Env) -> None:
+    if env.retried:
+        import warnings
+
+        warnings.warn(f"retried as the CO would after DEADLINE_EXCEEDED on real LINSTOR: "
+                      f"{env.retried}", stacklevel=2)
     env._channel.close()  # type: ignore[attr-defined]
     env._server.stop(None)  # type: ignore[attr-defined]
     env.client.close()
-    env.sim.stop()
+    if env.sim is not None:
+        env.sim.stop()
+
+
+def backend_env(request: pytest.FixtureRequest, backend: str, tmp: Path, **kw: Any) -> Env:
+    """make_env on ``backend``; the real one is started (once a session) only when asked for."""
+    if backend == "real":
+        return make_env(tmp, real=request.getfixturevalue("real_linstor"), **kw)
+    return make_env(tmp, **kw)
 
 
 @pytest.fixture
-def env(tmp_path: Path):
-    e = make_env(tmp_path)
+def env(request: pytest.FixtureRequest, backend: str, tmp_path: Path):
+    e = backend_env(request, backend, tmp_path)
     yield e
     close_env(e)
 

@@ -1,4 +1,6 @@
-"""Data survives snapshot → restore and clone: real filesystems on the simulator's loop devices.
+"""Data survives snapshot → restore and clone: real filesystems on loop devices, the simulator's
+or, on real LINSTOR, those its satellite attaches for FILE_THIN volumes (the publish context's
+device path: the storage layer has no DRBD device above them).
 
 Needs root (loop devices, mount). Each case writes a file, snapshots (or clones), overwrites the
 original, and reads the original bytes back from the restored (or cloned) volume.
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from csi_linstor._gen import csi_pb2
-from tests.controller.conftest import close_env, create_req, make_env
+from tests.controller.conftest import backend_env, close_env, create_req
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices and mount")
 
@@ -47,16 +49,23 @@ class Mounted:
 
 
 @pytest.fixture
-def denv(tmp_path):
-    env = make_env(tmp_path, real_devices=True)
+def denv(request, backend, tmp_path):
+    kw = {"real_devices": True} if backend == "sim" else {}
+    env = backend_env(request, backend, tmp_path, **kw)
     yield env
     close_env(env)
 
 
+def _node(env):
+    return "node-1" if env.sim else env.nodes[0]
+
+
 def _device(env, rd):
-    env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
-        volume_id=rd, node_id="node-1", volume_capability=cap("ext4")))
-    return env.sim.device_path(rd)
+    ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id=rd, node_id=_node(env), volume_capability=cap("ext4"))).publish_context
+    if env.sim:  # the model's DRBD device path does not exist: its backing loop device
+        return env.sim.device_path(rd)
+    return ctx["linstor.csi.linbit.com/device-path"]
 
 
 @pytest.mark.parametrize("fs", ["ext4", "xfs"])
@@ -65,7 +74,7 @@ def test_content_survives(denv, tmp_path, fs, how):
     env = denv
     size = 512 * 1024 * 1024
     env.ctl.CreateVolume(create_req("pvc-data", size=size, cap=cap(fs),
-                                    params={"placementCount": "1"}))
+                                    params=env.params(placementCount="1")))
     dev = _device(env, "pvc-data")
     run(f"mkfs.{fs}", "-q", *(["-F"] if fs == "ext4" else ["-f"]), dev)
     with Mounted(dev, tmp_path / "m1", fs) as m:
@@ -80,7 +89,7 @@ def test_content_survives(denv, tmp_path, fs, how):
         source = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
             volume_id="pvc-data"))
         env.ctl.CreateVolume(create_req("pvc-copy", size=size, cap=cap(fs),
-                                        params={"placementCount": "1"},
+                                        params=env.params(placementCount="1"),
                                         volume_content_source=source))
     with Mounted(dev, tmp_path / "m1", fs) as m:
         (m / "file").write_bytes(CHANGED)
@@ -88,7 +97,7 @@ def test_content_survives(denv, tmp_path, fs, how):
     copy_size = 2 * size if how == "snapshot-larger" else size
     if how.startswith("snapshot"):
         env.ctl.CreateVolume(create_req("pvc-copy", size=copy_size, cap=cap(fs),
-                                        params={"placementCount": "2"},
+                                        params=env.params(placementCount="2"),
                                         volume_content_source=source))
     copy = _device(env, "pvc-copy")
     assert int(run("blockdev", "--getsize64", copy).stdout) == copy_size
@@ -98,7 +107,7 @@ def test_content_survives(denv, tmp_path, fs, how):
         assert (m / "file").read_bytes() == CHANGED
     for rd in ("pvc-copy", "pvc-data"):
         env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
-            volume_id=rd, node_id="node-1"))
+            volume_id=rd, node_id=_node(env)))
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rd))
     if how.startswith("snapshot"):
         env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))

@@ -10,7 +10,8 @@ import pytest
 
 from csi_linstor._gen import csi_pb2
 from csi_linstor.deadline import Deadline
-from tests.controller.conftest import GIB, MOUNT, create_req
+from tests.controller.conftest import GIB, MOUNT, create_req, sim_only
+from tests.real_linstor import XFS_POOL
 
 CG = "cg-5e1a8a63-6f1b-5bbf-9a2c-1c0d4f0e9b11"
 
@@ -29,8 +30,10 @@ def _make_consistency_group(env) -> None:
         c.post(f"/v1/resource-definitions/{CG}/volume-definitions", deadline=_dl(), body={
             "volume_definition": {"volume_number": vnr, "size_kib": GIB // 1024,
                                   "props": {"Aux/csi-volume-name": pvc}}})
+    real = {} if env.sim else {"layer_list": ["STORAGE"]}  # no DRBD module on the real one
+    pool = {} if env.sim else {"storage_pool": XFS_POOL}
     c.post(f"/v1/resource-definitions/{CG}/autoplace", deadline=_dl(),
-           body={"select_filter": {"place_count": 1}})
+           body={"select_filter": {"place_count": 1, **pool}, **real})
 
 
 def _nodes(env, rd: str) -> list[str]:
@@ -44,6 +47,7 @@ def _code(fn, req) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details()
 
 
+@sim_only("a node without the replica")
 def test_consistency_group_volumes_are_refused_not_leaked_nor_deleted_whole(env):
     _make_consistency_group(env)
     for vid in (f"{CG}/1", CG):
@@ -65,6 +69,7 @@ def test_consistency_group_volumes_are_refused_not_leaked_nor_deleted_whole(env)
     assert "cg-mine" not in env.sim.list_resource_definitions()
 
 
+@sim_only("a diskless attachment in use")
 def test_consistency_group_member_unpublish_detaches_unless_another_member_uses_it(env):
     _make_consistency_group(env)
     free = next(n for n in ("node-1", "node-2", "node-3") if n not in _nodes(env, CG))
@@ -87,7 +92,7 @@ def test_consistency_group_snapshot_members_cannot_be_deleted_alone(env):
     for sid in (f"InCluster:///{CG}/1/groupsnap-1", f"InCluster:///{CG}/groupsnap-1"):
         code, msg = _code(env.ctl.DeleteSnapshot, csi_pb2.DeleteSnapshotRequest(snapshot_id=sid))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "VolumeGroupSnapshot" in msg
-    assert env.sim.list_snapshots()  # still there
+    assert env.snapshots()  # still there
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(
         snapshot_id=f"InCluster:///{CG}/1/gone"))  # missing: OK
     # The group snapshot (LINBIT's id: the bare snapshot name) deletes it, all members at once.
@@ -97,12 +102,13 @@ def test_consistency_group_snapshot_members_cannot_be_deleted_alone(env):
     env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
         group_snapshot_id="groupsnap-1",
         snapshot_ids=[f"InCluster:///{CG}/groupsnap-1", f"InCluster:///{CG}/1/groupsnap-1"]))
-    assert env.sim.list_snapshots() == []
+    assert env.snapshots() == []
+    env.client.delete(f"/v1/resource-definitions/{CG}", deadline=_dl())
 
 
 def test_group_snapshot_id_that_is_a_bare_snapshot_name_is_resolved(env):
     for name in ("pvc-g1", "pvc-g2"):
-        env.ctl.CreateVolume(create_req(name))
+        env.ctl.CreateVolume(create_req(name, params=env.params()))
     # LINBIT's driver: one multi-snapshot named after the group, id = that name
     env.client.post("/v1/actions/snapshot/multi", deadline=_dl(), body={"snapshots": [
         {"name": "groupsnapshot-abc", "resource_name": "pvc-g1"},
@@ -114,9 +120,11 @@ def test_group_snapshot_id_that_is_a_bare_snapshot_name_is_resolved(env):
         "InCluster:///pvc-g1/groupsnapshot-abc", "InCluster:///pvc-g2/groupsnapshot-abc"]
     env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
         group_snapshot_id="groupsnapshot-abc"))
-    assert env.sim.list_snapshots() == []
+    assert env.snapshots() == []
     env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
         group_snapshot_id="groupsnapshot-abc"))  # gone: OK
     code, _ = _code(env.group.GetVolumeGroupSnapshot, csi_pb2.GetVolumeGroupSnapshotRequest(
         group_snapshot_id="groupsnapshot-abc"))
     assert code == grpc.StatusCode.NOT_FOUND
+    for name in ("pvc-g1", "pvc-g2"):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=name))

@@ -17,8 +17,11 @@ from csi_linstor._gen import csi_pb2
 from csi_linstor.deadline import Deadline
 from csi_linstor.sim import SimConfig
 from csi_linstor.sim.simulator import PoolSpec
-from tests.controller.conftest import GIB, close_env, create_req, make_env
+from tests.controller.conftest import GIB, close_env, create_req, make_env, sim_only
 from tests.controller.test_crash import CLONE_STEPS, _assert_clean, _retry
+
+# The real backend is LINSTOR 1.33.3 (REST 1.27): only simulators speak the older versions.
+pytestmark = sim_only("older LINSTOR REST API versions, and fault injection")
 
 SOURCE = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
     volume_id="pvc-orig"))

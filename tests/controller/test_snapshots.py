@@ -1,4 +1,6 @@
-"""Snapshots, restore, clone, group snapshots and delete-with-snapshots against the simulator."""
+"""Snapshots, restore, clone, group snapshots and delete-with-snapshots, on the simulator and on
+real LINSTOR (FILE_THIN on reflink XFS: LINSTOR cannot clone it, so clones go through a
+temporary snapshot there)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,16 @@ import pytest
 from csi_linstor._gen import csi_pb2
 from csi_linstor.sim import SimConfig
 from csi_linstor.sim.simulator import PoolSpec
-from tests.controller.conftest import GIB, close_env, code_of, create_req, make_env
+from tests.controller.conftest import (
+    GIB,
+    backend_env,
+    close_env,
+    code_of,
+    create_req,
+    make_env,
+    sim_only,
+)
+from tests.real_linstor import THIN_POOL
 
 R2 = {"placementCount": "2"}
 
@@ -20,8 +31,8 @@ def snap_req(name, source, **kw):
 
 
 def test_snapshot_lifecycle_and_idempotency(env):
-    env.ctl.CreateVolume(create_req("pvc-s1", params=R2))
-    env.ctl.CreateVolume(create_req("pvc-s2", params=R2))
+    env.ctl.CreateVolume(create_req("pvc-s1", params=env.params(R2)))
+    env.ctl.CreateVolume(create_req("pvc-s2", params=env.params(R2)))
     snap = env.ctl.CreateSnapshot(snap_req("snapshot-a", "pvc-s1")).snapshot
     assert snap.snapshot_id == "InCluster:///pvc-s1/snapshot-a"
     assert snap.ready_to_use and snap.size_bytes == GIB and snap.source_volume_id == "pvc-s1"
@@ -53,26 +64,41 @@ def test_snapshot_lifecycle_and_idempotency(env):
         snapshot_id=snap.snapshot_id)).snapshot.snapshot_id == snap.snapshot_id
     for sid in (snap.snapshot_id, snap.snapshot_id, odd.snapshot_id, "garbage", "InCluster:///a1/b1"):
         env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=sid))
-    assert env.sim.list_snapshots() == []
+    assert env.snapshots() == []
+    _delete_volumes(env, "pvc-s1", "pvc-s2")
 
 
-def test_thick_pool_cannot_snapshot(tmp_path):
-    cfg = SimConfig(nodes=3).add_pool("thick", provider_kind="LVM")
-    env = make_env(tmp_path, sim_config=cfg)
+def _delete_volumes(env, *ids):
+    for vid in ids:
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
+    assert env.leftovers() == ([], [])
+
+
+def test_a_pool_that_cannot_snapshot_is_failed_precondition(request, backend, tmp_path):
+    """A thick LVM pool on the simulator; on real LINSTOR the FILE_THIN pool on a filesystem
+    without reflink (``thinpool``), where LINSTOR cannot take snapshots."""
+    if backend == "sim":
+        env = backend_env(request, backend, tmp_path,
+                          sim_config=SimConfig(nodes=3).add_pool("thick", provider_kind="LVM"))
+        pool = "thick"
+    else:
+        env = backend_env(request, backend, tmp_path)
+        pool = THIN_POOL
     try:
-        env.ctl.CreateVolume(create_req("pvc-thick", params={"storagePool": "thick"}))
-        try:
+        env.ctl.CreateVolume(create_req("pvc-thick", params={**env.params(),
+                                                             "storagePool": pool}))
+        with pytest.raises(grpc.RpcError) as err:
             env.ctl.CreateSnapshot(snap_req("snapshot-t", "pvc-thick"))
-            raise AssertionError("snapshot of a thick volume succeeded")
-        except grpc.RpcError as err:
-            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "thick" in err.details()
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+        assert pool in err.value.details()
+        assert env.snapshots() == []
+        _delete_volumes(env, "pvc-thick")
     finally:
         close_env(env)
 
 
 def test_delete_volume_with_snapshots_then_snapshots(env):
-    env.ctl.CreateVolume(create_req("pvc-ds", params=R2))
+    env.ctl.CreateVolume(create_req("pvc-ds", params=env.params(R2)))
     s1 = env.ctl.CreateSnapshot(snap_req("snapshot-d1", "pvc-ds")).snapshot
     s2 = env.ctl.CreateSnapshot(snap_req("snapshot-d2", "pvc-ds")).snapshot
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-ds"))
@@ -88,12 +114,13 @@ def test_delete_volume_with_snapshots_then_snapshots(env):
         sorted([s1.snapshot_id, s2.snapshot_id])
     src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
         snapshot_id=s1.snapshot_id))
-    env.ctl.CreateVolume(create_req("pvc-from-deleted", params=R2, volume_content_source=src))
+    env.ctl.CreateVolume(create_req("pvc-from-deleted", params=env.params(R2),
+                                    volume_content_source=src))
     # the same name cannot be reused while the old RD holds snapshots
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-ds", params=R2)) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-ds", params=env.params(R2))) == \
         grpc.StatusCode.FAILED_PRECONDITION
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=s1.snapshot_id))
-    assert "pvc-ds" in env.sim.list_resource_definitions()
+    assert "pvc-ds" in env.rds()
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=s2.snapshot_id))
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-from-deleted"))
     assert env.leftovers() == ([], [])
@@ -106,34 +133,37 @@ def _dl():
 
 
 def test_restore(env):
-    env.ctl.CreateVolume(create_req("pvc-src", params=R2))
+    env.ctl.CreateVolume(create_req("pvc-src", params=env.params(R2)))
     snap = env.ctl.CreateSnapshot(snap_req("snapshot-r", "pvc-src")).snapshot
     src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
         snapshot_id=snap.snapshot_id))
-    vol = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB,
-                                          params={"placementCount": "3"},
+    three = env.params(placementCount="3")
+    vol = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB, params=three,
                                           volume_content_source=src)).volume
     assert vol.capacity_bytes == 2 * GIB and vol.content_source.snapshot.snapshot_id
     nodes = env.client.get("/v1/resource-definitions/pvc-restored/resources", deadline=_dl())
-    assert len(nodes) == 3
+    assert len(nodes) == (3 if env.sim else 1)
     vd = env.client.get("/v1/resource-definitions/pvc-restored/volume-definitions/0",
                         deadline=_dl())
     assert vd["size_kib"] == 2 * GIB // 1024  # restored at 1 GiB (LINSTOR's rule), then grown
-    again = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB,
-                                            params={"placementCount": "3"},
+    again = env.ctl.CreateVolume(create_req("pvc-restored", size=2 * GIB, params=three,
                                             volume_content_source=src)).volume
     assert again.volume_id == vol.volume_id
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-small", size=GIB // 2, params=R2,
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-small", size=GIB // 2,
+                                                    params=env.params(R2),
                                                     volume_content_source=src)) == \
         grpc.StatusCode.OUT_OF_RANGE
     missing = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
         snapshot_id="InCluster:///pvc-src/snapshot-none"))
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-m", volume_content_source=missing)) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-m", params=env.params(),
+                                                    volume_content_source=missing)) == \
         grpc.StatusCode.NOT_FOUND
     # a different source for an existing name is incompatible
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-src", params=R2,
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-src", params=env.params(R2),
                                                     volume_content_source=src)) == \
         grpc.StatusCode.ALREADY_EXISTS
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    _delete_volumes(env, "pvc-restored", "pvc-src")
 
 
 def _diskful(resources: list[dict]) -> int:
@@ -141,6 +171,35 @@ def _diskful(resources: list[dict]) -> int:
     return sum(1 for r in resources if "DISKLESS" not in r.get("flags", []))
 
 
+def test_clone_into_a_larger_volume_leaves_no_snapshot(env):
+    """On real LINSTOR (FILE_THIN, which LINSTOR cannot clone) through a temporary snapshot;
+    on the simulator's default pools by LINSTOR's clone."""
+    env.ctl.CreateVolume(create_req("pvc-orig", params=env.params(placementCount="1")))
+    src = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id="pvc-orig"))
+    req = create_req("pvc-clone", size=2 * GIB, params=env.params(R2), volume_content_source=src)
+    vol = env.ctl.CreateVolume(req).volume
+    assert vol.capacity_bytes == 2 * GIB and vol.content_source.volume.volume_id == "pvc-orig"
+    assert env.ctl.CreateVolume(req).volume.volume_id == "pvc-clone"  # idempotent
+    vd = env.client.get("/v1/resource-definitions/pvc-clone/volume-definitions/0", deadline=_dl())
+    assert vd["size_kib"] == 2 * GIB // 1024
+    rd = env.client.get("/v1/resource-definitions/pvc-clone", deadline=_dl())
+    assert rd["props"]["Aux/csi-volume-name"] == "pvc-clone"
+    assert rd["props"]["Aux/csi-content-source"] == "volume:pvc-orig"
+    assert env.snapshots() == []  # no temporary snapshot left
+    assert list(env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest()).entries) == []
+    missing = csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(
+        volume_id="pvc-gone"))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-c2", params=env.params(),
+                                                    volume_content_source=missing)) == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-c3", size=GIB // 2, params=env.params(),
+                                                    volume_content_source=src)) == \
+        grpc.StatusCode.OUT_OF_RANGE
+    _delete_volumes(env, "pvc-orig", "pvc-clone")
+
+
+@sim_only("pool kinds LINSTOR clones natively (LVM_THIN), and a slow clone on demand")
 @pytest.mark.parametrize("kind", ["LVM_THIN", "FILE_THIN"])
 def test_clone(tmp_path, kind):
     env = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
@@ -182,6 +241,7 @@ def lvm_env(tmp_path):
     close_env(e)
 
 
+@sim_only("a clone that takes several polls, on demand")
 def test_clone_still_running_then_resumes(lvm_env):
     env = lvm_env
     env.ctl.CreateVolume(create_req("pvc-slow"))
@@ -211,7 +271,7 @@ def test_clone_still_running_then_resumes(lvm_env):
 
 def test_group_snapshots(env):
     for name in ("pvc-g1", "pvc-g2"):
-        env.ctl.CreateVolume(create_req(name, params=R2))
+        env.ctl.CreateVolume(create_req(name, params=env.params(R2)))
     req = csi_pb2.CreateVolumeGroupSnapshotRequest(name="groupsnapshot-1",
                                                    source_volume_ids=["pvc-g1", "pvc-g2"])
     group = env.group.CreateVolumeGroupSnapshot(req).group_snapshot
@@ -233,7 +293,8 @@ def test_group_snapshots(env):
     member = group.snapshots[0]
     src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
         snapshot_id=member.snapshot_id))
-    env.ctl.CreateVolume(create_req("pvc-from-group", params=R2, volume_content_source=src))
+    env.ctl.CreateVolume(create_req("pvc-from-group", params=env.params(R2),
+                                    volume_content_source=src))
     env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
         group_snapshot_id=group.group_snapshot_id,
         snapshot_ids=[s.snapshot_id for s in group.snapshots]))
@@ -241,11 +302,12 @@ def test_group_snapshots(env):
         group_snapshot_id=group.group_snapshot_id))
     assert code_of(env.group.GetVolumeGroupSnapshot, csi_pb2.GetVolumeGroupSnapshotRequest(
         group_snapshot_id=group.group_snapshot_id)) == grpc.StatusCode.NOT_FOUND
-    assert env.sim.list_snapshots() == []
+    assert env.snapshots() == []
     assert code_of(env.group.CreateVolumeGroupSnapshot, csi_pb2.CreateVolumeGroupSnapshotRequest(
         name="groupsnapshot-2", source_volume_ids=["pvc-g1", "pvc-none"])) == \
         grpc.StatusCode.NOT_FOUND
-    assert env.sim.list_snapshots() == []
+    assert env.snapshots() == []
+    _delete_volumes(env, "pvc-from-group", "pvc-g1", "pvc-g2")
 
 
 def _linstor_snapshot(env, rd: str, name: str) -> None:
@@ -257,7 +319,7 @@ def _linstor_snapshot(env, rd: str, name: str) -> None:
 
 
 def test_legacy_snapshot_handles_of_the_go_driver_are_found_restored_and_deleted(env):
-    env.ctl.CreateVolume(create_req("pvc-old", params=R2))
+    env.ctl.CreateVolume(create_req("pvc-old", params=env.params(R2)))
     _linstor_snapshot(env, "pvc-old", "snapshot-0b1e")
     handle = "snapshot-0b1e"  # a VolumeSnapshotContent's snapshotHandle from those days
     listed = env.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(snapshot_id=handle)).entries
@@ -267,27 +329,33 @@ def test_legacy_snapshot_handles_of_the_go_driver_are_found_restored_and_deleted
     assert got.ready_to_use and got.size_bytes == GIB
     src = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
         snapshot_id=handle))
-    restored = env.ctl.CreateVolume(create_req("pvc-new", params=R2,
+    restored = env.ctl.CreateVolume(create_req("pvc-new", params=env.params(R2),
                                                volume_content_source=src)).volume
     assert restored.content_source.snapshot.snapshot_id == handle
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-new"))
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=handle))
-    assert env.sim.list_snapshots() == []  # nothing left behind in LINSTOR
+    assert env.snapshots() == []  # nothing left behind in LINSTOR
     env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=handle))  # idempotent
     assert code_of(env.ctl.GetSnapshot, csi_pb2.GetSnapshotRequest(snapshot_id=handle)) == \
         grpc.StatusCode.NOT_FOUND
+    _delete_volumes(env, "pvc-old")
 
 
 def test_an_ambiguous_legacy_handle_is_refused_not_guessed(env):
     for rd in ("pvc-amb1", "pvc-amb2"):
-        env.ctl.CreateVolume(create_req(rd, params=R2))
+        env.ctl.CreateVolume(create_req(rd, params=env.params(R2)))
         _linstor_snapshot(env, rd, "snapshot-same")
     err = code_of(env.ctl.DeleteSnapshot, csi_pb2.DeleteSnapshotRequest(
         snapshot_id="snapshot-same"))
     assert err == grpc.StatusCode.FAILED_PRECONDITION
-    assert env.sim.list_snapshots() == ["pvc-amb1/snapshot-same", "pvc-amb2/snapshot-same"]
+    assert env.snapshots() == ["pvc-amb1/snapshot-same", "pvc-amb2/snapshot-same"]
+    for rd in ("pvc-amb1", "pvc-amb2"):  # each by its full id
+        env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(
+            snapshot_id=f"InCluster:///{rd}/snapshot-same"))
+    _delete_volumes(env, "pvc-amb1", "pvc-amb2")
 
 
+@sim_only("fails one REST call")
 def test_restore_recovers_a_volume_definition_grown_before_its_resources(env):
     """An older driver grew the VD before snapshot-restore-resource, which LINSTOR refuses on
     every retry (FAIL_INVLD_VLM_SIZE); the retry now starts that resource-less RD over."""
@@ -321,6 +389,7 @@ def _snapshots_read(env, since: int) -> int:
     return n
 
 
+@sim_only("reads the simulator's reply log")
 def test_snapshot_lookups_read_only_the_snapshots_they_need(env):
     """LINSTOR ignores ``snapshots=`` on /v1/view/snapshots (View.listSnapshots): filtering by
     it downloaded every snapshot in the cluster on every CreateSnapshot poll and group lookup."""
@@ -356,6 +425,7 @@ def test_snapshot_lookups_read_only_the_snapshots_they_need(env):
         grpc.StatusCode.ALREADY_EXISTS
 
 
+@sim_only("failed snapshots and slow snapshot deletion on demand")
 def test_retaking_a_failed_snapshot_waits_while_linstor_deletes_it(env):
     """LINSTOR keeps a deleted snapshot (flag DELETE) until its satellites confirm, and
     refuses the name meanwhile (FAIL_EXISTS_SNAPSHOT_DFN): that is not ALREADY_EXISTS."""
@@ -387,6 +457,7 @@ def _clone_src(rd):
         volume_id=rd))
 
 
+@sim_only("fails one REST call; the real path is test_clone_into_a_larger_volume_leaves_no_snapshot")
 def test_clone_on_a_pool_linstor_cannot_clone_goes_through_a_temporary_snapshot(env):
     """LINSTOR refuses to clone FILE_THIN volumes (FAIL_INVLD_PROVIDER, "Clone source contains
     unsupported storage pools"): the driver retried that forever (UNAVAILABLE)."""
@@ -410,6 +481,7 @@ def test_clone_on_a_pool_linstor_cannot_clone_goes_through_a_temporary_snapshot(
     assert env.leftovers() == ([], [])
 
 
+@sim_only("fails REST calls on demand")
 def test_an_abandoned_fallback_clone_leaks_no_snapshot(env):
     env.ctl.CreateVolume(create_req("pvc-asrc", params=R2))
     env.sim.fail_next(5, route="snapshot-restore-resource")
@@ -422,6 +494,7 @@ def test_an_abandoned_fallback_clone_leaks_no_snapshot(env):
     assert env.leftovers() == ([], [])
 
 
+@sim_only("an EBS_INIT pool")
 def test_clone_on_a_pool_that_can_neither_clone_nor_snapshot_is_invalid_argument(tmp_path):
     cfg = SimConfig(nodes=3).add_pool("ebs", provider_kind="EBS_INIT")
     env = make_env(tmp_path, sim_config=cfg)
@@ -436,3 +509,59 @@ def test_clone_on_a_pool_that_can_neither_clone_nor_snapshot_is_invalid_argument
         assert env.leftovers() == (["pvc-esrc"], [])
     finally:
         close_env(env)
+
+
+def _interrupt_the_props_put(env, monkeypatch, rd):
+    """The driver's next PUT of ``rd``'s own props fails once (as if it crashed right before)."""
+    from csi_linstor.errors import Unavailable
+
+    put = env.client.put
+    hit = []
+
+    def failing_put(path, *, deadline, body=None, **kw):
+        if not hit and path == f"/v1/resource-definitions/{rd}" and \
+                "Aux/csi-volume-name" in (body or {}).get("override_props", {}):
+            hit.append(body)
+            raise Unavailable("injected: the driver stopped here")
+        return put(path, deadline=deadline, body=body, **kw)
+
+    monkeypatch.setattr(env.client, "put", failing_put)
+    return hit
+
+
+@pytest.mark.parametrize("how", ["restore", "clone"])
+def test_a_copy_interrupted_right_after_linstor_restored_it_is_resumed_as_ours(
+        env, monkeypatch, how):
+    """snapshot-restore-resource copies the source RD's props (name, done marker, PVC) over the
+    target's (real LINSTOR; CtrlSnapshotRestoreApiCallHandler). The driver sets its own again
+    right after; interrupted there, the retry must still recognise its copy and finish it,
+    not answer 'taken by the volume named <source>' forever."""
+    params = env.params(placementCount="1")
+    env.ctl.CreateVolume(create_req("pvc-isrc", params={
+        **params, "csi.storage.k8s.io/pvc/name": "src-claim"}))
+    snap = None
+    if how == "restore":
+        snap = env.ctl.CreateSnapshot(snap_req("snapshot-i", "pvc-isrc")).snapshot
+        source = csi_pb2.VolumeContentSource(snapshot=csi_pb2.VolumeContentSource.SnapshotSource(
+            snapshot_id=snap.snapshot_id))
+    else:
+        source = _clone_src("pvc-isrc")
+    req = create_req("pvc-idst", size=2 * GIB, params={
+        **params, "csi.storage.k8s.io/pvc/name": "dst-claim"}, volume_content_source=source)
+    hit = _interrupt_the_props_put(env, monkeypatch, "pvc-idst")
+    try:
+        vol = env.ctl.CreateVolume(req).volume  # the sim's default pools clone natively
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+        vol = env.ctl.CreateVolume(req).volume
+    assert hit or (env.sim and how == "clone")
+    assert vol.volume_id == "pvc-idst" and vol.capacity_bytes == 2 * GIB
+    assert env.ctl.CreateVolume(req).volume.volume_id == "pvc-idst"  # idempotent
+    props = env.client.get("/v1/resource-definitions/pvc-idst", deadline=_dl())["props"]
+    assert props["Aux/csi-volume-name"] == "pvc-idst"
+    assert props["Aux/csi.storage.k8s.io/pvc/name"] == "dst-claim"
+    kind = "snapshot" if how == "restore" else "volume"
+    assert props["Aux/csi-content-source"].startswith(f"{kind}:")
+    if snap is not None:
+        env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    _delete_volumes(env, "pvc-idst", "pvc-isrc")

@@ -1,4 +1,4 @@
-"""Controller volume RPCs against the LINSTOR simulator."""
+"""Controller volume RPCs, on the simulator and on real LINSTOR (tests/controller/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import grpc
 import pytest
 
 from csi_linstor._gen import csi_pb2
-from tests.controller.conftest import BLOCK, GIB, MOUNT, close_env, code_of, create_req, make_env
+from tests.controller.conftest import (
+    BLOCK,
+    GIB,
+    MOUNT,
+    backend_env,
+    close_env,
+    code_of,
+    create_req,
+    sim_only,
+)
+from tests.real_linstor import THIN_POOL
 
 Mode = csi_pb2.VolumeCapability.AccessMode
 R3 = {"placementCount": "3", "storagePool": "DfltStorPool"}
@@ -25,6 +35,7 @@ def _dl():
     return Deadline(30)
 
 
+@sim_only("the example classes place 3 and 2 replicas")
 def test_create_uses_example_classes_and_is_idempotent(env):
     for name, params, count in (("pvc-r3", R3, 3), ("pvc-r2", R2, 2)):
         vol = env.ctl.CreateVolume(create_req(name, params=params)).volume
@@ -38,69 +49,110 @@ def test_create_uses_example_classes_and_is_idempotent(env):
     assert sorted(env.sim.list_resource_definitions()) == ["pvc-r2", "pvc-r3"]
 
 
+def test_create_get_list_delete_and_idempotency(env):
+    params = env.params(placementCount="1")
+    vol = env.ctl.CreateVolume(create_req("pvc-basic", params=params)).volume
+    assert vol.volume_id == "pvc-basic" and vol.capacity_bytes == GIB
+    assert env.ctl.CreateVolume(create_req("pvc-basic", params=params)).volume == vol
+    assert len(diskful_nodes(env, "pvc-basic")) == 1
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-basic"))
+    assert got.volume.capacity_bytes == GIB and not got.status.volume_condition.abnormal
+    listed = env.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries
+    assert [e.volume.volume_id for e in listed] == ["pvc-basic"]
+    for _ in range(2):  # idempotent
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-basic"))
+    assert code_of(env.ctl.ControllerGetVolume, csi_pb2.ControllerGetVolumeRequest(
+        volume_id="pvc-basic")) == grpc.StatusCode.NOT_FOUND
+    assert env.leftovers() == ([], [])
+
+
 def test_incompatible_recreate_is_already_exists(env):
-    env.ctl.CreateVolume(create_req("pvc-a", params=R2))
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", size=2 * GIB, params=R2)) == \
+    one = env.params(R2)
+    other = R3 if env.sim else {**env.params(), "storagePool": THIN_POOL}
+    env.ctl.CreateVolume(create_req("pvc-a", params=one))
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", size=2 * GIB, params=one)) == \
         grpc.StatusCode.ALREADY_EXISTS
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", params=R3)) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", params=other)) == \
         grpc.StatusCode.ALREADY_EXISTS
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", params=R2, cap=BLOCK)) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-a", params=one, cap=BLOCK)) == \
         grpc.StatusCode.ALREADY_EXISTS
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-a"))
 
 
 def test_capacity_rules(env):
-    req = create_req("pvc-size", size=1000)
+    req = create_req("pvc-size", size=1000, params=env.params())
     vol = env.ctl.CreateVolume(req).volume
     assert vol.capacity_bytes == 2 * 1024 * 1024  # ext4 minimum
     req = csi_pb2.CreateVolumeRequest(
-        name="pvc-limit", volume_capabilities=[MOUNT],
+        name="pvc-limit", volume_capabilities=[MOUNT], parameters=env.params(),
         capacity_range=csi_pb2.CapacityRange(required_bytes=5000, limit_bytes=4000))
     assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.OUT_OF_RANGE
     req = csi_pb2.CreateVolumeRequest(
-        name="pvc-xfs", volume_capabilities=[csi_pb2.VolumeCapability(
+        name="pvc-xfs", parameters=env.params(), volume_capabilities=[csi_pb2.VolumeCapability(
             mount=csi_pb2.VolumeCapability.MountVolume(fs_type="xfs"),
             access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))],
         capacity_range=csi_pb2.CapacityRange(limit_bytes=100 * 1024 * 1024))
     assert code_of(env.ctl.CreateVolume, req) == grpc.StatusCode.OUT_OF_RANGE
-    odd = env.ctl.CreateVolume(create_req("pvc-odd", size=GIB + 1)).volume
+    odd = env.ctl.CreateVolume(create_req("pvc-odd", size=GIB + 1, params=env.params())).volume
     assert odd.capacity_bytes == GIB + 1024
+    _delete_all(env)
+
+
+def _delete_all(env):
+    """Delete every volume the way the CO does (the real backend must be left empty)."""
+    for entry in env.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries:
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=entry.volume.volume_id))
+    assert env.leftovers() == ([], [])
 
 
 def test_access_modes(env):
     rwx_mount = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
                                          access_mode=Mode(mode=Mode.MULTI_NODE_MULTI_WRITER))
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-rwx", cap=rwx_mount)) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-rwx", cap=rwx_mount,
+                                                    params=env.params())) == \
         grpc.StatusCode.INVALID_ARGUMENT
     rwx_block = csi_pb2.VolumeCapability(block=csi_pb2.VolumeCapability.BlockVolume(),
                                          access_mode=Mode(mode=Mode.MULTI_NODE_MULTI_WRITER))
-    env.ctl.CreateVolume(create_req("pvc-rwx-block", cap=rwx_block))
+    if env.sim:
+        env.ctl.CreateVolume(create_req("pvc-rwx-block", cap=rwx_block, params=env.params()))
+    else:  # several writers need DRBD: refused with layerList storage
+        with pytest.raises(grpc.RpcError) as err:
+            env.ctl.CreateVolume(create_req("pvc-rwx-block", cap=rwx_block, params=env.params()))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "needs the drbd layer" in err.value.details()
     for mode in (Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER,
                  Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY):
         cap = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
                                        access_mode=Mode(mode=mode))
-        env.ctl.CreateVolume(create_req(f"pvc-mode-{mode}", cap=cap))
+        env.ctl.CreateVolume(create_req(f"pvc-mode-{mode}", cap=cap, params=env.params()))
     bad_fs = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(fs_type="ntfs"),
                                       access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-ntfs", cap=bad_fs)) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-ntfs", cap=bad_fs,
+                                                    params=env.params())) == \
         grpc.StatusCode.INVALID_ARGUMENT
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-p", params={"bogus": "1"})) == \
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-p", params={**env.params(),
+                                                                     "bogus": "1"})) == \
         grpc.StatusCode.INVALID_ARGUMENT
+    _delete_all(env)
 
 
 def test_missing_storage_pool_is_invalid_argument_and_leaves_nothing(env):
     with pytest.raises(grpc.RpcError) as err:
-        env.ctl.CreateVolume(create_req("pvc-nopool", params={"storagePool": "nosuchpool"}))
+        env.ctl.CreateVolume(create_req("pvc-nopool", params={**env.params(),
+                                                              "storagePool": "nosuchpool"}))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "storagePool" in err.value.details() and "nosuchpool" in err.value.details()
-    assert env.sim.list_resource_definitions() == []
+    assert env.rds() == []
 
 
 def test_not_enough_nodes_is_resource_exhausted(env):
-    assert code_of(env.ctl.CreateVolume, create_req("pvc-r4", params={"placementCount": "4"})) == \
+    more = {**env.params(), "placementCount": str(len(env.nodes) + 1)}
+    assert code_of(env.ctl.CreateVolume, create_req("pvc-r4", params=more)) == \
         grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert env.sim.list_resource_definitions() == []
+    assert env.rds() == []
 
 
+@sim_only("counts the REST calls the simulator served")
 def test_rest_call_budget(env):
     version = "GET /v1/controller/version"
     later_version_checks = 0
@@ -137,6 +189,32 @@ def test_rest_call_budget(env):
     assert pub.publish_context["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
 
 
+def test_publish_and_unpublish_on_the_replica_node(env):
+    vol = env.ctl.CreateVolume(create_req("pvc-here", params=env.params(placementCount="1")))
+    replica = diskful_nodes(env, "pvc-here")[0]
+    for _ in range(2):  # idempotent
+        ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-here", node_id=replica, volume_capability=MOUNT,
+            volume_context=dict(vol.volume.volume_context))).publish_context
+        assert ctx["linstor.csi.linbit.com/fs-type"] == "ext4"
+        assert ctx["linstor.csi.linbit.com/access-type"] == "mount"
+        device = ctx["linstor.csi.linbit.com/device-path"]
+        # real: FILE_THIN without DRBD is the satellite's loop device; the model attaches DRBD
+        assert device.startswith("/dev/loop") if env.real else "/drbd" in device, device
+    assert code_of(env.ctl.ControllerPublishVolume, csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-here", node_id="node-99", volume_capability=MOUNT)) == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(env.ctl.ControllerPublishVolume, csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="pvc-nope", node_id=replica, volume_capability=MOUNT)) == \
+        grpc.StatusCode.NOT_FOUND
+    for _ in range(2):
+        env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+            volume_id="pvc-here", node_id=replica))
+    assert diskful_nodes(env, "pvc-here") == [replica]  # the data stays where it was
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-here"))
+
+
+@sim_only("diskless attach on a node without a replica; an offline satellite")
 def test_publish_unpublish(env):
     env.ctl.CreateVolume(create_req("pvc-pub", params={"placementCount": "1"}))
     replica = diskful_nodes(env, "pvc-pub")[0]
@@ -172,6 +250,7 @@ def test_publish_unpublish(env):
     assert nodes == [replica]
 
 
+@sim_only("a node without the replica")
 def test_local_only_policy(env):
     params = {"placementCount": "1", "allowRemoteVolumeAccess": "false"}
     vol = env.ctl.CreateVolume(create_req("pvc-local", params=params)).volume
@@ -187,6 +266,7 @@ def test_local_only_policy(env):
     assert replica in err.value.details()
 
 
+@sim_only("the quorum tiebreaker needs DRBD and three nodes")
 def test_local_only_policy_holds_on_the_tiebreakers_node(env):
     """Two replicas get LINSTOR's quorum tiebreaker on the third node (§9 C5). That node has
     no data: a local-only class must refuse it like any other, not turn the tiebreaker into
@@ -207,6 +287,7 @@ def test_local_only_policy_holds_on_the_tiebreakers_node(env):
     assert "TIE_BREAKER" in flags, "still the tiebreaker, not an attachment"
 
 
+@sim_only("the quorum tiebreaker needs DRBD and three nodes; offline nodes")
 def test_an_unreachable_tiebreaker_does_not_make_the_volume_abnormal(env):
     """The tiebreaker LINSTOR adds beside two replicas holds no data: with both replicas
     UpToDate the volume is healthy even while the tiebreaker's node is down; the message
@@ -229,6 +310,7 @@ def test_an_unreachable_tiebreaker_does_not_make_the_volume_abnormal(env):
     env.sim.set_node_online(replica, True)
 
 
+@sim_only("placement among three nodes")
 def test_topology_preferred_and_requisite(env):
     def top(node):
         return csi_pb2.Topology(segments={"linbit.com/hostname": node})
@@ -254,9 +336,9 @@ def test_topology_preferred_and_requisite(env):
 
 
 def test_validate_list_get(env):
-    env.ctl.CreateVolume(create_req("pvc-v1"))
-    env.ctl.CreateVolume(create_req("pvc-v2", cap=BLOCK))
-    env.ctl.CreateVolume(create_req("pvc-v3"))
+    env.ctl.CreateVolume(create_req("pvc-v1", params=env.params()))
+    env.ctl.CreateVolume(create_req("pvc-v2", cap=BLOCK, params=env.params()))
+    env.ctl.CreateVolume(create_req("pvc-v3", params=env.params()))
     ok = env.ctl.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
         volume_id="pvc-v1", volume_capabilities=[MOUNT]))
     assert ok.confirmed.volume_capabilities
@@ -273,17 +355,23 @@ def test_validate_list_get(env):
         grpc.StatusCode.ABORTED
     got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-v1"))
     assert got.volume.capacity_bytes == GIB and not got.status.volume_condition.abnormal
+    assert code_of(env.ctl.ControllerGetVolume, csi_pb2.ControllerGetVolumeRequest(
+        volume_id="pvc-none")) == grpc.StatusCode.NOT_FOUND
+    _delete_all(env)
+
+
+@sim_only("DRBD disk states")
+def test_get_volume_reports_a_replica_that_is_not_up_to_date(env):
+    env.ctl.CreateVolume(create_req("pvc-v1"))
     node = diskful_nodes(env, "pvc-v1")[0]
     env.sim.set_disk_state("pvc-v1", node, "Outdated")
     got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-v1"))
     assert got.status.volume_condition.abnormal and node in got.status.volume_condition.message
-    assert code_of(env.ctl.ControllerGetVolume, csi_pb2.ControllerGetVolumeRequest(
-        volume_id="pvc-none")) == grpc.StatusCode.NOT_FOUND
 
 
 def test_expand(env):
-    env.ctl.CreateVolume(create_req("pvc-grow"))
-    env.ctl.CreateVolume(create_req("pvc-grow-b", cap=BLOCK))
+    env.ctl.CreateVolume(create_req("pvc-grow", params=env.params()))
+    env.ctl.CreateVolume(create_req("pvc-grow-b", cap=BLOCK, params=env.params()))
     rsp = env.ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
         volume_id="pvc-grow", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB)))
     assert rsp.capacity_bytes == 2 * GIB and rsp.node_expansion_required
@@ -299,8 +387,14 @@ def test_expand(env):
     assert code_of(env.ctl.ControllerExpandVolume, csi_pb2.ControllerExpandVolumeRequest(
         volume_id="pvc-grow", capacity_range=csi_pb2.CapacityRange(
             required_bytes=3 * GIB, limit_bytes=GIB))) == grpc.StatusCode.OUT_OF_RANGE
+    vd = env.client.get("/v1/resource-definitions/pvc-grow/volume-definitions/0", deadline=_dl())
+    assert vd["size_kib"] == 2 * GIB // 1024
+    got = env.ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id="pvc-grow"))
+    assert got.volume.capacity_bytes == 2 * GIB
+    _delete_all(env)
 
 
+@sim_only("free space of pools on three nodes")
 def test_capacity(env):
     pools = env.client.get("/v1/view/storage-pools", deadline=_dl())
     free = {(p["node_name"], p["storage_pool_name"]): p["free_capacity"] for p in pools
@@ -321,6 +415,7 @@ def test_capacity(env):
         grpc.StatusCode.INVALID_ARGUMENT
 
 
+@sim_only("replicas on three nodes and one in use")
 def test_modify(env):
     env.ctl.CreateVolume(create_req("pvc-mod", params={"placementCount": "1"}))
     env.ctl.ControllerModifyVolume(csi_pb2.ControllerModifyVolumeRequest(
@@ -346,6 +441,7 @@ def test_modify(env):
     assert len(diskful_nodes(env, vol.volume_id)) == 2
 
 
+@sim_only("nodeList and clientList over three nodes")
 def test_manual_placement(env):
     env.ctl.CreateVolume(create_req("pvc-manual", params={"nodeList": "node-1 node-2",
                                                           "clientList": "node-3"}))
@@ -357,14 +453,16 @@ def test_manual_placement(env):
 
 def test_use_pvc_name_and_invalid_names(env):
     vol = env.ctl.CreateVolume(create_req("pvc-xyz", params={
-        "usePvcName": "true", "csi.storage.k8s.io/pvc/name": "data",
+        **env.params(), "usePvcName": "true", "csi.storage.k8s.io/pvc/name": "data",
         "csi.storage.k8s.io/pvc/namespace": "db"})).volume
     assert vol.volume_id == "db-data"
-    odd = env.ctl.CreateVolume(create_req("not a valid name")).volume
+    odd = env.ctl.CreateVolume(create_req("not a valid name", params=env.params())).volume
     assert odd.volume_id.startswith("vol-")
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="not/valid"))  # OK
+    _delete_all(env)
 
 
+@sim_only("a DRBD resource in use")
 def test_delete_in_use_is_failed_precondition(env):
     env.ctl.CreateVolume(create_req("pvc-busy"))
     env.sim.set_in_use("pvc-busy", diskful_nodes(env, "pvc-busy")[0], True)
@@ -373,16 +471,18 @@ def test_delete_in_use_is_failed_precondition(env):
     assert env.sim.list_resource_definitions() == ["pvc-busy"]
 
 
-def test_default_remote_access_flag(tmp_path):
-    env = make_env(tmp_path, default_remote_access_policy="false")
+def test_default_remote_access_flag(request, backend, tmp_path):
+    env = backend_env(request, backend, tmp_path, default_remote_access_policy="false")
     try:
-        vol = env.ctl.CreateVolume(create_req("pvc-flag")).volume
+        vol = env.ctl.CreateVolume(create_req("pvc-flag", params=env.params())).volume
         assert vol.volume_context["linstor.csi.linbit.com/remote-access-policy"] == "false"
         assert len(vol.accessible_topology) == 1
+        _delete_all(env)
     finally:
         close_env(env)
 
 
+@sim_only("a second node, without the data")
 def test_a_volume_without_drbd_is_used_only_where_its_data_is(env):
     """layerList storage (§9 C6): no diskless client exists, and LINSTOR's make-available would
     give another node a new, empty disk; the driver refuses that node and says where the data is,
@@ -413,9 +513,10 @@ def test_a_volume_without_drbd_is_used_only_where_its_data_is(env):
 def test_block_volume_is_never_published_as_a_filesystem(env):
     """A volume created as raw block may hold data with no signature: a filesystem publish of it
     (a re-created Retained PV, a restore) is FAILED_PRECONDITION and attaches nothing."""
-    env.ctl.CreateVolume(create_req("pvc-raw", params={"placementCount": "1"}, cap=BLOCK))
+    env.ctl.CreateVolume(create_req("pvc-raw", params=env.params(placementCount="1"), cap=BLOCK))
     replica = diskful_nodes(env, "pvc-raw")[0]
-    other = next(n for n in ("node-1", "node-2", "node-3") if n != replica)
+    # a diskless node where there is one; on the one-node real backend, the replica's node
+    other = next((n for n in env.nodes if n != replica), replica)
     with pytest.raises(grpc.RpcError) as err:
         env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
             volume_id="pvc-raw", node_id=other, volume_capability=MOUNT))
@@ -433,6 +534,9 @@ def test_block_volume_is_never_published_as_a_filesystem(env):
     ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
         volume_id="pvc-raw", node_id=other, volume_capability=MOUNT)).publish_context
     assert ctx["linstor.csi.linbit.com/access-type"] == "mount"
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id="pvc-raw", node_id=other))
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-raw"))
 
 
 def _fs_cap(fs_type):
@@ -445,22 +549,26 @@ def test_filesystems_the_node_cannot_handle_are_refused_up_front(env, fs_type):
     # The node plugin formats, grows and checks only ext4 and xfs: a volume with another
     # filesystem would be created and then never mount, leaving the pod stuck.
     with pytest.raises(grpc.RpcError) as err:
-        env.ctl.CreateVolume(create_req(f"pvc-{fs_type}", cap=_fs_cap(fs_type)))
+        env.ctl.CreateVolume(create_req(f"pvc-{fs_type}", cap=_fs_cap(fs_type),
+                                        params=env.params()))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fs_type in err.value.details() and "ext4, xfs" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         env.ctl.CreateVolume(create_req(f"pvc-p-{fs_type}",
-                                        params={"csi.storage.k8s.io/fstype": fs_type}))
+                                        params={**env.params(),
+                                                "csi.storage.k8s.io/fstype": fs_type}))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fs_type in err.value.details()
-    assert env.sim.list_resource_definitions() == []
-    env.ctl.CreateVolume(create_req("pvc-fs-ok"))
+    assert env.rds() == []
+    env.ctl.CreateVolume(create_req("pvc-fs-ok", params=env.params()))
     answer = env.ctl.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
         volume_id="pvc-fs-ok", volume_capabilities=[_fs_cap(fs_type)]))
     assert not answer.HasField("confirmed") and fs_type in answer.message
     for good in ("ext4", "xfs"):
-        env.ctl.CreateVolume(create_req(f"pvc-{good}", cap=_fs_cap(good)))
+        env.ctl.CreateVolume(create_req(f"pvc-{good}", cap=_fs_cap(good), params=env.params()))
+    _delete_all(env)
 
 
+@sim_only("counts the REST calls (none may reach LINSTOR); a node without the replica")
 @pytest.mark.parametrize("node_id", ["../pvc-big", "../../pvc-big/resources/{free}",
                                      "{free}/../../pvc-big/resources/{free}", "node-1?x=1",
                                      "node_1", "-node"])
@@ -493,12 +601,13 @@ def test_storage_class_names_that_linstor_refuses_are_invalid_argument(env):
                    {"disklessStoragePool": "a/b"}, {"nodeList": "node-1 ../node-2"},
                    {"clientList": "node_3"}):
         with pytest.raises(grpc.RpcError) as err:
-            env.ctl.CreateVolume(create_req("pvc-badname", params=params))
+            env.ctl.CreateVolume(create_req("pvc-badname", params={**env.params(), **params}))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "not a valid LINSTOR" in err.value.details()
-    assert env.sim.list_resource_definitions() == []
+    assert env.rds() == []
 
 
+@sim_only("1 and 3 replicas over three nodes")
 def test_every_volume_gets_its_own_class_placement_whatever_the_shared_group_says(env):
     one = {"resourceGroup": "shared-rg", "placementCount": "1"}
     three = {"resourceGroup": "shared-rg", "placementCount": "3"}
@@ -533,10 +642,11 @@ def test_every_volume_gets_its_own_class_placement_whatever_the_shared_group_say
 def test_node_topology_reports_the_diskless_pool_like_linbits_driver(env):
     from csi_linstor.topology import node_segments
 
-    segs = node_segments(env.client, "node-1", "Aux", True, _dl())
+    node = env.nodes[0]
+    segs = node_segments(env.client, node, "Aux", True, _dl())
     # PVs provisioned by LINBIT's driver carry this key in their node affinity.
     assert segs["linbit.com/sp-DfltDisklessStorPool"] == "true"
-    assert segs["linbit.com/hostname"] == "node-1"
+    assert segs["linbit.com/hostname"] == node
     # GetCapacity for such a segment still counts only the diskful pool named in it
     pool = next(k for k in segs if k.startswith("linbit.com/sp-") and "Diskless" not in k)
     cap = env.ctl.GetCapacity(csi_pb2.GetCapacityRequest(
@@ -544,6 +654,7 @@ def test_node_topology_reports_the_diskless_pool_like_linbits_driver(env):
     assert cap.available_capacity > 0, pool
 
 
+@sim_only("a resource group placing two replicas")
 def test_placement_count_zero_takes_the_resource_groups_count(env):
     env.client.post("/v1/resource-groups", deadline=_dl(),
                     body={"name": "rg-two", "select_filter": {"place_count": 2}})

@@ -120,20 +120,19 @@ def sim_kube(k8s_tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def real_kube(k8s_tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[Kube]:
-    from tests.real_linstor import NODE, RealLinstor, dist_available, java_available
+def real_kube(k8s_tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory,
+              real_linstor_session: Any) -> Iterator[Kube]:
+    """On the session's one real LINSTOR (tests/conftest.py): two satellites on one host
+    would share /var/lib/linstor.d/loop_device_mapping."""
+    from tests.real_linstor import NODE
 
-    require(java_available() and dist_available(),
-            "real LINSTOR needs Java and ../shared/linstor-server")
+    real = real_linstor_session
+    real.reset()
     work = tmp_path_factory.mktemp("k8sreal")
-    real = RealLinstor(work / "linstor").start()
+    cluster, csi = _start("real", work, k8s_tools, real.url, [NODE])
     try:
-        cluster, csi = _start("real", work, k8s_tools, real.url, [NODE])
-        try:
-            yield Kube("real", cluster, csi, real.url, [NODE])
-        finally:
-            csi.stop()
-            cluster.stop()
+        yield Kube("real", cluster, csi, real.url, [NODE])
     finally:
-        real.stop()
+        csi.stop()
+        cluster.stop()
+        real.reset()  # the stories leave a Retained volume and pending claims behind
