@@ -53,6 +53,7 @@ PROP_ALLOW_EXACT = {
 PROP_ALLOW_PREFIX = ("Aux/", "DrbdOptions/", "Autoplacer/", "StorDriver/", "sys/fs/",
                      "Writecache/", "Cache/", "BCache/", "NVMe/", "Internal/")
 MIB = 1024 * 1024
+LOCAL_REMOTE = "local-remote-generated-by-linstor"
 VD_INTERNAL_PROPS = ("DrbdCurrentGi", "DrbdOptions/Disk/block-size")
 
 
@@ -331,6 +332,7 @@ class Controller:
         self.rds: dict[str, ResourceDef] = {}
         self.clones: dict[str, Clone] = {}
         self.kvs: dict[str, dict[str, str]] = {}
+        self.linstor_remotes: dict[str, dict[str, str]] = {}
         self.ctrl_props: dict[str, str] = {}
         self.minors_used: set[int] = set()
         self.ports_used: set[int] = set()
@@ -2292,13 +2294,16 @@ class Controller:
             raise r.error(C.FAIL_NOT_CONNECTED,
                           f"Cannot create snapshot: no connection to {', '.join(offline)}.",
                           refs=refs)
-        self._validate_props(sb.get("props") or {}, r)
+        # rest/v1/Snapshots.createSnapshot and Actions (snapshot/multi) read the new snapshot's
+        # props from snapshot_definition_props only; "props", its deprecated spelling, is ignored
+        user_props = dict(sb.get("snapshot_definition_props") or {})
+        self._validate_props(user_props, r)
         ts = now_ms()
         # SnapshotDefinitionControllerFactory: SequenceNumber = the RD's highest + 1; and the
         # backup-shipping bookkeeping key, empty (LINSTOR 1.33.3).
         seq = 1 + max((int(x.props.get("SequenceNumber", "0") or 0)
                        for x in rd.snapshots.values()), default=0)
-        sd_props = {**(sb.get("props") or {}), "SequenceNumber": str(seq),
+        sd_props = {**user_props, "SequenceNumber": str(seq),
                     "BackupShipping/BackupNodeIdsToReset": ""}
         return Snapshot(name=name, rd_name=rd.name, nodes=[res.node for res in diskful],
                         pools={res.node.upper(): res.pool for res in diskful},
@@ -2482,8 +2487,15 @@ class Controller:
                     vd.device.destroy()
                     vd.device = self._new_device(vd.minor, vd.size_kib, seed=f)
                     vd.seed = f
+        # CtrlSnapshotRestoreApiCallHandler: the snapshot's copy of its RD's props goes onto the
+        # target RD (ctrlPropsHelper.copy: a union, the snapshot's values win)
+        target.props.update(snap.rd_props)
         for node, pool in plan:
             self._add_resource(target, node, pool, r)
+        # LINSTOR 1.33.3 registers a LINSTOR remote for itself on the first restore
+        # (CopySnapsHelper.LOCAL_REMOTE, http://localhost:3370)
+        self.linstor_remotes.setdefault(LOCAL_REMOTE, {
+            "remote_name": LOCAL_REMOTE, "url": "http://localhost:3370"})
         # CtrlSnapshotRestoreApiCallHandler runs the auto helpers on the target RD
         self._tb_manage(target, r)
         self._schedule_attach(req, target)
@@ -2591,13 +2603,26 @@ class Controller:
     # remotes (none are configured in the simulator; backups are not modelled yet)
 
     def h_remotes(self, req: Request) -> tuple[int, Any]:
-        # rest/v1/Remotes.java getRemotes: always 200 with one RemoteList object; its three
-        # lists are empty here, and Jackson's NON_EMPTY drops them: "{}" (linstor-facts §9 C1).
-        return 200, prune({"s3_remotes": [], "linstor_remotes": [], "ebs_remotes": []})
+        # rest/v1/Remotes.java getRemotes: always 200 with one RemoteList object; Jackson's
+        # NON_EMPTY drops empty lists: "{}" when there is no remote (linstor-facts §9 C1).
+        return 200, prune({"s3_remotes": [],
+                           "linstor_remotes": list(self.linstor_remotes.values()),
+                           "ebs_remotes": []})
 
     def h_remotes_kind(self, req: Request) -> tuple[int, Any]:
         # rest/v1/Remotes.java getS3Remotes/getLinstorRemotes/getEbsRemotes: a plain list.
+        if req.path.rstrip("/").endswith("/linstor"):
+            return 200, list(self.linstor_remotes.values())
         return 200, []
+
+    def h_remote_delete(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/Remotes.java deleteRemote: DELETE /v1/remotes?remote_name=NAME
+        name = (req.query.get("remote_name") or [""])[0]
+        r = Reply(C.MASK_DEL, 0)
+        if self.linstor_remotes.pop(name, None) is None:
+            raise r.error(C.FAIL_NOT_FOUND_REMOTE, f"Remote '{name}' not found.", status=404)
+        r.add(C.DELETED, f"Remote '{name}' deleted.")
+        return 200, r.entries
 
     # ==========================================================================================
     # key-value store

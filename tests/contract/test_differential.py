@@ -157,12 +157,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 }
 # Differences of the simulator not corrected yet (csi_linstor/sim is changed elsewhere); the
 # driver never reads what they concern. Listed so the report shows them; remove when modelled.
-SIM_GAP = ("simulator gap: LINSTOR 1.33.3 creates the LINSTOR remote "
-           "'local-remote-generated-by-linstor' (http://localhost:3370) on the first snapshot "
-           "restore; the simulator does not (the driver never reads /v1/remotes)")
-ALLOWED.update({("remotes after a restore", f"only real has {key}"): SIM_GAP for key in (
-    "linstor_remotes (array)", "linstor_remotes[] (object)",
-    "linstor_remotes[].remote_name (string)", "linstor_remotes[].url (string)")})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -378,3 +378,33 @@ def test_satellite_formats_new_volumes_when_the_group_says_so(sim: Any, api: Api
     assert api.post(base + "/snapshot-restore-resource/s1",
                     {"to_resource": "fs2"}).status_code == 200
     assert _blkid_type(_vol_path(api, "fs2")) == "xfs"
+
+
+def test_snapshot_props_restore_props_and_the_generated_remote(sim: Any, api: Api) -> None:
+    """As LINSTOR 1.33.3: a new snapshot's props come from snapshot_definition_props only
+    (rest/v1/Snapshots.createSnapshot; "props" is ignored); a restore copies the snapshot's copy
+    of the RD props onto the target (ctrlPropsHelper.copy); the first restore registers the
+    LINSTOR remote local-remote-generated-by-linstor (CopySnapsHelper)."""
+    api.rg("sp", place_count=1)
+    assert api.spawn("sp1", rg="sp", resource_definition_props={"Aux/owner": "sp1"}).ok
+    assert api.get("/v1/remotes").json() == {}
+    r = api.post("/v1/resource-definitions/sp1/snapshots", {
+        "name": "s1", "props": {"Aux/ignored": "1"},
+        "snapshot_definition_props": {"Aux/kept": "1"}})
+    assert r.status_code == 201, r.text
+    sd = api.get("/v1/resource-definitions/sp1/snapshots/s1").json()["snapshot_definition_props"]
+    assert sd.get("Aux/kept") == "1" and "Aux/ignored" not in sd
+    api.post("/v1/resource-definitions", {"resource_definition": {
+        "name": "sp2", "resource_group_name": "sp", "props": {"Aux/owner": "sp2",
+                                                              "Aux/mine": "x"}}})
+    base = "/v1/resource-definitions/sp1"
+    assert api.post(base + "/snapshot-restore-volume-definition/s1",
+                    {"to_resource": "sp2"}).status_code == 200
+    assert api.post(base + "/snapshot-restore-resource/s1",
+                    {"to_resource": "sp2"}).status_code == 200
+    props = api.get("/v1/resource-definitions/sp2").json()["props"]
+    assert props["Aux/owner"] == "sp1" and props["Aux/mine"] == "x"
+    remotes = api.get("/v1/remotes").json()["linstor_remotes"]
+    assert [x["remote_name"] for x in remotes] == ["local-remote-generated-by-linstor"]
+    r = api.delete("/v1/remotes?remote_name=local-remote-generated-by-linstor")
+    assert r.status_code == 200 and api.get("/v1/remotes").json() == {}
