@@ -63,7 +63,7 @@ def require_real_linstor() -> None:
     require(dist_available(), "real LINSTOR needs ../shared/linstor-server")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free loopback port below 32768: LINSTOR stores the satellite port as SQL SMALLINT."""
     for port in random.sample(range(20000, 32000), 200):
         with socket.socket() as s:
@@ -109,8 +109,8 @@ class RealLinstor:
             # LINSTOR's StorDriver/FileDir must match [a-zA-Z0-9_/-]+ (no dots, no brackets)
             raise ValueError(f"LINSTOR pool directories allow [a-zA-Z0-9_/-] only: {work}")
         self.work = work
-        self.port = _free_port()
-        self.stlt_port = _free_port()
+        self.port = free_port()
+        self.stlt_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = requests.Session()
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -9,22 +9,15 @@ creates, and the driver must have deleted everything in LINSTOR.
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.real_linstor import NODE, RealLinstor, require_real_linstor
+from tests.sanity import driver_process, run_csi_sanity
 
 HERE = Path(__file__).resolve().parent
-CSI_SANITY_DEFAULT = Path.home() / "go" / "bin" / "csi-sanity"
-SUMMARY = re.compile(r"(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # Specs we skip on real LINSTOR, each with its reason. Empty: the whole suite runs.
 SKIPS: dict[str, str] = {}
@@ -46,65 +39,21 @@ def linstor(real_linstor_session: RealLinstor) -> Iterator[RealLinstor]:
 def driver(linstor: RealLinstor, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Path, Path]]:
     base = tmp_path_factory.mktemp("sanityreal")
-    sock = base / "csi.sock"
-    log = open(base / "driver.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "csi_linstor.cli", "serve", "--linstor-endpoint", linstor.url,
-         "--node", NODE, "--csi-endpoint", f"unix://{sock}",
-         "--kubelet-dir", str(base), "--log-level", "info"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail("driver did not start:\n" + (base / "driver.log").read_text()[-3000:])
-        time.sleep(0.1)
-    yield base, sock
-    proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(60) == 0, "driver did not exit cleanly on SIGTERM"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with driver_process(base, "--linstor-endpoint", linstor.url, "--node", NODE,
+                        "--kubelet-dir", str(base), "--log-level", "info") as sock:
+        yield base, sock
 
 
 @pytest.mark.sanity
 def test_csi_sanity_on_real_linstor(driver: tuple[Path, Path], linstor: RealLinstor) -> None:
-    import shutil
-
-    csi_sanity = shutil.which("csi-sanity") or str(CSI_SANITY_DEFAULT)
     base, sock = driver
-    work = base / "sanity"
-    work.mkdir()
-    argv = [
-        csi_sanity,
-        f"--csi.endpoint={sock}",
-        f"--csi.stagingdir={work}/staging",
-        f"--csi.mountdir={work}/mount",
-        "--csi.testvolumesize=67108864",
-        f"--csi.testvolumeparameters={HERE / 'real' / 'params.yaml'}",
-        f"--csi.testvolumemutableparameters={HERE / 'real' / 'mutable-params.yaml'}",
-        "--ginkgo.no-color",
-        "--ginkgo.timeout=20m",
-    ]
+    extra = ["--csi.testvolumesize=67108864",
+             f"--csi.testvolumeparameters={HERE / 'real' / 'params.yaml'}",
+             f"--csi.testvolumemutableparameters={HERE / 'real' / 'mutable-params.yaml'}"]
     if SKIPS:
-        argv.append("--ginkgo.skip=" + "|".join(SKIPS))
-    started = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1500)
-    out = ANSI.sub("", proc.stdout + proc.stderr)
-    (base / "csi-sanity-real.log").write_text(out)
-    match = SUMMARY.search(out)
-    assert match, f"no csi-sanity summary (exit {proc.returncode}):\n{out[-4000:]}"
-    passed, failed, _pending, skipped = map(int, match.groups())
-    print(f"csi-sanity on real LINSTOR 1.33.3: {passed} passed, {failed} failed, "
-          f"{skipped} skipped in {time.monotonic() - started:.0f}s")
-    failures = "\n".join(line for line in out.splitlines() if "[FAIL]" in line)
-    assert failed == 0 and proc.returncode == 0, (
-        f"csi-sanity on real LINSTOR: {failed} failed\n{failures}\n"
-        f"driver log: {base / 'driver.log'}\n{out[-6000:]}"
-    )
-    assert passed > 0, "csi-sanity ran no spec"
+        extra.append("--ginkgo.skip=" + "|".join(SKIPS))
+    r = run_csi_sanity(base / "sanity", sock, *extra, log_name="csi-sanity-real.log")
+    print(f"csi-sanity on real LINSTOR 1.33.3: {r.passed} passed, {r.failed} failed, "
+          f"{r.skipped} skipped in {r.seconds:.0f}s")
     assert linstor.rds() == [] and linstor.snapshots() == [], (
         f"left in LINSTOR: {linstor.rds()} {linstor.snapshots()}")

@@ -25,12 +25,10 @@ from pathlib import Path
 import pytest
 
 from tests.prerequisites import require
+from tests.sanity import run_csi_sanity
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-CSI_SANITY = shutil.which("csi-sanity") or str(Path.home() / "go" / "bin" / "csi-sanity")
-SUMMARY = re.compile(r"(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 require(os.geteuid() == 0, "building and running the image needs root")
 require(shutil.which("buildah") is not None and shutil.which("debootstrap") is not None,
@@ -85,8 +83,6 @@ def test_image_contents(image: str, container: str) -> None:
 
 
 def test_csi_sanity_with_the_controller_from_the_image(container: str, tmp_path: Path) -> None:
-    if not os.path.exists(CSI_SANITY):
-        pytest.fail(f"csi-sanity not installed at {CSI_SANITY}")
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -132,27 +128,14 @@ def test_csi_sanity_with_the_controller_from_the_image(container: str, tmp_path:
                 f"services did not start ({dead}):\n"
                 + (tmp_path / "controller.log").read_text(errors="replace")[-3000:])
             time.sleep(0.2)
-        work = tmp_path / "sanity"
-        work.mkdir()
-        argv = [CSI_SANITY, f"--csi.endpoint={node_sock}",
-                f"--csi.controllerendpoint={sockdir / 'csi.sock'}",
-                f"--csi.stagingdir={work}/staging", f"--csi.mountdir={work}/mount",
-                "--csi.testvolumesize=1073741824",
-                f"--csi.testvolumeparameters={HERE / 'params.yaml'}",
-                f"--csi.testvolumemutableparameters={REPO / 'tests/conformance/mutable-params.yaml'}",
-                "--ginkgo.no-color", "--ginkgo.timeout=20m"]
-        started = time.monotonic()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
-        out = ANSI.sub("", done.stdout + done.stderr)
-        (tmp_path / "csi-sanity.log").write_text(out)
-        match = SUMMARY.search(out)
-        assert match, f"no csi-sanity summary:\n{out[-4000:]}"
-        passed, failed, _pending, skipped = map(int, match.groups())
-        print(f"csi-sanity, controller from the image: {passed} passed, {failed} failed, "
-              f"{skipped} skipped in {time.monotonic() - started:.0f}s")
-        failures = "\n".join(line for line in out.splitlines() if "[FAIL]" in line)
-        assert failed == 0 and done.returncode == 0, f"{failures}\n{out[-5000:]}"
-        assert passed > 80
+        r = run_csi_sanity(
+            tmp_path / "sanity", node_sock, "--csi.testvolumesize=1073741824",
+            f"--csi.testvolumeparameters={HERE / 'params.yaml'}",
+            f"--csi.testvolumemutableparameters={REPO / 'tests/conformance/mutable-params.yaml'}",
+            controller_endpoint=sockdir / "csi.sock")
+        print(f"csi-sanity, controller from the image: {r.passed} passed, {r.failed} failed, "
+              f"{r.skipped} skipped in {r.seconds:.0f}s")
+        assert r.passed > 80
         log = (tmp_path / "controller.log").read_text(errors="replace")
         assert "serving CSI on unix:///csi/csi.sock" in log, log[-2000:]
         # the controller RPCs really went to the image, not to the host's process

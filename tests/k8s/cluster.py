@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,22 +29,13 @@ from typing import Any
 
 import yaml
 
+from tests.real_linstor import free_port
+
 REPO = Path(__file__).resolve().parent.parent.parent
 CHART = REPO / "helm" / "csi-linstor"
 DRIVER = "linstor.csi.linbit.com"
 NAMESPACE = "linstor"
 HELM = shutil.which("helm") or str(Path.home() / "go" / "bin" / "helm")
-
-
-def free_port() -> int:
-    for port in random.sample(range(20000, 32000), 400):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free loopback port")
 
 
 def wait_for(cond: Callable[[], Any], seconds: float, what: str, every: float = 0.2) -> Any:
