@@ -2615,6 +2615,18 @@ class Controller:
             return 200, list(self.linstor_remotes.values())
         return 200, []
 
+    def h_backups(self, req: Request) -> tuple[int, Any]:
+        # rest/v1/Backups.listBackups -> BackupHelper.getS3Remote: backups are listed from S3
+        # remotes only, and the simulator has none (issue 18 brings them): a missing remote is
+        # FAIL_NOT_FOUND_REMOTE, another kind FAIL_INVLD_REMOTE_NAME, both | MASK_BACKUP.
+        name = req.params["remote"]
+        if name not in self.linstor_remotes:
+            raise ApiError([make_rc(C.FAIL_NOT_FOUND_REMOTE | C.MASK_BACKUP,
+                                    f"The remote {name} does not exist. Please provide a valid "
+                                    "remote or create a new one.")])
+        raise ApiError([make_rc(C.FAIL_INVLD_REMOTE_NAME | C.MASK_BACKUP,
+                                f"The remote {name} is not an s3 remote.")])
+
     def h_remote_delete(self, req: Request) -> tuple[int, Any]:
         # rest/v1/Remotes.java deleteRemote: DELETE /v1/remotes?remote_name=NAME
         name = (req.query.get("remote_name") or [""])[0]

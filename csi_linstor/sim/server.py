@@ -92,6 +92,7 @@ ROUTES: list[tuple[str, str, str, tuple[int, int, int] | None]] = [
     ("GET", RD + "/clone/{dst}", "h_clone_status", None),
     ("GET", "/v1/remotes", "h_remotes", None),
     ("DELETE", "/v1/remotes", "h_remote_delete", None),
+    ("GET", "/v1/remotes/{remote}/backups", "h_backups", None),
     ("GET", "/v1/remotes/s3", "h_remotes_kind", None),
     ("GET", "/v1/remotes/linstor", "h_remotes_kind", None),
     ("GET", "/v1/remotes/ebs", "h_remotes_kind", None),

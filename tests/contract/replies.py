@@ -49,6 +49,7 @@ REPLY_SCHEMAS: dict[tuple[str, str], str] = {
     ("GET", "/v1/remotes/s3"): "S3Remote[]",
     ("GET", "/v1/remotes/linstor"): "LinstorRemote[]",
     ("GET", "/v1/remotes/ebs"): "EbsRemote[]",
+    ("GET", "/v1/remotes/{remote}/backups"): "BackupList",
 }
 ALWAYS_SAME_TYPE = {("POST", RD + "/clone")}
 
