@@ -59,24 +59,45 @@ def run_csi_sanity(work: Path, endpoint: Path, *extra: str, log_name: str = "csi
     return result
 
 
+@dataclass
+class Served:
+    """A `csi-linstor serve` process: its socket, log and process."""
+
+    sock: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def embedded_url(self, seconds: float = 30) -> str:
+        """The URL of the embedded simulator, as the driver logs it at start."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            found = re.search(r"embedded LINSTOR simulator at (http://\S+)",
+                              self.log.read_text(errors="replace"))
+            if found:
+                return found.group(1)
+            time.sleep(0.05)
+        raise AssertionError("the driver log does not name the embedded simulator's URL")
+
+
 @contextmanager
-def driver_process(base: Path, *args: str) -> Iterator[Path]:
+def served(base: Path, *args: str) -> Iterator[Served]:
     """`csi-linstor serve ARGS --csi-endpoint unix://BASE/csi.sock`, its log in
-    BASE/driver.log; yields the socket once it is served; SIGTERM must end it cleanly."""
+    BASE/driver.log; yields once the socket is served; SIGTERM must end it cleanly."""
     sock = base / "csi.sock"
-    with open(base / "driver.log", "w") as log:
+    log = base / "driver.log"
+    with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "csi_linstor.cli", "serve", *args,
              "--csi-endpoint", f"unix://{sock}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
     deadline = time.monotonic() + 30
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("driver did not start:\n" + (base / "driver.log").read_text()[-3000:])
+            pytest.fail("driver did not start:\n" + log.read_text()[-3000:])
         time.sleep(0.1)
     try:
-        yield sock
+        yield Served(sock, log, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -84,3 +105,10 @@ def driver_process(base: Path, *args: str) -> Iterator[Path]:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@contextmanager
+def driver_process(base: Path, *args: str) -> Iterator[Path]:
+    """As ``served``, yielding the socket."""
+    with served(base, *args) as s:
+        yield s.sock

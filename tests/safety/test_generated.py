@@ -12,11 +12,6 @@ directory, random capability mixes. `GENERATED_REQUESTS` sets the count per serv
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +25,7 @@ from hypothesis import strategies as st
 
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.nodeops.mountinfo import MountTable
-from tests.real_linstor import REPO
+from tests.sanity import served
 
 COUNT = int(os.environ.get("GENERATED_REQUESTS", "10000"))
 BAD = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -43,33 +38,19 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     kubelet = base / "kubelet"
     (kubelet / "pods").mkdir(parents=True)
     (kubelet / "pods" / "out").symlink_to("/")
-    sock = base / "csi.sock"
-    log = base / "driver.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "csi_linstor.cli", "serve", "--linstor-endpoint", "embedded",
-             "--csi-endpoint", f"unix://{sock}", "--sim-device-dir", str(base / "dev"),
-             "--sim-state-dir", str(base / "state"), "--kubelet-dir", str(kubelet),
-             "--log-level", "info", "--workers", "8"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    deadline = time.monotonic() + 30
-    url = ""
-    while not sock.exists() or not url:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        found = re.search(r"embedded LINSTOR simulator at (http://\S+)", log.read_text())
-        url = found.group(1) if found else ""
-        time.sleep(0.1)
-    channel = grpc.insecure_channel(f"unix://{sock}")
-    env = {"base": base, "kubelet": kubelet, "url": url, "proc": proc, "log": log,
-           "ctl": csi_pb2_grpc.ControllerStub(channel), "node": csi_pb2_grpc.NodeStub(channel),
-           "ident": csi_pb2_grpc.IdentityStub(channel),
-           "group": csi_pb2_grpc.GroupControllerStub(channel)}
-    try:
-        yield env
-    finally:
-        channel.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+    with served(base, "--linstor-endpoint", "embedded", "--sim-device-dir", str(base / "dev"),
+                "--sim-state-dir", str(base / "state"), "--kubelet-dir", str(kubelet),
+                "--log-level", "info", "--workers", "8") as drv:
+        channel = grpc.insecure_channel(f"unix://{drv.sock}")
+        env = {"base": base, "kubelet": kubelet, "url": drv.embedded_url(), "proc": drv.proc,
+               "log": drv.log, "ctl": csi_pb2_grpc.ControllerStub(channel),
+               "node": csi_pb2_grpc.NodeStub(channel),
+               "ident": csi_pb2_grpc.IdentityStub(channel),
+               "group": csi_pb2_grpc.GroupControllerStub(channel)}
+        try:
+            yield env
+        finally:
+            channel.close()
 
 
 # ---------------------------------------------------------------------------------------------

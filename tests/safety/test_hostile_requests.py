@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +28,7 @@ import requests
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.nodeops.mountinfo import MountTable
 from tests.prerequisites import require
+from tests.sanity import served
 
 require(os.geteuid() == 0, "hostile-request tests need root (loop devices and mounts)")
 
@@ -102,46 +99,25 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("hostile")
     kubelet = base / "kubelet"
     kubelet.mkdir()
-    sock = base / "csi.sock"
-    log = base / "driver.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "csi_linstor.cli", "serve", "--linstor-endpoint", "embedded",
-             "--csi-endpoint", f"unix://{sock}", "--sim-device-dir", str(base / "dev"),
-             "--sim-state-dir", str(base / "state"), "--kubelet-dir", str(kubelet),
-             "--log-level", "debug"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("driver did not start:\n" + log.read_text()[-3000:])
-        time.sleep(0.1)
-    match = None
-    while match is None and time.monotonic() < deadline:
-        match = re.search(r"embedded LINSTOR simulator at (http://\S+)", log.read_text())
-        time.sleep(0.05)
-    assert match, "driver log does not name the embedded simulator's URL"
-    channel = grpc.insecure_channel(f"unix://{sock}")
-    ctl = csi_pb2_grpc.ControllerStub(channel)
-    node = csi_pb2_grpc.NodeStub(channel)
-    ident = csi_pb2_grpc.IdentityStub(channel)
-    node_id = node.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=30).node_id
-    vols: dict[str, Vol] = {}
-    env = Env(base, kubelet, match.group(1), node_id, ctl, node, ident, vols, log)
-    try:
-        for name, block in (("fs-a", False), ("fs-b", False), ("blk-c", True)):
-            vols[name] = _provision(env, name, block)
-        yield env
-    finally:
-        for v in vols.values():
-            _teardown(env, v)
-        channel.close()
-        proc.send_signal(signal.SIGTERM)
+    with served(base, "--linstor-endpoint", "embedded", "--sim-device-dir", str(base / "dev"),
+                "--sim-state-dir", str(base / "state"), "--kubelet-dir", str(kubelet),
+                "--log-level", "debug") as drv:
+        url = drv.embedded_url()
+        channel = grpc.insecure_channel(f"unix://{drv.sock}")
+        ctl = csi_pb2_grpc.ControllerStub(channel)
+        node = csi_pb2_grpc.NodeStub(channel)
+        ident = csi_pb2_grpc.IdentityStub(channel)
+        node_id = node.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=30).node_id
+        vols: dict[str, Vol] = {}
+        env = Env(base, kubelet, url, node_id, ctl, node, ident, vols, drv.log)
         try:
-            proc.wait(60)
+            for name, block in (("fs-a", False), ("fs-b", False), ("blk-c", True)):
+                vols[name] = _provision(env, name, block)
+            yield env
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            for v in vols.values():
+                _teardown(env, v)
+            channel.close()
 
 
 def _provision(env: Env, name: str, block: bool) -> Vol:
