@@ -232,3 +232,15 @@ def code_of(fn: Any, *args: Any) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as err:
         fn(*args)
     return err.value.code()
+
+
+@pytest.fixture
+def lvm_env(tmp_path: Path) -> Any:
+    """A simulator whose pools LINSTOR clones natively (DeviceProviderKind.isCloneSupported:
+    LVM_THIN), for the native clone path."""
+    from csi_linstor.sim.simulator import PoolSpec
+
+    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
+        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
+    yield e
+    close_env(e)

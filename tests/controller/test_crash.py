@@ -131,18 +131,6 @@ FALLBACK_STEPS = [r"POST /v1/resource-definitions/\{rd\}/clone$",
                   r"PUT /v1/resource-definitions/\{rd\}$"]
 
 
-@pytest.fixture
-def lvm_env(tmp_path):
-    from csi_linstor.sim import SimConfig
-    from csi_linstor.sim.simulator import PoolSpec
-    from tests.controller.conftest import close_env, make_env
-
-    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
-        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
-    yield e
-    close_env(e)
-
-
 @pytest.mark.parametrize("mode", ["drop", "fail"])
 @pytest.mark.parametrize("route", CLONE_STEPS)
 def test_clone_converges(lvm_env, mode, route):

@@ -232,15 +232,6 @@ def _check_clone(env):
         grpc.StatusCode.OUT_OF_RANGE
 
 
-@pytest.fixture
-def lvm_env(tmp_path):
-    """Pools LINSTOR clones natively (DeviceProviderKind.isCloneSupported: LVM_THIN)."""
-    e = make_env(tmp_path, sim_config=SimConfig(nodes=3, pools=[
-        PoolSpec("DfltStorPool", "LVM_THIN"), PoolSpec("sp1", "LVM_THIN")]))
-    yield e
-    close_env(e)
-
-
 @sim_only("a clone that takes several polls, on demand")
 def test_clone_still_running_then_resumes(lvm_env):
     env = lvm_env
