@@ -94,6 +94,9 @@ class Driver:
                 group = True
         if cfg.runs_node:
             from csi_linstor.node import NodeServicer
+            from csi_linstor.nodeops import oplock
+
+            oplock.set_runtime_dir(cfg.runtime_dir)  # locks of mkfs/fsck/resize2fs runs
 
             def topology(deadline: Deadline) -> dict[str, str]:
                 return node_segments(client, cfg.node, cfg.property_namespace,

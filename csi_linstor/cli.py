@@ -15,6 +15,7 @@ from csi_linstor.config import (
     DEFAULT_DRIVER_NAME,
     DEFAULT_KUBELET_DIR,
     DEFAULT_MAX_VOLUMES_PER_NODE,
+    DEFAULT_RUNTIME_DIR,
     EMBEDDED,
     LOG_LEVELS,
     MODES,
@@ -122,6 +123,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--kubelet-dir", type=Path, default=Path(DEFAULT_KUBELET_DIR), metavar="DIR",
                    help="kubelet's root directory; node RPCs act only on staging and target paths "
                         "inside it (default: %(default)s)")
+    t.add_argument("--runtime-dir", type=Path, default=None, metavar="DIR",
+                   help="node: lock files of running mkfs/fsck/resize2fs, so a restarted driver "
+                        "waits for what a killed one left running; a hostPath in the node pod "
+                        f"(env CSI_LINSTOR_RUNTIME_DIR; default: {DEFAULT_RUNTIME_DIR})")
     t.add_argument("--drbdsetup", default=None, metavar="COMMAND",
                    help="command that answers `drbdsetup status --json RES` (default: drbdsetup)")
     s = p.add_argument_group("embedded simulator (--linstor-endpoint embedded)")
@@ -168,6 +173,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_volumes_per_node=args.max_volumes_per_node,
         device_wait_seconds=args.device_wait_timeout,
         kubelet_dir=args.kubelet_dir,
+        runtime_dir=args.runtime_dir or Path(env("CSI_LINSTOR_RUNTIME_DIR")
+                                             or DEFAULT_RUNTIME_DIR),
         grace_period=args.grace_period,
         linstor_read_timeout=args.linstor_timeout,
         sim_nodes=args.sim_nodes,

@@ -18,6 +18,8 @@ DEFAULT_MAX_VOLUMES_PER_NODE = 1048576
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
 # DRBD's udev rules link /dev/drbd/by-res/<resource>/<volume> to the volume's device.
 DEFAULT_DRBD_BY_RES_DIR = "/dev/drbd/by-res"
+# Where the node keeps the locks of mkfs/fsck/resize2fs runs, so they outlive a driver crash.
+DEFAULT_RUNTIME_DIR = "/run/csi-linstor"
 
 _DRIVER_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 
@@ -115,6 +117,8 @@ class Config:
     device_wait_seconds: float = 10.0
     kubelet_dir: Path = Path(DEFAULT_KUBELET_DIR)
     drbd_by_res_dir: Path = Path(DEFAULT_DRBD_BY_RES_DIR)
+    # Lock files of long node operations (nodeops/oplock.py); outlives the process.
+    runtime_dir: Path = Path(DEFAULT_RUNTIME_DIR)
     grace_period: float = 25.0
     linstor_connect_timeout: float = 5.0
     linstor_read_timeout: float = 60.0

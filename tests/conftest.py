@@ -17,6 +17,24 @@ _RECORDED: dict[tuple[str, str, int, bytes], None] = {}  # distinct replies, in 
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Lock files of long node operations (nodeops/oplock) in a temp dir, not the host's
+    /run/csi-linstor: for in-process node servicers and for driver processes (the env var)."""
+    from csi_linstor.nodeops import oplock
+
+    path = tmp_path_factory.mktemp("runtime")
+    old_dir, old_env = oplock.runtime_dir(), os.environ.get(oplock.ENV_RUNTIME_DIR)
+    oplock.set_runtime_dir(path)
+    os.environ[oplock.ENV_RUNTIME_DIR] = str(path)
+    yield
+    oplock.set_runtime_dir(old_dir)
+    if old_env is None:
+        os.environ.pop(oplock.ENV_RUNTIME_DIR, None)
+    else:
+        os.environ[oplock.ENV_RUNTIME_DIR] = old_env
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _harvest_simulator_replies() -> Iterator[None]:
     original = sim_module.Simulator.stop
 

@@ -10,6 +10,12 @@ that retry's error. A result nobody collects is dropped after ``RESULT_TTL`` sec
 
 Callers that probe a device before acting on it call ``join(device)`` first, so they never
 inspect a device that a background operation is still writing.
+
+The tool runs in its own session, so it also outlives a driver killed with SIGKILL. What the
+next driver process must know about it lives in a per-device lock file (``oplock``) that the tool
+holds while it runs: ``run`` refuses to start beside a held lock (ABORTED) and ``join`` waits for
+it up to the RPC deadline (then DEADLINE_EXCEEDED naming the command and its pid), so nothing
+probes, formats or mounts a device an orphaned mkfs is still writing.
 """
 
 from __future__ import annotations
@@ -19,12 +25,19 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import Aborted, CsiError, DeadlineExceeded, Internal
-from csi_linstor.nodeops import runner
+from csi_linstor.errors import (
+    Aborted,
+    CsiError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+)
+from csi_linstor.nodeops import oplock, runner
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,8 @@ log = logging.getLogger(__name__)
 HARD_CAP_SECONDS = 6 * 3600.0
 # How long a finished operation's result waits for the retry that collects it.
 RESULT_TTL = 3600.0
+# How often ``join`` looks again at a lock held by an operation of an earlier driver process.
+ORPHAN_POLL_SECONDS = 0.2
 
 
 Step = tuple[Sequence[str], Sequence[int]]  # argv, exit statuses that count as success
@@ -48,6 +63,7 @@ class _Op:
     done: threading.Event = field(default_factory=threading.Event)
     result: runner.Result | None = None
     error: BaseException | None = None
+    held: oplock.Held | None = None
 
     @property
     def command(self) -> str:
@@ -78,15 +94,49 @@ def _expire(now: float) -> None:
 
 
 def _work(op: _Op) -> None:
+    held = op.held
     try:
         cap = Deadline(HARD_CAP_SECONDS)
         for argv, ok in op.steps:  # one after the other; the first failure ends the operation
-            op.result = runner.run(argv, cap, cap=HARD_CAP_SECONDS, what=op.name, ok=ok)
+            fds = (held.fd,) if held is not None else ()
+
+            def started(pid: int, argv: tuple[str, ...] = argv) -> None:
+                if held is not None:
+                    held.started(pid, " ".join(argv))
+
+            op.result = runner.run(argv, cap, cap=HARD_CAP_SECONDS, what=op.name, ok=ok,
+                                   pass_fds=fds, on_start=started,
+                                   output_to=oplock.output_prefix(held.key) if held else None)
     except (CsiError, OSError) as e:  # handed to the RPC that collects it, raised there
         op.error = e
     finally:
+        if held is not None:
+            held.release()
         op.finished = time.monotonic()
         op.done.set()
+
+
+T = TypeVar("T")
+
+
+def _locked(fn: Callable[[], T], device: str) -> T:
+    """``fn`` on the device's lock file; an unusable runtime directory is FAILED_PRECONDITION."""
+    try:
+        return fn()
+    except OSError as e:
+        raise FailedPrecondition(
+            f"cannot use the lock file of {device} in {oplock.runtime_dir()} ({e}); the node "
+            "plugin needs a writable --runtime-dir (a hostPath such as /run/csi-linstor) before "
+            "it runs mkfs, fsck or resize2fs"
+        ) from None
+
+
+def _orphan_busy(key: str, device: str, note: dict) -> Aborted:
+    return Aborted(
+        f"{oplock.describe(note, device)} is still running, started by an earlier driver "
+        "process; not probing, formatting or mounting the device until it has finished "
+        f"(lock {oplock.lock_path(key)}): retry"
+    )
 
 
 def _collect(key: tuple[str, str], op: _Op, deadline: Deadline) -> runner.Result:
@@ -146,7 +196,13 @@ def run_steps(steps: Sequence[Step], device: str, name: str, deadline: Deadline)
                     "beside it: retry when it has finished"
                 )
         if op is None:
-            op = _Op(device=device, name=name, steps=want)
+            # The device's lock, held by the tool for as long as it runs, also after a crash of
+            # this process; held elsewhere: an operation of an earlier driver process runs.
+            held = _locked(lambda: oplock.acquire(key[0], name), device)
+            if held is None:
+                raise _orphan_busy(key[0], device,
+                                   _locked(lambda: oplock.holder(key[0]), device) or {})
+            op = _Op(device=device, name=name, steps=want, held=held)
             _ops[key] = op
             threading.Thread(target=_work, args=(op,), daemon=True,
                              name=f"{name} {device}").start()
@@ -165,6 +221,34 @@ def join(device: str, deadline: Deadline) -> None:
         pending = [(key, op) for key, op in _ops.items() if key[0] == dev]
     for key, op in pending:
         _collect(key, op, deadline)
+    wait_orphan(dev, device, deadline)
+
+
+def wait_orphan(key: str, device: str, deadline: Deadline) -> None:
+    """Wait while another process holds the lock ``key`` (a mkfs, fsck, resize2fs or mount
+    started by an earlier driver process that was killed), for at most half of the time left,
+    then answer DEADLINE_EXCEEDED naming it (the other half carries the answer back in time).
+    ``device`` names the device or path in messages."""
+    note = _locked(lambda: oplock.holder(key), device)
+    if note is None:
+        return
+    log.warning("%s is still running, started by an earlier driver process: waiting for it",
+                oplock.describe(note, device))
+    stop = deadline.remaining() / 2
+    while True:
+        left = deadline.remaining() - stop
+        if left <= 0:
+            raise DeadlineExceeded(
+                f"{oplock.describe(note, device)} is still running, started by an earlier "
+                f"driver process; {device} is not probed, formatted, mounted or unmounted until "
+                f"it has finished (lock {oplock.lock_path(key)}): retry"
+            )
+        time.sleep(min(ORPHAN_POLL_SECONDS, left))
+        current = _locked(lambda: oplock.holder(key), device)
+        if current is None:
+            log.info("%s has finished", oplock.describe(note, device))
+            return
+        note = current
 
 
 def running() -> list[tuple[str, str, str]]:

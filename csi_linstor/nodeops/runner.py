@@ -16,8 +16,10 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import CommandError
@@ -50,50 +52,92 @@ def run(
     cap: float | None = None,
     what: str | None = None,
     ok: Sequence[int] = (0,),
+    pass_fds: Sequence[int] = (),
+    on_start: Callable[[int], None] | None = None,
+    output_to: str | None = None,
 ) -> Result:
     """Run ``argv`` bounded by ``deadline`` (and ``cap`` seconds); raise CommandError on failure.
 
     ``ok`` lists the exit statuses that count as success (fsck's 1, blkid's 2 for "nothing found").
     FileNotFoundError propagates when the program itself is missing, so callers can decide whether
-    a missing tool is fatal (drbdsetup is not).
+    a missing tool is fatal (drbdsetup is not). ``pass_fds`` are inherited by the command (a
+    lock it holds while it runs, see ``oplock``); ``on_start`` gets its pid once it runs.
+    With ``output_to`` the output goes to the files ``<output_to>.out`` and ``.err`` instead of
+    pipes: a command that must outlive this process (a mkfs when the driver is killed) is not
+    killed by SIGPIPE at its next write.
     """
     argv = [str(a) for a in argv]
     label = what or argv[0]
     timeout = deadline.timeout(cap, what=f"`{' '.join(argv)}`")
     started = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        env=_env(),
-        start_new_session=True,  # its own process group, so a timeout kills helpers it forked too
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            stdout, stderr = proc.communicate(timeout=_REAP_SECONDS)
-        except subprocess.TimeoutExpired:  # stuck in the kernel (D state): stop waiting
-            stdout, stderr = "", ""
-        log.warning("%s: `%s` timed out after %.1fs", label, " ".join(argv), timeout)
-        detail = (stderr or "").strip()
-        raise CommandError(
+    with _outputs(output_to) as (out, err):
+        proc = subprocess.Popen(
             argv,
-            None,
-            stderr or "",
-            message=f"command `{' '.join(argv)}` timed out after {timeout:.1f}s"
-            + (f": {detail}" if detail else ""),
-        ) from None
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            text=True,
+            errors="replace",
+            env=_env(),
+            start_new_session=True,  # own process group: a timeout kills what it forked too
+            pass_fds=tuple(pass_fds),
+        )
+        if on_start is not None:
+            on_start(proc.pid)
+        try:
+            stdout, stderr = _wait(proc, timeout, out, err)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            try:
+                stdout, stderr = _wait(proc, _REAP_SECONDS, out, err)
+            except subprocess.TimeoutExpired:  # stuck in the kernel (D state): stop waiting
+                stdout, stderr = "", ""
+            _timed_out(argv, label, timeout, stderr)
     elapsed = time.monotonic() - started
     rc = proc.returncode
     log.debug("%s: `%s` exited %s in %.2fs", label, " ".join(argv), rc, elapsed)
     if rc not in ok:
         raise CommandError(argv, rc, (stderr or "").strip() or (stdout or "").strip())
     return Result(tuple(argv), rc, stdout or "", stderr or "")
+
+
+@contextmanager
+def _outputs(prefix: str | None) -> Iterator[tuple[Any, Any]]:
+    """(stdout, stderr) for Popen: pipes, or two files ``prefix``.out/.err (truncated)."""
+    if prefix is None:
+        yield subprocess.PIPE, subprocess.PIPE
+        return
+    with open(prefix + ".out", "w+b") as out, open(prefix + ".err", "w+b") as err:
+        yield out, err
+
+
+def _wait(proc: subprocess.Popen[str], timeout: float, out: Any, err: Any) -> tuple[str, str]:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    if out is subprocess.PIPE:
+        return stdout or "", stderr or ""
+    return _read(out), _read(err)
+
+
+def _read(f: Any) -> str:
+    f.seek(0)
+    return f.read().decode(errors="replace")
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _timed_out(argv: list[str], label: str, timeout: float, stderr: str) -> NoReturn:
+    log.warning("%s: `%s` timed out after %.1fs", label, " ".join(argv), timeout)
+    detail = (stderr or "").strip()
+    raise CommandError(
+        argv,
+        None,
+        stderr or "",
+        message=f"command `{' '.join(argv)}` timed out after {timeout:.1f}s"
+        + (f": {detail}" if detail else ""),
+    ) from None
+

@@ -111,6 +111,11 @@ def stage_mount(
 ) -> None:
     what = f"volume {ref.rd}/{ref.vnr} on node {node}"
     dev = devices.wait_for_device(device, deadline, device_wait_seconds, what=what)
+    # crash hook (issue 15): a mkfs, fsck or resize2fs (or a mount of the staging path) that an
+    # earlier attempt, or a killed driver process, left running: wait for it and take its result
+    # before looking at the mount table or the device (it would look half-written).
+    mounts.settle(staging, deadline)
+    longops.join(device, deadline)
     table = MountTable.read()
     top = table.top(staging)
     if top is not None:
@@ -118,9 +123,6 @@ def stage_mount(
         return
     check_drbd(drbd, ref, deadline)
     os.makedirs(staging, exist_ok=True)
-    # A mkfs, fsck or resize2fs that an earlier attempt left running: wait for it and take its
-    # result before looking at the device (it would look half-written).
-    longops.join(device, deadline)
 
     found = fs.probe(device, deadline)
     if found.empty:
@@ -231,6 +233,7 @@ def stage_block(
     """
     what = f"volume {ref.rd}/{ref.vnr} on node {node}"
     devices.wait_for_device(device, deadline, device_wait_seconds, what=what)
+    mounts.settle(staging, deadline)  # crash hook: an orphaned (u)mount there
     top = MountTable.read().top(staging)
     if top is not None:
         raise AlreadyExists(
@@ -253,6 +256,7 @@ def unstage(staging: str, deadline: Deadline, owner: VolumeDevice) -> None:
     elsewhere (publish bind mounts): the CO must unpublish every target first, and unmounting the
     staging path under them would leave the device in use after the CO thinks it is free.
     """
+    mounts.settle(staging, deadline)  # crash hook: an orphaned (u)mount there
     table = MountTable.read()
     stacked = table.at(staging)
     if not stacked:
@@ -317,6 +321,7 @@ def publish_mount(
     single_publish: bool,
     post_mount_xfs_opts: str = "",
 ) -> None:
+    mounts.settle(target, deadline)  # crash hook: an orphaned (u)mount there
     table = MountTable.read()
     staged = table.top(staging)
     if staged is None:
@@ -399,6 +404,7 @@ def publish_block(
         )
     what = f"volume {ref.rd}/{ref.vnr} on node {node}"
     dev = devices.wait_for_device(device, deadline, min(device_wait_seconds, 2.0), what=what)
+    mounts.settle(target, deadline)  # crash hook: an orphaned (u)mount there
     table = MountTable.read()
     if table.top(target) is not None:
         at = devices.block_rdev(target)
@@ -470,6 +476,7 @@ def unpublish(target: str, deadline: Deadline, owner: VolumeDevice) -> None:
     loop over it) is unmounted; anything else there is FAILED_PRECONDITION and left alone. The
     volume's device is looked up only when something is mounted.
     """
+    mounts.settle(target, deadline)  # crash hook: an orphaned (u)mount there
     if MountTable.read().top(target) is None:
         mounts.unpublish_path(target, deadline)
         return
