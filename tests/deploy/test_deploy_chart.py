@@ -269,6 +269,18 @@ def test_node_daemonset(default_render: HelmResult) -> None:
     container(ds, "liveness-probe")
 
 
+def test_node_locks_of_running_tools_live_on_the_host(default_render: HelmResult) -> None:
+    """A mkfs/fsck/resize2fs/mount that a killed driver container left running holds its lock
+    in --runtime-dir; the directory is a hostPath, so the next container sees the lock."""
+    ds = default_render.one("DaemonSet", "node")
+    d = container(ds, "csi-linstor")
+    assert flag(d, "runtime-dir") == "/run/csi-linstor"
+    mounts = {m["mountPath"]: m["name"] for m in d["volumeMounts"]}
+    vols = {v["name"]: v for v in pod_spec(ds)["volumes"]}
+    assert vols[mounts["/run/csi-linstor"]]["hostPath"] == {
+        "path": "/run/csi-linstor", "type": "DirectoryOrCreate"}
+
+
 def test_node_pod_is_in_the_host_network_namespace(render: RenderFn) -> None:
     """drbdsetup reaches DRBD's netlink family only from the host's network namespace, so the
     node pod runs there by default; its host ports differ from the common 9808/9809/9090."""
