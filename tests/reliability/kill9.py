@@ -29,6 +29,7 @@ class Tally:
     points: dict[str, Counter[str]] = field(default_factory=dict)
     codes: dict[str, Counter[str]] = field(default_factory=dict)
     finished_first: Counter[str] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
     def add(self, sc: str, point: str, codes: list[str], finished_first: bool) -> None:
@@ -46,6 +47,7 @@ class Tally:
             codes = ", ".join(f"{k} {v}" for k, v in sorted(self.codes[sc].items()))
             lines.append(f"  {sc}: {n} trials ({pts}; answered before the kill "
                          f"{self.finished_first[sc]}); retry answers: {codes}; "
+                         f"{self.seconds[sc] / n:.1f}s per trial; "
                          f"{'all converged' if not any(f.startswith(sc + ' ') for f in self.failures) else 'FAILED'}")
         lines += [f"  FAILED {f}" for f in self.failures]
         return "\n".join(lines)
@@ -86,6 +88,7 @@ def points(sc: Scenario, ref: Reference) -> list[str]:
 
 def trial(env: Env, sc: Scenario, ref: Reference, point: str, tag: str,
           baseline: dict[str, Any], tally: Tally) -> None:
+    started = time.monotonic()
     ctx = Ctx(tag)
     sc.prep(env, ctx)
     call = sc.act(env, ctx)
@@ -135,3 +138,4 @@ def trial(env: Env, sc: Scenario, ref: Reference, point: str, tag: str,
     env.wait_tools_idle()
     _leaks(env, baseline, "after cleanup")
     tally.add(sc.name, point, codes, finished_first)
+    tally.seconds[sc.name] += time.monotonic() - started
