@@ -108,7 +108,7 @@ def trial(env: Env, sc: Scenario, ref: Reference, point: str, tag: str,
 
         def reached() -> bool:
             return marker.exists()
-    delay = env.rng.uniform(0.0, ref.seconds * 1.2) if point == "random" else 0.0
+    delay = env.rng.uniform(0.0, ref.seconds * 0.9) if point == "random" else 0.0
     with in_flight(lambda: call(60.0)) as outcome:
         end = time.monotonic() + (delay if reached is None else 30.0)
         while time.monotonic() < end and not outcome:

@@ -57,6 +57,10 @@ def test_kill9_at_chosen_and_random_points_converges(env: Env, capsys: pytest.Ca
     tally = Tally()
     for i, (sc, point) in enumerate(plan):
         tag = f"k{i:04d}x"
+        if i and i % 100 == 0:
+            with capsys.disabled():
+                print(f"\n  kill -9: {i} trials, {len(tally.failures)} failed, "
+                      f"{time.monotonic() - started:.0f}s", flush=True)
         try:
             trial(env, sc, refs[sc.name], point, tag, baseline, tally)
         except TrialFailed as e:
