@@ -2,7 +2,7 @@
 
 Each operation reads the mount table (``/proc/self/mountinfo``) and the device (blkid, sysfs) first
 and acts only on the difference, so any of them can be repeated after a crash at any line. They
-know nothing about gRPC: the servicer (``csi_linstor.node``) turns requests into these calls.
+know nothing about gRPC: the servicer (``csi_linstor.csi.node``) turns requests into these calls.
 """
 
 from __future__ import annotations

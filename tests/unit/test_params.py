@@ -7,7 +7,7 @@ ResourceGroupModify field layout and pborman/uuid's NewSHA1 (see ids.py).
 import pytest
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.params import (
+from csi_linstor.mapping.params import (
     ANYWHERE,
     LOCAL_ONLY,
     RemoteAccessPolicy,

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from csi_linstor import __version__, ids
+from csi_linstor import __version__
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
@@ -55,9 +55,15 @@ from csi_linstor.linstor.models import (
     Snapshot,
     snapshot_props_fields,
 )
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.params import (
+    ANYWHERE,
+    RemoteAccessPolicy,
+    VolumeParameters,
+    prune_patterns,
+)
+from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.nodeops import fs as nodeops_fs
-from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
-from csi_linstor.topology import NodeIndex
 
 log = logging.getLogger("csi_linstor.volumes")
 

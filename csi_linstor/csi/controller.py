@@ -15,7 +15,6 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
-from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
@@ -28,7 +27,8 @@ from csi_linstor.errors import (
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import Resource
-from csi_linstor.params import (
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.params import (
     ANYWHERE,
     VolumeParameters,
     parse_mutable_parameters,
@@ -36,10 +36,17 @@ from csi_linstor.params import (
     parse_snapshot_parameters,
     parse_volume_parameters,
 )
+from csi_linstor.mapping.snapshots import SnapshotInfo, Snapshots
+from csi_linstor.mapping.topology import NodeIndex
+from csi_linstor.mapping.volumes import (
+    FS_TYPES,
+    PROP_FROM_BLOCK,
+    CreateSpec,
+    Source,
+    Volume,
+    Volumes,
+)
 from csi_linstor.rpc import Call, Runtime, rpc
-from csi_linstor.snapshots import SnapshotInfo, Snapshots
-from csi_linstor.topology import NodeIndex
-from csi_linstor.volumes import FS_TYPES, PROP_FROM_BLOCK, CreateSpec, Source, Volume, Volumes
 
 # DRBD's largest volume (MetaData.DRBD_MAX_kiB = 2^40 KiB); LINSTOR refuses more once deployed.
 DRBD_MAX_BYTES = (1 << 40) * 1024
@@ -168,7 +175,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         ns = getattr(config, "property_namespace", "Aux")
         self.volumes = Volumes(linstor, ns)
         self.snapshots = Snapshots(linstor, self.volumes)
-        from csi_linstor.group_controller import GroupControllerServicer
+        from csi_linstor.csi.group_controller import GroupControllerServicer
 
         self.group_controller = GroupControllerServicer(runtime, self.snapshots)
 
@@ -452,8 +459,8 @@ def capacity(client: LinstorClient, p: VolumeParameters, segment: dict[str, str]
     the remote-access policy needs a replica inside the segment, one of those nodes must lie in it.
     Nothing is summed across nodes, so the value never overstates what one CreateVolume can get.
     """
-    from csi_linstor.params import prune_patterns
-    from csi_linstor.topology import STORAGE_POOL_PREFIX
+    from csi_linstor.mapping.params import prune_patterns
+    from csi_linstor.mapping.topology import STORAGE_POOL_PREFIX
 
     pools = queries.storage_pools(client, deadline)
     reserved: dict[tuple[str, str], int] = {}

@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from csi_linstor import ids
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
@@ -38,7 +37,8 @@ from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
-from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.volumes import PROP_CLONE_FOR, Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
 

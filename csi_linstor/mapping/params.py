@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.ids import (
+from csi_linstor.mapping.ids import (
     RESOURCE_GROUP_NAMESPACE,
     go_uuid5,
     is_valid_node_name,
