@@ -38,14 +38,8 @@ from csi_linstor.mapping.params import (
 )
 from csi_linstor.mapping.snapshots import SnapshotInfo, Snapshots
 from csi_linstor.mapping.topology import NodeIndex
-from csi_linstor.mapping.volumes import (
-    FS_TYPES,
-    PROP_FROM_BLOCK,
-    CreateSpec,
-    Source,
-    Volume,
-    Volumes,
-)
+from csi_linstor.mapping.volume_model import FS_TYPES, PROP_FROM_BLOCK, CreateSpec, Source, Volume
+from csi_linstor.mapping.volumes import Volumes
 from csi_linstor.rpc import Call, Runtime, rpc
 
 # DRBD's largest volume (MetaData.DRBD_MAX_kiB = 2^40 KiB); LINSTOR refuses more once deployed.

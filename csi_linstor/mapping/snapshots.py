@@ -38,7 +38,8 @@ from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.mapping import ids
-from csi_linstor.mapping.volumes import PROP_CLONE_FOR, Volumes
+from csi_linstor.mapping.volume_model import PROP_CLONE_FOR
+from csi_linstor.mapping.volumes import Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
 
