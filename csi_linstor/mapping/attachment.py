@@ -17,10 +17,7 @@ from csi_linstor.linstor.models import (
     Resource,
 )
 from csi_linstor.mapping import ids
-from csi_linstor.mapping.params import (
-    RemoteAccessPolicy,
-    prune_patterns,
-)
+from csi_linstor.mapping.remote_access import RemoteAccessPolicy, prune_patterns
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import (
     BAD_RESOURCE_FLAGS,

@@ -13,10 +13,8 @@ from csi_linstor.errors import (
 )
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.mapping.params import (
-    VolumeParameters,
-    prune_patterns,
-)
+from csi_linstor.mapping.params import VolumeParameters
+from csi_linstor.mapping.remote_access import prune_patterns
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import (
     CreateSpec,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from csi_linstor.mapping.attachment import Attachment
 from csi_linstor.mapping.clone import Cloning
 from csi_linstor.mapping.consistency_groups import ConsistencyGroups
-from csi_linstor.mapping.params import ANYWHERE
 from csi_linstor.mapping.placement import Placement
 from csi_linstor.mapping.provisioning import Provisioning
+from csi_linstor.mapping.remote_access import ANYWHERE
 from csi_linstor.mapping.resizing import Resizing
 from csi_linstor.mapping.restore import Restoring
 from csi_linstor.mapping.volume_model import (
