@@ -35,12 +35,7 @@ from csi_linstor.csi.messages import (
     snapshot_message,
     unsupported_reason,
 )
-from csi_linstor.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-)
+from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.capacity import capacity

@@ -9,10 +9,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from csi_linstor._gen import csi_pb2
-from csi_linstor.errors import (
-    Aborted,
-    InvalidArgument,
-)
+from csi_linstor.errors import Aborted, InvalidArgument
 from csi_linstor.mapping.snapshots import SnapshotInfo
 from csi_linstor.mapping.volume_model import FS_TYPES, Volume
 

@@ -5,26 +5,14 @@ remote-access policy behind accessible topology.
 from __future__ import annotations
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    CsiError,
-    FailedPrecondition,
-    NotFound,
-    Unavailable,
-)
+from csi_linstor.errors import CsiError, FailedPrecondition, NotFound, Unavailable
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import (
-    Resource,
-)
+from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.remote_access import RemoteAccessPolicy, prune_patterns
 from csi_linstor.mapping.topology import NodeIndex
-from csi_linstor.mapping.volume_model import (
-    BAD_RESOURCE_FLAGS,
-    VolumeLookups,
-    log,
-    remote_capable,
-)
+from csi_linstor.mapping.volume_model import BAD_RESOURCE_FLAGS, VolumeLookups, log, remote_capable
 
 
 class Attachment(VolumeLookups):

@@ -18,10 +18,7 @@ from csi_linstor.errors import (
 )
 from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import (
-    Snapshot,
-    snapshot_props_fields,
-)
+from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.volume_model import (
     CLONED_OWNER_PROPS,

@@ -5,16 +5,11 @@ on members.
 from __future__ import annotations
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    FailedPrecondition,
-)
+from csi_linstor.errors import FailedPrecondition
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.mapping import ids
-from csi_linstor.mapping.volume_model import (
-    PROP_CONSISTENCY_GROUP,
-    VolumeLookups,
-)
+from csi_linstor.mapping.volume_model import PROP_CONSISTENCY_GROUP, VolumeLookups
 
 
 class ConsistencyGroups(VolumeLookups):

@@ -8,11 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.mapping.params import (
-    PARAMETER_NAMESPACE,
-    PROPERTY_NAMESPACE,
-    split_key,
-)
+from csi_linstor.mapping.params import PARAMETER_NAMESPACE, PROPERTY_NAMESPACE, split_key
 
 # ---------------------------------------------------------------------------------------------
 # Mutable parameters (VolumeAttributesClass)

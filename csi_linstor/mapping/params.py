@@ -26,10 +26,7 @@ from typing import Any
 import yaml
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.mapping.ids import (
-    is_valid_node_name,
-    is_valid_pool_name,
-)
+from csi_linstor.mapping.ids import is_valid_node_name, is_valid_pool_name
 from csi_linstor.mapping.remote_access import (
     _FALSE,
     _TRUE,
@@ -38,10 +35,7 @@ from csi_linstor.mapping.remote_access import (
     RemoteAccessPolicy,
     parse_remote_access,
 )
-from csi_linstor.mapping.resource_groups import (
-    _select_filter,
-    generated_resource_group,
-)
+from csi_linstor.mapping.resource_groups import _select_filter, generated_resource_group
 from csi_linstor.nodeops.fs import SUPPORTED as SUPPORTED_FS
 
 log = logging.getLogger("csi_linstor.params")

@@ -7,19 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    InvalidArgument,
-    ResourceExhausted,
-)
+from csi_linstor.errors import InvalidArgument, ResourceExhausted
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.mapping.remote_access import prune_patterns
 from csi_linstor.mapping.topology import NodeIndex
-from csi_linstor.mapping.volume_model import (
-    CreateSpec,
-    VolumeLookups,
-)
+from csi_linstor.mapping.volume_model import CreateSpec, VolumeLookups
 
 
 class Placement(VolumeLookups):

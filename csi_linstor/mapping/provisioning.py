@@ -22,14 +22,10 @@ from csi_linstor.errors import (
 )
 from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import (
-    Snapshot,
-)
+from csi_linstor.linstor.models import Snapshot
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.clone import _unfixed_clone
-from csi_linstor.mapping.params import (
-    VolumeParameters,
-)
+from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.mapping.restore import _restored_over
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import (

@@ -5,23 +5,11 @@ condition reported by ListVolumes/GetVolume.
 from __future__ import annotations
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    OutOfRange,
-    ResourceExhausted,
-)
+from csi_linstor.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
 from csi_linstor.linstor import consts
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import (
-    Resource,
-)
-from csi_linstor.mapping.volume_model import (
-    KIB,
-    Volume,
-    VolumeLookups,
-    round_kib,
-)
+from csi_linstor.linstor.models import Resource
+from csi_linstor.mapping.volume_model import KIB, Volume, VolumeLookups, round_kib
 
 
 class Resizing(VolumeLookups):

@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from csi_linstor.mapping.ids import (
-    RESOURCE_GROUP_NAMESPACE,
-    go_uuid5,
-)
+from csi_linstor.mapping.ids import RESOURCE_GROUP_NAMESPACE, go_uuid5
 
 if TYPE_CHECKING:
     from csi_linstor.mapping.params import VolumeParameters

@@ -17,9 +17,7 @@ from csi_linstor.errors import (
 )
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.errors import LinstorError
-from csi_linstor.linstor.models import (
-    Snapshot,
-)
+from csi_linstor.linstor.models import Snapshot
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import (

@@ -7,10 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.mapping.params import (
-    SNAPSHOT_NAMESPACE,
-    split_key,
-)
+from csi_linstor.mapping.params import SNAPSHOT_NAMESPACE, split_key
 
 # ---------------------------------------------------------------------------------------------
 # VolumeSnapshotClass parameters

@@ -26,13 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from csi_linstor.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError

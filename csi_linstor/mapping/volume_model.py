@@ -31,20 +31,12 @@ from dataclasses import dataclass, field
 
 from csi_linstor import __version__
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    NotFound,
-    OutOfRange,
-)
+from csi_linstor.errors import NotFound, OutOfRange
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
-from csi_linstor.linstor.models import (
-    Resource,
-    ResourceDefinition,
-)
+from csi_linstor.linstor.models import Resource, ResourceDefinition
 from csi_linstor.mapping import ids
-from csi_linstor.mapping.params import (
-    VolumeParameters,
-)
+from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.nodeops import fs as nodeops_fs
 
 log = logging.getLogger("csi_linstor.volumes")

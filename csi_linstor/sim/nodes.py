@@ -6,11 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import consts as C
-from .model import (
-    Node,
-    Reply,
-    Request,
-)
+from .model import Node, Reply, Request
 from .state import ControllerState
 
 

@@ -7,15 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import consts as C
-from .model import (
-    PROP_ALLOW_EXACT,
-    PROP_ALLOW_PREFIX,
-    ApiError,
-    Reply,
-    Request,
-    make_rc,
-    prune,
-)
+from .model import PROP_ALLOW_EXACT, PROP_ALLOW_PREFIX, ApiError, Reply, Request, make_rc, prune
 from .state import ControllerState
 
 

@@ -6,13 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import consts as C
-from .model import (
-    ApiError,
-    Reply,
-    Request,
-    make_rc,
-    prune,
-)
+from .model import ApiError, Reply, Request, make_rc, prune
 from .state import ControllerState
 
 

@@ -8,15 +8,7 @@ import json
 from typing import Any
 
 from . import consts as C
-from .model import (
-    DEFAULT_POOL,
-    LAYER_TYPES,
-    Reply,
-    Request,
-    Resource,
-    ResourceDef,
-    ResourceGroup,
-)
+from .model import DEFAULT_POOL, LAYER_TYPES, Reply, Request, Resource, ResourceDef, ResourceGroup
 from .schemas import ParseError, check_body
 from .state import ControllerState
 

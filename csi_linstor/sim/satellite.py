@@ -11,15 +11,7 @@ from pathlib import Path
 from . import consts as C
 from . import opens
 from .devices import Device
-from .model import (
-    ApiError,
-    Request,
-    Resource,
-    ResourceDef,
-    VolumeDef,
-    log,
-    make_rc,
-)
+from .model import ApiError, Request, Resource, ResourceDef, VolumeDef, log, make_rc
 from .state import ControllerState
 
 

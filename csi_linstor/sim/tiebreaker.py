@@ -4,13 +4,7 @@
 from __future__ import annotations
 
 from . import consts as C
-from .model import (
-    DISKLESS_POOL,
-    Node,
-    Reply,
-    Resource,
-    ResourceDef,
-)
+from .model import DISKLESS_POOL, Node, Reply, Resource, ResourceDef
 from .state import ControllerState
 
 

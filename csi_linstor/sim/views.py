@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import (
-    Request,
-)
+from .model import Request
 from .state import ControllerState
 
 

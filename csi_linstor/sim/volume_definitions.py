@@ -9,13 +9,7 @@ from typing import Any
 
 from . import consts as C
 from .devices import Device
-from .model import (
-    VD_INTERNAL_PROPS,
-    Reply,
-    Request,
-    ResourceDef,
-    VolumeDef,
-)
+from .model import VD_INTERNAL_PROPS, Reply, Request, ResourceDef, VolumeDef
 from .state import ControllerState
 
 
