@@ -20,30 +20,15 @@ from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.mapping import ids
-from csi_linstor.mapping.volume_model import (
-    CLONED_OWNER_PROPS,
-    PROP_CLONE_FOR,
-    PROP_CLONE_VIA,
-    PROP_DELETED,
-    PROP_DONE,
-    PROP_FROM_BLOCK,
-    PROP_FS,
-    PROP_NAME,
-    PROP_PVC_NAME,
-    PROP_PVC_NAMESPACE,
-    PROP_SOURCE,
-    CreateSpec,
-    Volume,
-    VolumeLookups,
-    log,
-)
+from csi_linstor.mapping import volume_model as model
+from csi_linstor.mapping.volume_model import CreateSpec, Volume, VolumeLookups, log
 
 
 def _unfixed_clone(spec: CreateSpec, vol: Volume, src: Volume) -> bool:
     """Whether ``vol`` is our clone of ``src`` made on REST < 1.26 whose props were not set yet:
     it still carries exactly the source's ownership props (a clone copies them all)."""
-    return (vol.id.upper() != src.id.upper() and vol.props.get(PROP_NAME) != spec.name
-            and all(vol.props.get(k) == src.props.get(k) for k in CLONED_OWNER_PROPS))
+    return (vol.id.upper() != src.id.upper() and vol.props.get(model.PROP_NAME) != spec.name
+            and all(vol.props.get(k) == src.props.get(k) for k in model.CLONED_OWNER_PROPS))
 
 
 class Cloning(VolumeLookups):
@@ -117,7 +102,7 @@ class Cloning(VolumeLookups):
 
     @staticmethod
     def _clone_via_props(spec: CreateSpec, src: Volume) -> dict[str, str]:
-        return {PROP_CLONE_VIA: f"{src.id}/{ids.snapshot_name(f'clone-for-{spec.rd}')}"}
+        return {model.PROP_CLONE_VIA: f"{src.id}/{ids.snapshot_name(f'clone-for-{spec.rd}')}"}
 
     def _clone_via_snapshot(self, spec: CreateSpec, kib: int, src: Volume, deadline: Deadline,
                             fresh: bool) -> Volume:
@@ -137,7 +122,7 @@ class Cloning(VolumeLookups):
                 self.client.post(f"/v1/resource-definitions/{src.id}/snapshots",
                                  deadline=deadline,
                                  body={"name": tmp,
-                                       **snapshot_props_fields({PROP_CLONE_FOR: rd})})
+                                       **snapshot_props_fields({model.PROP_CLONE_FOR: rd})})
             except LinstorError as err:
                 if err.has(consts.FAIL_SNAPSHOTS_NOT_SUPPORTED):
                     self._cleanup_failed_create(spec, deadline)
@@ -221,8 +206,9 @@ class Cloning(VolumeLookups):
         The source's done marker is always dropped (it is set last, by ``_finish``).
         """
         override = self.props_for(spec, done=False)
-        drop = [k for k in (PROP_DONE, PROP_PVC_NAME, PROP_PVC_NAMESPACE, PROP_SOURCE, PROP_FS,
-                            PROP_DELETED, PROP_FROM_BLOCK)
+        drop = [k for k in (model.PROP_DONE, model.PROP_PVC_NAME, model.PROP_PVC_NAMESPACE,
+                            model.PROP_SOURCE, model.PROP_FS, model.PROP_DELETED,
+                            model.PROP_FROM_BLOCK)
                 if k in src.props and k not in override]
         return override, drop
 
