@@ -7,9 +7,14 @@ See docs/architecture.md for the layout these checks keep honest.
 from __future__ import annotations
 
 import ast
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.prerequisites import require
 
 ROOT = Path(__file__).resolve().parents[2] / "csi_linstor"
 MAX_LINES = 500
@@ -98,3 +103,90 @@ def test_no_import_cycles() -> None:
 def test_the_checks_see_the_imports(module: str) -> None:
     """The cycle check would pass vacuously if it found no edges: it must see real imports."""
     assert len(_imports(module, MODULES[module])) >= 5
+
+
+# -- docs/architecture.md matches the code ------------------------------------------------------
+
+DOCS = ROOT.parent / "docs"
+
+
+def _defined(path: Path) -> tuple[set[str], dict[str, set[str]]]:
+    """Top-level names of a module, and the methods (and class attributes) of each class."""
+    names: set[str] = set()
+    methods: dict[str, set[str]] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef):
+            methods[node.name] = {n.name for n in node.body
+                                  if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+            methods[node.name] |= {t.id for n in node.body if isinstance(n, ast.Assign)
+                                   for t in n.targets if isinstance(t, ast.Name)}
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names, methods
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    section = text.split(heading, 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("## ") or line.startswith("### "):
+            break
+        if line.startswith("| `"):
+            rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def test_where_things_moved_names_what_the_code_has() -> None:
+    text = (DOCS / "architecture.md").read_text()
+    rows = _table_rows(text, "## Where things moved")
+    assert len(rows) > 30
+    problems = []
+    for row in rows:
+        if len(row) == 2:  # whole-file move: old path gone, new one there
+            old = row[0].strip("`")
+            new = row[1].split("`")[1]
+            if (ROOT / old).exists() or not (ROOT / new).exists():
+                problems.append(f"{old} -> {new}")
+            continue
+        new = row[2].split("`")[1]
+        cls = row[2].split("class `")[1].split("`")[0] if "class `" in row[2] else None
+        names, methods = _defined(ROOT / new)
+        for name in row[1].split("`")[1::2]:
+            owner, _, meth = name.rpartition(".")
+            if owner:
+                ok = cls is not None and meth in methods.get(cls, set())
+            else:
+                ok = name in names
+            if not ok:
+                problems.append(f"{name} is not in {new}" + (f" class {cls}" if cls else ""))
+    assert not problems, problems
+
+
+def test_the_picture_names_files_that_exist() -> None:
+    source = "\n".join(line for line in (DOCS / "architecture.dot").read_text().splitlines()
+                       if not line.lstrip().startswith("//")).replace("\\n", " ")
+    files = set(re.findall(r"[\w/]+\.py", source))
+    assert len(files) > 40
+    everywhere = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py")}
+    names = {Path(p).name for p in everywhere}
+    missing = [f for f in files if (f not in everywhere if "/" in f else f not in names)]
+    assert not missing, missing
+
+
+def test_the_committed_picture_is_rendered_from_its_source(tmp_path: Path) -> None:
+    dot = shutil.which("dot")
+    require(dot is not None, "Graphviz dot (scripts/install-deps.sh --test installs graphviz)")
+    assert dot is not None
+    out = tmp_path / "architecture.svg"
+    subprocess.run([dot, "-Tsvg", str(DOCS / "architecture.dot"), "-o", str(out)], check=True,
+                   timeout=60)
+
+    def words(svg: str) -> list[str]:
+        return sorted(re.findall(r"<(?:text|title)[^>]*>([^<]*)</", svg))
+
+    assert words((DOCS / "architecture.svg").read_text()) == words(out.read_text()), \
+        "docs/architecture.svg is stale: run scripts/render-architecture.sh and commit it"
