@@ -300,6 +300,16 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
     p = VolumeParameters(properties=tuple(sorted(properties.items())), pvc_name=pvc_name,
                          pvc_namespace=pvc_namespace, warnings=tuple(warnings),
                          go_lists=tuple(sorted(go_lists.items())), **values)
+    return _settle(p, values, remote_access, explicit_count, default_remote_access, warnings)
+
+
+def _settle(p: VolumeParameters, values: dict[str, Any], remote_access: RemoteAccessPolicy | None,
+            explicit_count: bool, default_remote_access: str,
+            warnings: list[str]) -> VolumeParameters:
+    """The second half of ``parse_volume_parameters``: what needs the whole parameter set
+    (contradictions between keys, the generated resource group, the remote-access default, the
+    manual placement that nodeList/clientList imply)."""
+    pvc_name, pvc_namespace = p.pvc_name, p.pvc_namespace
     layers = p.layer_list
     if p.encryption and "LUKS" not in layers:
         raise InvalidArgument(
