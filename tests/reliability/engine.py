@@ -151,8 +151,8 @@ class Sim:
 # its own, killed with a real SIGKILL. CRASH_FORKSERVER=0 starts them with exec as the node pod
 # would (slower, the same behaviour).
 FORKSERVER = os.environ.get("CRASH_FORKSERVER", "1") != "0"
-_PRELOAD = ["grpc", "requests", "csi_linstor.cli", "csi_linstor.app", "csi_linstor.controller",
-            "csi_linstor.node", "csi_linstor.identity", "tests.reliability.engine"]
+_PRELOAD = ["grpc", "requests", "csi_linstor.cli", "csi_linstor.app", "csi_linstor.csi.controller",
+            "csi_linstor.csi.node", "csi_linstor.csi.identity", "tests.reliability.engine"]
 
 
 def _serve_child(argv: list[str], env: dict[str, str], log: str) -> None:
