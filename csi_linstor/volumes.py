@@ -57,6 +57,7 @@ from csi_linstor.linstor.models import (
 )
 from csi_linstor.nodeops import fs as nodeops_fs
 from csi_linstor.params import ANYWHERE, RemoteAccessPolicy, VolumeParameters, prune_patterns
+from csi_linstor.replica_states import describe_not_uptodate, describe_offline_satellites
 from csi_linstor.topology import NodeIndex
 
 log = logging.getLogger("csi_linstor.volumes")
@@ -577,9 +578,13 @@ class Volumes:
                     "has; create the storage pool or fix the StorageClass")
         if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
             where = f" in topology {spec.requisite}" if spec.requisite else ""
+            # issue 15 hook: say which satellites are offline (LINSTOR's message does not)
+            offline = describe_offline_satellites(
+                lambda: queries.nodes(self.client, deadline))
             return ResourceExhausted(
                 f"LINSTOR cannot place {spec.mutable_count or p.placement_count} replica(s) of "
-                f"{spec.rd}{where}: {err.message}; add nodes or space, or lower placementCount")
+                f"{spec.rd}{where}: {err.message}{offline}; add nodes or space, or lower "
+                "placementCount")
         if err.has(consts.FAIL_NOT_FOUND_NODE):
             return InvalidArgument(f"a node named in the StorageClass does not exist: "
                                    f"{err.message}")
@@ -799,7 +804,9 @@ class Volumes:
             if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
                 raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
             if err.has(consts.FAIL_NOT_ALL_UPTODATE):
-                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
+                # issue 15 hook: name the replicas (LINSTOR's message does not)
+                which = describe_not_uptodate(lambda: self.resources(rd, deadline))
+                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate{which}: "
                                   f"{err.message}; retry when it has synced") from err
             raise
 

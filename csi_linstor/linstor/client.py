@@ -207,7 +207,9 @@ class LinstorClient:
             except requests.exceptions.ReadTimeout as err:
                 if deadline.expired():
                     raise DeadlineExceeded(
-                        f"LINSTOR {method} {path} at {base} did not answer before the RPC deadline"
+                        f"LINSTOR {method} {path} at {base} did not answer before the RPC "
+                        "deadline; it may still apply the request: retry (if this repeats, "
+                        "check the controller's load and `linstor error-reports list`)"
                     ) from err
                 raise LinstorUnavailable(
                     f"LINSTOR {method} {path} at {base} did not answer within {read:.1f}s; retry"
