@@ -233,7 +233,13 @@ class LinstorClient:
         )
 
     def _failure(self, base: str, err: Exception) -> str:
-        return f"{base}: {_short(err)}{self._hint(base, err)}"
+        text = _short(err)
+        for marker, said in (("Connection refused", "connection refused (nothing listens)"),
+                             ("Name or service not known", "host name not resolved"),
+                             ("Temporary failure in name resolution", "host name not resolved")):
+            if marker in str(err):
+                text = said
+        return f"{base}: {text}{self._hint(base, err)}"
 
     def _hint(self, base: str, err: Exception) -> str:
         """What to do about a transport failure that is a configuration mistake (TLS), as

@@ -279,7 +279,7 @@ def test_refused_first_controller_fails_over_then_all_down_is_unavailable(
         details = err.details()
         assert "no LINSTOR controller reachable" in details
         assert dead in details and (sim.url or "") in details  # names both endpoints
-        assert "Connection refused" in details and "LS_CONTROLLERS" in details
+        assert "connection refused" in details and "LS_CONTROLLERS" in details
         assert driver.locks() == set()
         sim.start_serving()
         _lifecycle(driver, sim)  # the same driver, no restart
