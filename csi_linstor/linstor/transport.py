@@ -9,7 +9,8 @@ the real controller in tests/faults/test_real_tls.py:
 - ``[https] truststore`` set (``needClientAuth``) and no or a foreign client certificate: TLS 1.3
   completes the client's side of the handshake, then the controller closes the connection without
   a response (``RemoteDisconnected``), or a TLS alert arrives;
-- plain HTTP sent to the HTTPS port: closed without a response as well;
+- plain HTTP sent to the HTTPS port: closed without a response as well (a TLS server in Python,
+  like the simulator's, resets the connection instead);
 - the plain port of a controller that serves HTTPS answers ``/v1`` with a redirect (handled by the
   client: FAILED_PRECONDITION).
 """
@@ -37,7 +38,10 @@ def transport_hint(base: str, err: BaseException, *, client_certificate: bool) -
     if ("SSLError" in text or "SSL:" in text) and https:
         return ("; the TLS handshake failed: check LS_ROOT_CA, LS_USER_CERTIFICATE and "
                 "LS_USER_KEY against the controller's [https] keystore and truststore")
-    if "RemoteDisconnected" in text or "closed connection without response" in text:
+    closed = "RemoteDisconnected" in text or "closed connection without response" in text
+    # Python's ssl server (and some proxies) reset plain HTTP sent to a TLS port instead
+    reset = "ConnectionResetError" in text or "Connection reset by peer" in text
+    if closed or (reset and not https):
         if https and not client_certificate:
             return ("; the controller closed the connection without answering: if its [https] "
                     "section has a truststore it requires a client certificate (set "

@@ -25,7 +25,13 @@ PASSWORD = "linstor-test"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import shutil
+
+    from tests.prerequisites import require
+
     require_real_linstor()
+    require(shutil.which("keytool") is not None,
+            "LINSTOR's HTTPS stores need keytool (openjdk-17-jre-headless)")
     d = tmp_path_factory.mktemp("tlspki")
     out = make_pki(d)
     out.update(java_stores(out, d, PASSWORD))

@@ -453,3 +453,45 @@ def test_replica_not_uptodate_during_resize(sim: Simulator, driver: Driver, stat
 def _check_size(driver: Driver, size: int) -> None:
     vd = driver.client.get(f"/v1/resource-definitions/{VOL}/volume-definitions/0", deadline=dl())
     assert vd["size_kib"] == size // 1024
+
+
+# -- a 5xx with no LINSTOR body (a proxy in front of the controller) ----------------------------
+
+def test_a_proxy_502_without_a_linstor_body(sim: Simulator) -> None:
+    """What a reverse proxy (kube-rbac-proxy, an ingress) answers while LINSTOR behind it is
+    down: 502 with an HTML page, no ret code. UNAVAILABLE, the status and what to look at."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    driver = start_driver([f"http://127.0.0.1:{proxy.server_address[1]}"])
+    try:
+        err = rpc_error(driver.ctl.CreateVolume, create_req(VOL, TWO))
+        assert err.code() is grpc.StatusCode.UNAVAILABLE, err.details()
+        assert "HTTP 502" in err.details() and "Bad Gateway" in err.details()
+        assert "proxy in front of it" in err.details() and "retried" in err.details()
+        assert driver.locks() == set()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        driver.close()
+    # the same requests through a working controller succeed
+    good = start_driver([sim.url or ""])
+    try:
+        _lifecycle(good, sim)
+    finally:
+        good.close()
