@@ -202,6 +202,10 @@ class Volumes:
                 vol = self._volume(item)
                 if vol.props.get(PROP_DELETED) and not include_deleted:
                     return None
+                if "DELETE" in vol.flags and not include_deleted:
+                    # issue 15 hook: LINSTOR is deleting it (a satellite was offline when it was
+                    # deleted; it goes when the satellite reconnects): not a volume any more
+                    return None
                 return vol
         return None
 
@@ -224,6 +228,8 @@ class Volumes:
         for item in queries.resource_definitions(self.client, deadline):
             vol = self._volume(item)
             if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
+                continue
+            if "DELETE" in vol.flags:  # issue 15 hook: LINSTOR is deleting it (see find)
                 continue
             if item.volume_definition(0) is None:
                 continue
@@ -415,6 +421,11 @@ class Volumes:
 
     def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: Snapshot | None,
                 src_vol: Volume | None, deadline: Deadline, call_log: Any) -> Volume:
+        if "DELETE" in vol.flags:  # issue 15 hook: never hand out a volume LINSTOR is deleting
+            raise Aborted(
+                f"volume {spec.rd} is still being deleted by LINSTOR (its resource definition "
+                "is marked DELETE until every satellite holding it confirms; a satellite is "
+                "probably offline): retry once it is gone")
         if src_vol is not None and vol.props.get(PROP_CLONE_VIA) \
                 and _restored_over(spec, vol, src_vol.props):
             # restored from the temporary snapshot, which replaced our props with the source's

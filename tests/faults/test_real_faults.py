@@ -118,6 +118,15 @@ def test_satellite_stopped_during_placement_publish_expand_and_delete(
                           ("DeleteVolume", driver.ctl.DeleteVolume, delete)):
         _report(f"satellite stopped, {name}", _outcome(fn, req))
         assert driver.locks() == set()
+    # LINSTOR keeps the resource definition (flag DELETE) until the satellite confirms: to the
+    # CO the volume is gone, and a volume of the same name is not "already there"
+    assert real.rds() == [VOL]
+    listed = driver.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries
+    assert [e.volume.volume_id for e in listed] == []
+    err = rpc_error(driver.ctl.CreateVolume, create_req(VOL, CLASS))
+    _report("satellite stopped, CreateVolume of a name LINSTOR is deleting",
+            f"{err.code().name}: {err.details()}")
+    assert err.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE), err.details()
     real.start_satellite()
     # the satellite is back: LINSTOR finishes the deletion it stored, the same RPCs succeed
     _delete_all(driver, real)
