@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .controller import DEFAULT_POOL, DISK_STATES, Controller
+from .controller import Controller
 from .devices import DeviceManager
+from .model import DEFAULT_POOL, DISK_STATES
 from .server import App, Faults, RedirectHTTPServer, SimHTTPServer, _rule
 
 log = logging.getLogger("csi_linstor.sim")
