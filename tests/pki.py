@@ -59,3 +59,36 @@ def make_pki(tmp: Path) -> dict[str, Path]:
     write("server", *leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, True))
     write("client", *leaf("linstor-csi-controller", ExtendedKeyUsageOID.CLIENT_AUTH, False))
     return out
+
+
+def java_stores(pki: dict[str, Path], tmp: Path, password: str = "linstor-test") -> dict[str, Path]:
+    """LINSTOR's ``[https]`` stores made with the JDK's ``keytool`` from :func:`make_pki`'s PEM
+    files: ``keystore.jks`` (server key + certificate, imported from a PKCS#12 bundle) and
+    ``truststore.jks`` (the CA, trusted for client certificates)."""
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509 import load_pem_x509_certificate
+
+    key = serialization.load_pem_private_key(pki["server.key"].read_bytes(), None)
+    cert = load_pem_x509_certificate(pki["server.crt"].read_bytes())
+    ca = load_pem_x509_certificate(pki["ca.crt"].read_bytes())
+    bundle = tmp / "server.p12"
+    bundle.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"linstor", key, cert, [ca],  # type: ignore[arg-type]
+        serialization.BestAvailableEncryption(password.encode())))
+    out = {"keystore": tmp / "keystore.jks", "truststore": tmp / "truststore.jks"}
+    for path in out.values():
+        path.unlink(missing_ok=True)
+    subprocess.run(["keytool", "-importkeystore", "-noprompt",
+                    "-srckeystore", str(bundle), "-srcstoretype", "PKCS12",
+                    "-srcstorepass", password, "-destkeystore", str(out["keystore"]),
+                    "-deststoretype", "JKS", "-deststorepass", password,
+                    "-destkeypass", password],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-trustcacerts", "-alias", "test-ca",
+                    "-file", str(pki["ca.crt"]), "-keystore", str(out["truststore"]),
+                    "-storetype", "JKS", "-storepass", password],
+                   check=True, capture_output=True, timeout=120)
+    return out

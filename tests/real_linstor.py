@@ -30,6 +30,7 @@ import socket
 import subprocess
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,27 @@ def unpacked() -> Path:
     return dirs[0]
 
 
+@dataclass(frozen=True)
+class HttpsStores:
+    """Java key and trust stores for LINSTOR's ``[https]`` (tests/pki.py ``java_stores``)."""
+
+    keystore: Path
+    password: str
+    ca: Path  # PEM of the CA that signed the server certificate (what clients trust)
+    truststore: Path | None = None  # set: LINSTOR demands client certificates signed by it
+    client: tuple[Path, Path] | None = None  # the harness's own client certificate and key
+
+
 class RealLinstor:
     """One controller + one satellite, started on free loopback ports under ``work``."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, *, database: Path | None = None,
+                 https: HttpsStores | None = None, satellite: bool = True) -> None:
+        """``database``: an H2 file database at this path instead of H2 in memory, so the
+        controller keeps its state across :meth:`stop_controller` / :meth:`start_controller`.
+        ``https``: serve REST over HTTPS with these Java key/trust stores (the plain port then
+        only redirects ``/v1``); the harness itself talks HTTPS with ``https.client``.
+        ``satellite=False``: the controller alone (no node, no pool)."""
         if any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_/-"
                for c in str(work)):
             # LINSTOR's StorDriver/FileDir must match [a-zA-Z0-9_/-]+ (no dots, no brackets)
@@ -117,6 +135,21 @@ class RealLinstor:
         self.pool_loop: str | None = None
         self.xfs_dir = work / "xfspool"
         self.thin_dir = work / "thinpool"
+        self.database = database
+        self.https = https
+        self.with_satellite = satellite
+        self.plain_url = self.url
+        self.https_port: int | None = None
+        if https is not None:
+            self.https_port = free_port()
+            self.url = f"https://127.0.0.1:{self.https_port}"
+            self.http.trust_env = False  # REQUESTS_CA_BUNDLE would replace the test CA
+            self.http.verify = str(https.ca)
+            if https.client is not None:
+                self.http.cert = (str(https.client[0]), str(https.client[1]))
+        self.ctrl: subprocess.Popen[bytes] | None = None
+        self.stlt: subprocess.Popen[bytes] | None = None
+        self._env = dict(os.environ, JAVA_OPTS="-Xms32M -Xmx512M")
 
     # -- REST ---------------------------------------------------------------------------------
 
@@ -136,32 +169,36 @@ class RealLinstor:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> RealLinstor:
-        home = unpacked()
         w = self.work
         for d in ("ctrl-etc", "stlt-etc", "logs-ctrl", "logs-stlt", "xfspool", "thinpool"):
             (w / d).mkdir(parents=True, exist_ok=True)
-        (w / "ctrl-etc" / "linstor.toml").write_text(
-            f'[http]\n  enabled = true\n  listen_addr = "127.0.0.1"\n  port = {self.port}\n'
-            "[https]\n  enabled = false\n")
+        toml = (f'[http]\n  enabled = true\n  listen_addr = "127.0.0.1"\n  port = {self.port}\n')
+        if self.https is None:
+            toml += "[https]\n  enabled = false\n"
+        else:
+            h = self.https
+            toml += ('[https]\n  enabled = true\n  listen_addr = "127.0.0.1"\n'
+                     f'  port = {self.https_port}\n  keystore = "{h.keystore}"\n'
+                     f'  keystore_password = "{h.password}"\n')
+            if h.truststore is not None:
+                toml += (f'  truststore = "{h.truststore}"\n'
+                         f'  truststore_password = "{h.password}"\n')
+        if self.database is not None:
+            toml += f'[db]\n  connection_url = "jdbc:h2:{self.database}"\n'
+        (w / "ctrl-etc" / "linstor.toml").write_text(toml)
         (w / "stlt-etc" / "linstor_satellite.toml").write_text(
             f'[netcom]\n  type = "plain"\n  bind_address = "127.0.0.1"\n'
             f"  port = {self.stlt_port}\n")
-        env = dict(os.environ, JAVA_OPTS="-Xms32M -Xmx512M")
-        self._spawn([str(home / "bin" / "Controller"), f"--config-directory={w}/ctrl-etc",
-                     f"--logs={w}/logs-ctrl", "--memory-database=h2"], w / "ctrl.out", env)
-        self._spawn([str(home / "bin" / "Satellite"), f"--config-directory={w}/stlt-etc",
-                     f"--logs={w}/logs-stlt", "--skip-hostname-check", "--skip-drbd-check"],
-                    w / "stlt.out", env)
+        self.start_controller()
+        if not self.with_satellite:
+            return self
+        self.start_satellite(wait_online=False)
         try:
-            self._wait(lambda: self._get_ok("/v1/controller/version"), 120, "controller REST")
-            self._wait(lambda: "NetComService started" in (w / "stlt.out").read_text(),
-                       60, "satellite")
             self.call("POST", "/v1/nodes", {
                 "name": NODE, "type": "SATELLITE", "net_interfaces": [{
                     "name": "default", "address": "127.0.0.1",
                     "satellite_port": self.stlt_port, "satellite_encryption_type": "PLAIN"}]})
-            self._wait(lambda: self.call("GET", f"/v1/nodes/{NODE}").get(
-                "connection_status") == "ONLINE", 60, "satellite ONLINE")
+            self.wait_online()
             img = w / "xfs.img"
             with open(img, "wb") as f:
                 f.truncate(8 * 1024 * 1024 * 1024)  # sparse: room for a few GiB-sized PVCs
@@ -180,11 +217,77 @@ class RealLinstor:
             raise
         return self
 
-    def _spawn(self, argv: list[str], out: Path, env: dict[str, str]) -> None:
-        with open(out, "wb") as f:
-            self.procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, env=env,
-                                               start_new_session=True))
+    # -- stopping and starting one process (fault tests) --------------------------------------
+
+    def start_controller(self) -> None:
+        """Start the controller and wait until REST answers (H2 file database: state kept)."""
+        assert self.ctrl is None or self.ctrl.poll() is not None, "controller already running"
+        w = self.work
+        argv = [str(unpacked() / "bin" / "Controller"), f"--config-directory={w}/ctrl-etc",
+                f"--logs={w}/logs-ctrl"]
+        if self.database is None:
+            argv.append("--memory-database=h2")
+        self.ctrl = self._spawn(argv, w / "ctrl.out")
+        try:
+            self._wait(lambda: self._get_ok("/v1/controller/version"), 180, "controller REST",
+                       (self.ctrl,))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop_controller(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the controller (SIGKILL: as a crash); its satellite keeps running. Started
+        again, only a controller with a ``database`` file remembers its nodes and volumes."""
+        self._end(self.ctrl, sig)
+
+    def start_satellite(self, wait_online: bool = True) -> None:
+        """Start the satellite; with ``wait_online`` until the controller sees it ONLINE."""
+        assert self.stlt is None or self.stlt.poll() is not None, "satellite already running"
+        w = self.work
+        out = w / "stlt.out"
+        seen = out.read_text(errors="replace").count("NetComService started") \
+            if out.exists() else 0
+        self.stlt = self._spawn([str(unpacked() / "bin" / "Satellite"),
+                                 f"--config-directory={w}/stlt-etc", f"--logs={w}/logs-stlt",
+                                 "--skip-hostname-check", "--skip-drbd-check"], out)
+        self._wait(lambda: out.read_text(errors="replace").count("NetComService started") > seen,
+                   120, "satellite", (self.stlt,))
+        if wait_online:
+            self.wait_online()
+
+    def stop_satellite(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the satellite; waits until the controller reports it OFFLINE."""
+        self._end(self.stlt, sig)
+        self._wait(lambda: self.node_status() != "ONLINE", 120, "satellite OFFLINE",
+                   (self.ctrl,))
+
+    def node_status(self) -> str:
+        return str(self.call("GET", f"/v1/nodes/{NODE}").get("connection_status"))
+
+    def wait_online(self, seconds: float = 120) -> None:
+        """Until the controller sees the satellite ONLINE (it reconnects on its own)."""
+        self._wait(lambda: self.node_status() == "ONLINE", seconds, "satellite ONLINE",
+                   (self.ctrl, self.stlt))
+
+    def _end(self, proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def _spawn(self, argv: list[str], out: Path) -> subprocess.Popen[bytes]:
+        with open(out, "ab") as f:
+            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self._env,
+                                    start_new_session=True)
+        self.procs.append(proc)
+        return proc
 
     def _get_ok(self, path: str) -> bool:
         try:
@@ -192,13 +295,15 @@ class RealLinstor:
         except requests.RequestException:
             return False
 
-    def _wait(self, cond: Any, seconds: float, what: str) -> None:
+    def _wait(self, cond: Any, seconds: float, what: str,
+              watch: tuple[subprocess.Popen[bytes] | None, ...] = ()) -> None:
+        """Until ``cond()``; fails at once when a process in ``watch`` has exited."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             if cond():
                 return
-            for p in self.procs:
-                if p.poll() is not None:
+            for p in watch:
+                if p is not None and p.poll() is not None:
                     raise AssertionError(f"LINSTOR process exited ({p.returncode}) while "
                                          f"waiting for {what}; see {self.work}/*.out")
             time.sleep(0.2)

@@ -40,6 +40,7 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
 from csi_linstor.linstor.models import ControllerVersion
+from csi_linstor.linstor.transport import transport_hint
 
 log = logging.getLogger("csi_linstor.linstor")
 
@@ -176,6 +177,7 @@ class LinstorClient:
         path = encode_path(path)
         idempotent = method in ("GET", "HEAD")
         last_error: Exception | None = None
+        failed: list[str] = []  # "<endpoint>: <what went wrong>[; <what to do>]", for the message
         for index in self._order():
             base = self.endpoints[index]
             read = deadline.timeout(self.read_timeout, what=f"LINSTOR {method} {path}")
@@ -189,21 +191,25 @@ class LinstorClient:
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
                 last_error = err
+                failed.append(self._failure(base, err))
                 log.debug("LINSTOR controller %s unreachable: %s", base, _short(err))
                 continue
             except requests.exceptions.ConnectionError as err:
                 if idempotent or _never_sent(err):
                     last_error = err
+                    failed.append(self._failure(base, err))
                     log.debug("LINSTOR controller %s unreachable: %s", base, _short(err))
                     continue
                 raise LinstorUnavailable(
                     f"connection to LINSTOR at {base} broke during {method} {path}: {_short(err)}; "
-                    "the request may or may not have been applied; retry"
+                    f"the request may or may not have been applied; retry{self._hint(base, err)}"
                 ) from err
             except requests.exceptions.ReadTimeout as err:
                 if deadline.expired():
                     raise DeadlineExceeded(
-                        f"LINSTOR {method} {path} at {base} did not answer before the RPC deadline"
+                        f"LINSTOR {method} {path} at {base} did not answer before the RPC "
+                        "deadline; it may still apply the request: retry (if this repeats, "
+                        "check the controller's load and `linstor error-reports list`)"
                     ) from err
                 raise LinstorUnavailable(
                     f"LINSTOR {method} {path} at {base} did not answer within {read:.1f}s; retry"
@@ -221,9 +227,24 @@ class LinstorClient:
                 self._preferred = index
             return response.status_code, _decode(response)
         raise LinstorUnavailable(
-            f"no LINSTOR controller reachable ({', '.join(self.endpoints)}): {_short(last_error)}; "
-            "check --linstor-endpoint / LS_CONTROLLERS and that the controller is running"
+            f"no LINSTOR controller reachable ({', '.join(self.endpoints)}) for {method} {path}: "
+            f"{' | '.join(failed) or 'no attempt made'}; check --linstor-endpoint / "
+            "LS_CONTROLLERS and that the controller is running"
         )
+
+    def _failure(self, base: str, err: Exception) -> str:
+        text = _short(err)
+        for marker, said in (("Connection refused", "connection refused (nothing listens)"),
+                             ("Name or service not known", "host name not resolved"),
+                             ("Temporary failure in name resolution", "host name not resolved")):
+            if marker in str(err):
+                text = said
+        return f"{base}: {text}{self._hint(base, err)}"
+
+    def _hint(self, base: str, err: Exception) -> str:
+        """What to do about a transport failure that is a configuration mistake (TLS), as
+        '; <hint>', or ''. Seen on real LINSTOR 1.33.3 (tests/faults/test_real_tls.py)."""
+        return transport_hint(base, err, client_certificate=self.session.cert is not None)
 
     def _checked(self, method: str, path: str, *, deadline: Deadline,
                  params: Mapping[str, Any] | None = None, body: Any = None) -> tuple[int, Any]:

@@ -118,7 +118,10 @@ class LinstorError(CsiError):
                        " LS_BEARER_TOKEN_FILE) holds a valid, unexpired token")
         elif status == 403:
             detail += "; the credentials were refused for this command: check LINSTOR's access rules"
-        super().__init__(f"LINSTOR {method} {path} failed: {detail}", code=self._grpc_code(status))
+        code = self._grpc_code(status)
+        if status >= 500 and code is grpc.StatusCode.UNAVAILABLE:
+            detail += _server_side_hint(self.first)
+        super().__init__(f"LINSTOR {method} {path} failed: {detail}", code=code)
 
     def _grpc_code(self, status: int) -> grpc.StatusCode:
         if status == 401:  # token auth answers FAIL_ACC_DENIED_COMMAND with 401: not signed in
@@ -152,6 +155,16 @@ class LinstorError(CsiError):
         return any(
             rc.is_error and 300 <= (rc.ret_code & consts.MASK_BITS_CODE) <= 399 for rc in self.rcs
         )
+
+
+def _server_side_hint(first: ApiCallRc | None) -> str:
+    """What to do about a 5xx LINSTOR gives no known code for: it failed on its side."""
+    reports = first.error_report_ids if first is not None else ()
+    if reports:
+        return (f"; LINSTOR failed on its side: `linstor error-reports show {reports[0]}` on the "
+                "controller says why; the request is retried")
+    return ("; LINSTOR (or a proxy in front of it) failed on its side: see the controller's log "
+            "and `linstor error-reports list`; the request is retried")
 
 
 class LinstorUnavailable(CsiError):

@@ -12,6 +12,7 @@ from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.mapping.remote_access import prune_patterns
+from csi_linstor.mapping.replica_states import describe_offline_satellites
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import CreateSpec, VolumeLookups
 
@@ -70,9 +71,13 @@ class Placement(VolumeLookups):
                     "has; create the storage pool or fix the StorageClass")
         if err.has(consts.FAIL_NOT_ENOUGH_NODES) or err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
             where = f" in topology {spec.requisite}" if spec.requisite else ""
+            # which satellites are offline: LINSTOR's message does not say (issue 15)
+            offline = describe_offline_satellites(
+                lambda: queries.nodes(self.client, deadline))
             return ResourceExhausted(
                 f"LINSTOR cannot place {spec.mutable_count or p.placement_count} replica(s) of "
-                f"{spec.rd}{where}: {err.message}; add nodes or space, or lower placementCount")
+                f"{spec.rd}{where}: {err.message}{offline}; add nodes or space, or lower "
+                "placementCount")
         if err.has(consts.FAIL_NOT_FOUND_NODE):
             return InvalidArgument(f"a node named in the StorageClass does not exist: "
                                    f"{err.message}")

@@ -232,6 +232,11 @@ class Provisioning(VolumeLookups):
 
     def _resume(self, spec: CreateSpec, vol: Volume, kib: int, snap_info: Snapshot | None,
                 src_vol: Volume | None, deadline: Deadline, call_log: Any) -> Volume:
+        if "DELETE" in vol.flags:  # never hand out a volume LINSTOR is deleting (issue 15)
+            raise Aborted(
+                f"volume {spec.rd} is still being deleted by LINSTOR (its resource definition "
+                "is marked DELETE until every satellite holding it confirms; a satellite is "
+                "probably offline): retry once it is gone")
         if src_vol is not None and vol.props.get(PROP_CLONE_VIA) \
                 and _restored_over(spec, vol, src_vol.props):
             # restored from the temporary snapshot, which replaced our props with the source's

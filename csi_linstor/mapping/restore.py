@@ -19,6 +19,7 @@ from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
 from csi_linstor.mapping import ids
+from csi_linstor.mapping.replica_states import describe_not_uptodate
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import (
     CLONED_OWNER_PROPS,
@@ -199,7 +200,9 @@ class Restoring(VolumeLookups):
             if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):
                 raise ResourceExhausted(f"not enough space to grow {rd}: {err.message}") from err
             if err.has(consts.FAIL_NOT_ALL_UPTODATE):
-                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate: "
+                # name the replicas: LINSTOR's message does not (issue 15)
+                which = describe_not_uptodate(lambda: self.resources(rd, deadline))
+                raise Unavailable(f"{rd} cannot grow while a replica is not UpToDate{which}: "
                                   f"{err.message}; retry when it has synced") from err
             raise
 

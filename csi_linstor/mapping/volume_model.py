@@ -189,6 +189,10 @@ class VolumeLookups:
                 vol = self._volume(item)
                 if vol.props.get(PROP_DELETED) and not include_deleted:
                     return None
+                if "DELETE" in vol.flags and not include_deleted:
+                    # LINSTOR is deleting it (a satellite was offline when it was deleted; it
+                    # goes when the satellite reconnects): not a volume any more (issue 15)
+                    return None
                 return vol
         return None
 
@@ -211,6 +215,8 @@ class VolumeLookups:
         for item in queries.resource_definitions(self.client, deadline):
             vol = self._volume(item)
             if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
+                continue
+            if "DELETE" in vol.flags:  # LINSTOR is deleting it (see find)
                 continue
             if item.volume_definition(0) is None:
                 continue

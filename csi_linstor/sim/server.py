@@ -159,7 +159,29 @@ class SimHTTPServer(ThreadingHTTPServer):
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.ssl_context = ssl_context
+        self._open: set[socket.socket] = set()  # accepted connections, for cut_connections()
+        self._open_lock = threading.Lock()
         super().__init__(addr, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        """Close every open client connection, as a controller process that dies does."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is not None:
@@ -234,6 +256,10 @@ class App:
         self.auth_failures = 0
         self.tls_failures = 0
         self.client_cns: collections.deque[str] = collections.deque(maxlen=100)
+        # Bumped by Simulator.stop_serving (a controller restart): a request still waiting in a
+        # latency rule then is never applied, as a LINSTOR API call whose transaction had not
+        # committed when its process died (state lives in the controller's database).
+        self.generation = 0
 
     def _unauthorized(self, path: str, authorization: str | None) -> bool:
         if not self.tokens or path in AUTH_EXEMPT or path.startswith("/sim/") or path == "/sim":
@@ -307,9 +333,12 @@ class App:
                     self.bodies.append((method, template, json.loads(body)))
                 except ValueError:
                     self.bodies.append((method, template, body.decode("utf-8", "replace")))
+        generation = self.generation
         lat = self._pick(self.faults.latency, method, path, template)
         if lat is not None and lat.value > 0:
             time.sleep(lat.value)
+        if self.generation != generation:  # the "controller" restarted meanwhile: not applied
+            return 503, None, True
         if self._pick(self.faults.failure, method, path, template) is not None:
             entries = [make_rc(C.FAIL_UNKNOWN_ERROR, "Injected failure (simulator fault knob).",
                                report=True)]

@@ -15,6 +15,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .controller import Controller
 from .devices import DeviceManager
@@ -167,6 +168,37 @@ class Simulator:
     def client_common_names(self) -> list[str]:
         """Common names of the client certificates seen, oldest first (last 100)."""
         return list(self.app.client_cns)
+
+    def stop_serving(self) -> None:
+        """Go down as a controller process does when it stops or is killed: the REST port
+        refuses connections, open connections are cut, a request still held by a latency rule
+        is never applied. The state stays, as LINSTOR's database keeps it (a real controller
+        restarted on an H2 file database keeps its objects: tests/faults/test_real_faults.py)."""
+        server = self._server
+        if server is None:
+            return
+        with self.app.counts_lock:
+            self.app.generation += 1
+        server.shutdown()
+        server.server_close()
+        server.cut_connections()
+        self._server = None
+
+    def start_serving(self) -> str:
+        """Come back on the same address after :meth:`stop_serving`, with the same state."""
+        if self._server is not None:
+            assert self.url is not None
+            return self.url
+        assert self.url is not None, "start() the simulator first"
+        parts = urlsplit(self.url)
+        host = parts.hostname or "127.0.0.1"
+        self._server = SimHTTPServer((host, parts.port or 0), self.app, self._ssl_context())
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="csi-linstor-sim", daemon=True)
+        self._thread.start()
+        log.info("LINSTOR simulator serving again on %s", self.url)
+        return self.url
 
     def set_bearer_tokens(self, tokens: list[str]) -> None:
         """Replace the accepted tokens; an empty list turns token authentication off."""

@@ -130,9 +130,9 @@ class VolumeDefinitionRoutes(ControllerState):
                 bad = [res.node for res in rd.diskful()
                        if self._disk_state(res) != "UpToDate"] if size > vd.size_kib else []
                 if bad:
-                    raise r.error(C.FAIL_NOT_ALL_UPTODATE,
-                                  "Resize not allowed: not all replicas are UpToDate.",
-                                  details="Not UpToDate on: " + ", ".join(bad), refs=refs)
+                    # CtrlVlmDfnModifyApiCallHandler: this message, no node named, no report
+                    raise r.error(C.FAIL_NOT_ALL_UPTODATE, "Cannot resize volume, because we "
+                                  "have a non-UpToDate DRBD device.", refs=refs)
                 delta = size - vd.size_kib
                 for res in rd.diskful():
                     pool = self.nodes[res.node.upper()].pools.get(res.pool.upper())
