@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from csi_linstor import __version__, ids
+from csi_linstor import __version__, ids, qos
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
@@ -325,6 +325,7 @@ class Volumes:
         if spec.params.pvc_namespace:
             props[PROP_PVC_NAMESPACE] = spec.params.pvc_namespace
         props.update(spec.mutable_props)
+        props.update(qos.rd_props(spec.params.qos))  # issue 17 hook: IO QoS limits
         if done:
             props[PROP_DONE] = DONE_VALUE
         return props
@@ -1264,7 +1265,8 @@ class Volumes:
             raise Unavailable(f"LINSTOR reports no device path for {rd} on {node} yet; retry")
         return path
 
-    def unpublish(self, rd: str, node: str | None, deadline: Deadline) -> None:
+    def unpublish(self, rd: str, node: str | None, deadline: Deadline,
+                  resources: list[Resource] | None = None) -> None:
         """Remove diskless attachments (never a diskful replica); missing → OK.
 
         A member of a LINBIT consistency group shares one resource with the other members:
@@ -1280,7 +1282,8 @@ class Volumes:
                 rd, shared = member[0], True
             elif not ids.is_valid_name(rd):
                 return  # a volume that cannot exist is not attached anywhere
-        resources = self.resources(rd, deadline, node=node)
+        if resources is None or shared:  # issue 17: the caller may pass what it fetched
+            resources = self.resources(rd, deadline, node=node)
         for res in resources:
             if not res.is_diskless or res.is_tiebreaker:
                 continue
