@@ -565,6 +565,12 @@ class Volumes:
     def _placement_error(self, spec: CreateSpec, err: LinstorError,
                          deadline: Deadline) -> Exception:
         p = spec.params
+        if err.has(consts.FAIL_NOT_FOUND_CRYPT_KEY):  # issue 17: LUKS needs LINSTOR's master key
+            return FailedPrecondition(
+                f"LINSTOR cannot create the encrypted volume {spec.rd}: it has no master "
+                "passphrase (the luks layer's keys are encrypted with it); create it once with "
+                "`linstor encryption create-passphrase` (after a controller restart: `linstor "
+                f"encryption enter-passphrase`), then retry: {err.message}")
         if err.has(consts.FAIL_INVLD_PROP):
             return InvalidArgument(f"a LINSTOR property from the StorageClass or "
                                    f"VolumeAttributesClass was rejected: {err.message}")

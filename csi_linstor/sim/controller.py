@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import consts as C
-from . import opens
+from . import luks, opens
 from .devices import Device, DeviceManager
+from .luks import LuksMixin
 from .schemas import ParseError, check_body, parse_version
 
 log = logging.getLogger("csi_linstor.sim")
@@ -321,7 +322,7 @@ def check_name(name: Any, code: int, what: str, r: Reply) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class Controller:
+class Controller(LuksMixin):  # LuksMixin: issue 17, the LUKS layer and master passphrase
     def __init__(self, cfg: Any, devices: DeviceManager) -> None:
         self.cfg = cfg
         self.devices = devices
@@ -334,6 +335,7 @@ class Controller:
         self.kvs: dict[str, dict[str, str]] = {}
         self.linstor_remotes: dict[str, dict[str, str]] = {}
         self.ctrl_props: dict[str, str] = {}
+        self.master_passphrase: str | None = getattr(cfg, "master_passphrase", None)
         self.minors_used: set[int] = set()
         self.ports_used: set[int] = set()
         self.clone_polls = cfg.clone_polls
@@ -807,7 +809,10 @@ class Controller:
             return prune({"volume_number": vd.nr, "storage_pool_name": res.pool,
                           "provider_kind": kind, "device_path": st["device_path"],
                           "allocated_size_kib": vd.size_kib,
-                          "layer_data_list": [{"type": "STORAGE", "data": st}],
+                          "layer_data_list": ([{"type": "LUKS", "data": luks.luks_volume(
+                              rd.name, vd.nr, st["device_path"], vd.size_kib,
+                              self._reported(res))}] if "LUKS" in rd.layer_stack else [])
+                          + [{"type": "STORAGE", "data": st}],
                           "uuid": vd.uuid})
         dev = self._dev_path(vd)
         reported = self._reported(res)
@@ -828,6 +833,10 @@ class Controller:
                                   "device_path": self._storage_dev(rd, res, vd),
                                   "allocated_size_kib": vd.size_kib + 4,
                                   "usable_size_kib": vd.size_kib + 4}
+            if "LUKS" in rd.layer_stack:  # DRBD on LUKS on STORAGE (sim/luks.py)
+                drbd_data["backing_device"] = luks.luks_device(rd.name, vd.nr)
+                layers.append({"type": "LUKS", "data": luks.luks_volume(
+                    rd.name, vd.nr, st["device_path"], vd.size_kib + 4, reported)})
             layers.append({"type": "STORAGE", "data": st})
         v: dict[str, Any] = {
             "volume_number": vd.nr,
@@ -913,8 +922,13 @@ class Controller:
         }
         layer: dict[str, Any] = {"type": "DRBD", "drbd": drbd}
         if not res.diskless:
-            layer["children"] = [{"type": "STORAGE",
-                                  "storage": {"storage_volumes": storage_vols}}]
+            child: dict[str, Any] = {"type": "STORAGE",
+                                     "storage": {"storage_volumes": storage_vols}}
+            if "LUKS" in rd.layer_stack:  # sim/luks.py: DRBD on LUKS on STORAGE
+                child = {"type": "LUKS", "luks": {"luks_volumes": [luks.luks_volume(
+                    rd.name, sv["volume_number"], sv["device_path"], sv["allocated_size_kib"],
+                    reported) for sv in storage_vols]}, "children": [child]}
+            layer["children"] = [child]
         d: dict[str, Any] = {
             "name": rd.name,
             "node_name": res.node,
@@ -1309,6 +1323,8 @@ class Controller:
 
     def _add_resource(self, rd: ResourceDef, node: Node, pool: Pool | None, r: Reply,
                       flags: list[str] | None = None) -> Resource:
+        if pool is not None and pool.kind != "DISKLESS":
+            self.require_crypt_key(rd.layer_stack, rd.name, r)  # sim/luks.py
         pname = pool.name if pool is not None else DISKLESS_POOL
         res = Resource(rd=rd.key, node=node.name, pool=pname, node_id=self._next_node_id(rd),
                        flags=list(flags or []))
