@@ -19,7 +19,8 @@ From that record:
   RESOURCE_EXHAUSTED.
 
 Unpublish drops the record (a diskless resource goes with its record; a diskful replica keeps
-its data and loses only the property). A publish interrupted between LINSTOR's make-available and
+its data and loses only the property; a diskless attachment LINSTOR keeps as the quorum
+tiebreaker keeps the property, which does not count on a tiebreaker). A publish interrupted between LINSTOR's make-available and
 the record leaves an unrecorded resource: the CO retries the publish (which records it) or
 unpublishes (which removes it), and the external-attacher's ListVolumes reconcile re-publishes a
 VolumeAttachment whose node is missing from ``published_node_ids`` (e.g. attachments made by an
@@ -57,10 +58,21 @@ def mode(readonly: bool) -> str:
     return READ_ONLY if readonly else READ_WRITE
 
 
+def recorded(res: Resource) -> str:
+    """The resource's attachment record ("" when none counts).
+
+    A record on a quorum tiebreaker does not count: unpublish removes a diskless attachment with
+    ``keep_tiebreaker=true``, and LINSTOR may keep that resource as the tiebreaker instead of
+    deleting it (props included); a tiebreaker is never in use by a pod.
+    """
+    if res.deleting or res.is_tiebreaker:
+        return ""
+    return res.props.get(PROP_ATTACHED, "")
+
+
 def published_nodes(resources: Iterable[Resource]) -> list[str]:
     """Nodes whose resource carries an attachment record, sorted."""
-    return sorted(r.node_name for r in resources
-                  if r.props.get(PROP_ATTACHED) and not r.deleting)
+    return sorted(r.node_name for r in resources if recorded(r))
 
 
 class Attachments:
@@ -82,7 +94,7 @@ class Attachments:
         on_node = queries.view_resources(self.client, deadline, nodes=[node])
         mine = next((r for r in on_node if r.name.upper() == rd.upper()
                      and r.node_name.upper() == node.upper()), None)
-        have = mine.props.get(PROP_ATTACHED, "") if mine is not None else ""
+        have = recorded(mine) if mine is not None else ""
         if have and have != want:
             raise AlreadyExists(
                 f"volume {rd} is already published to node {node} "
@@ -94,7 +106,7 @@ class Attachments:
             return
         key = node.upper()
         with self._lock:
-            attached = {r.name.upper() for r in on_node if r.props.get(PROP_ATTACHED)}
+            attached = {r.name.upper() for r in on_node if recorded(r)}
             busy = attached | self._reserved.get(key, set())
             busy.discard(rd.upper())
             if len(busy) >= self.max_per_node:

@@ -164,3 +164,23 @@ def test_invalid_qos_is_refused_before_anything_is_created(env):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "qos.linbit.com/wbps" in err.value.details()
     assert env.rds() == []
+
+
+@sim_only("LINSTOR keeps a detached diskless resource as the quorum tiebreaker (2 replicas)")
+def test_a_record_left_on_a_tiebreaker_does_not_count(limited):
+    env = limited
+    env.ctl.CreateVolume(create_req("pvc-tb", params={"placementCount": "2",
+                                                      "nodeList": "node-1 node-2"}))
+    publish(env, "pvc-tb", "node-3")
+    unpublish(env, "pvc-tb", "node-3")
+    tb = env.client.get("/v1/resource-definitions/pvc-tb/resources/node-3", deadline=_dl())
+    assert "TIE_BREAKER" in tb["flags"]  # kept by LINSTOR, props and all
+    assert published(env, "pvc-tb") == []
+    publish(env, "pvc-tb", "node-3", readonly=True)  # not "incompatible" with the stale record
+    assert published(env, "pvc-tb") == ["node-3"]
+    for name in ("pvc-x1", "pvc-x2"):
+        env.ctl.CreateVolume(create_req(name, params={"placementCount": "1",
+                                                      "nodeList": "node-1"}))
+    unpublish(env, "pvc-tb", "node-3")
+    publish(env, "pvc-x1", "node-3")
+    publish(env, "pvc-x2", "node-3")  # the tiebreaker's record is not one of the 2
