@@ -565,12 +565,6 @@ class Volumes:
     def _placement_error(self, spec: CreateSpec, err: LinstorError,
                          deadline: Deadline) -> Exception:
         p = spec.params
-        if err.has(consts.FAIL_NOT_FOUND_CRYPT_KEY):  # issue 17: LUKS needs LINSTOR's master key
-            return FailedPrecondition(
-                f"LINSTOR cannot create the encrypted volume {spec.rd}: it has no master "
-                "passphrase (the luks layer's keys are encrypted with it); create it once with "
-                "`linstor encryption create-passphrase` (after a controller restart: `linstor "
-                f"encryption enter-passphrase`), then retry: {err.message}")
         if err.has(consts.FAIL_INVLD_PROP):
             return InvalidArgument(f"a LINSTOR property from the StorageClass or "
                                    f"VolumeAttributesClass was rejected: {err.message}")
@@ -639,7 +633,9 @@ class Volumes:
             except LinstorError as err:
                 if not (err.has(consts.FAIL_NOT_ENOUGH_NODES)
                         or err.has(consts.FAIL_NOT_FOUND_STOR_POOL)):
-                    raise
+                    # e.g. no master passphrase for a luks stack: nothing half-created stays
+                    self._cleanup_failed_create(spec, deadline)
+                    raise self._placement_error(spec, err, deadline) from err
         sf = self._place_filter(spec, None if skip_constraint else allowed)
         try:
             self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,
