@@ -38,13 +38,13 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from csi_linstor import ids
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import AlreadyExists, ResourceExhausted
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource
+from csi_linstor.mapping import ids
 
 log = logging.getLogger(__name__)
 

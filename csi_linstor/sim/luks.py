@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from csi_linstor.sim import consts as C
+from csi_linstor.sim.model import Reply
 
 FAIL_NOT_FOUND_CRYPT_KEY = 312 | C.MASK_ERROR
 FAIL_EXISTS_CRYPT_PASSPHRASE = 512 | C.MASK_ERROR
@@ -71,8 +72,6 @@ class LuksMixin:
         return 200, [{"status": "unlocked" if self.master_passphrase else "unset"}]
 
     def h_passphrase_create(self, req: Any) -> tuple[int, Any]:
-        from csi_linstor.sim.controller import Reply
-
         body = self._body(req, "PassPhraseCreate", default={})  # type: ignore[attr-defined]
         r = Reply(C.MASK_CRT, C.MASK_CTRL_CONF)
         if self.master_passphrase:
