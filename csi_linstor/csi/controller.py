@@ -4,7 +4,7 @@ Capabilities advertised are exactly what is implemented: CREATE_DELETE_VOLUME,
 PUBLISH_UNPUBLISH_VOLUME, LIST_VOLUMES, GET_CAPACITY, CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS,
 CLONE_VOLUME, EXPAND_VOLUME, GET_VOLUME, VOLUME_CONDITION, SINGLE_NODE_MULTI_WRITER,
 MODIFY_VOLUME, GET_SNAPSHOT, PUBLISH_READONLY and LIST_VOLUMES_PUBLISHED_NODES (both from the
-attachment records of ``attachments.py``, which also enforce ``--max-volumes-per-node``).
+attachment records of ``mapping/attachment_records.py``, which also enforce ``--max-volumes-per-node``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 from google.protobuf import wrappers_pb2
 
-from csi_linstor import attachments, qos
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.csi.group_controller import GroupControllerServicer
 from csi_linstor.csi.messages import (
@@ -36,7 +35,8 @@ from csi_linstor.csi.messages import (
 )
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from csi_linstor.linstor.models import Resource
-from csi_linstor.mapping import ids
+from csi_linstor.mapping import attachment_records as attachments
+from csi_linstor.mapping import ids, qos
 from csi_linstor.mapping.capacity import capacity
 from csi_linstor.mapping.mutable_params import parse_mutable_parameters
 from csi_linstor.mapping.params import VolumeParameters, parse_volume_parameters

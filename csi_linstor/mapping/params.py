@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from csi_linstor import qos
 from csi_linstor.errors import InvalidArgument
+from csi_linstor.mapping import qos
 from csi_linstor.mapping.ids import is_valid_node_name, is_valid_pool_name
 from csi_linstor.mapping.remote_access import (
     _FALSE,
@@ -106,7 +106,7 @@ class VolumeParameters:
     properties: tuple[tuple[str, str], ...] = ()
     pvc_name: str = ""
     pvc_namespace: str = ""
-    # issue 17: IO QoS limits ((qos.linbit.com/<key>, integer text), ...), see qos.py
+    # issue 17: IO QoS limits ((qos.linbit.com/<key>, integer text), ...), see mapping/qos.py
     qos: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # The lists exactly as LINBIT's driver splits them (strings.Split(v, " ")), used only to

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from csi_linstor import qos
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
@@ -24,7 +23,7 @@ from csi_linstor.errors import (
 from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
-from csi_linstor.mapping import ids
+from csi_linstor.mapping import ids, qos
 from csi_linstor.mapping.clone import _unfixed_clone
 from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.mapping.restore import _restored_over

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from csi_linstor._gen import csi_pb2
-from csi_linstor.attachments import PROP_ATTACHED
+from csi_linstor.mapping.attachment_records import PROP_ATTACHED
 from tests.controller.conftest import MOUNT, backend_env, close_env, code_of, create_req, sim_only
 
 

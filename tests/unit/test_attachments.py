@@ -7,12 +7,12 @@ from typing import Any
 import grpc
 import pytest
 
-from csi_linstor.attachments import PROP_ATTACHED, Attachments, published_nodes
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import AlreadyExists, ResourceExhausted
 from csi_linstor.linstor import consts
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError
 from csi_linstor.linstor.models import Resource
+from csi_linstor.mapping.attachment_records import PROP_ATTACHED, Attachments, published_nodes
 
 
 def res(name: str, node: str = "n1", mode: str | None = "rw", flags: tuple[str, ...] = ()

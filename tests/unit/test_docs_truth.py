@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from csi_linstor import attachments, qos
 from csi_linstor.linstor import client, queries
-from csi_linstor.mapping import ids, volumes
+from csi_linstor.mapping import attachment_records as attachments
+from csi_linstor.mapping import ids, qos, volumes
 from csi_linstor.nodeops import fs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from csi_linstor import qos
 from csi_linstor.errors import InvalidArgument
+from csi_linstor.mapping import qos
 
 
 @pytest.mark.parametrize("text,value", [
