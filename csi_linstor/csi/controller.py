@@ -3,10 +3,8 @@
 Capabilities advertised are exactly what is implemented: CREATE_DELETE_VOLUME,
 PUBLISH_UNPUBLISH_VOLUME, LIST_VOLUMES, GET_CAPACITY, CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS,
 CLONE_VOLUME, EXPAND_VOLUME, GET_VOLUME, VOLUME_CONDITION, SINGLE_NODE_MULTI_WRITER,
-MODIFY_VOLUME, GET_SNAPSHOT. Not advertised: PUBLISH_READONLY (a read-only attach is accepted,
-but LINSTOR keeps no per-attachment state to detect an incompatible re-publish) and
-LIST_VOLUMES_PUBLISHED_NODES (an attach to a node with a diskful replica leaves no trace in
-LINSTOR, so the list would be incomplete).
+MODIFY_VOLUME, GET_SNAPSHOT, PUBLISH_READONLY and LIST_VOLUMES_PUBLISHED_NODES (both from the
+attachment records of ``mapping/attachment_records.py``, which also enforce ``--max-volumes-per-node``).
 """
 
 from __future__ import annotations
@@ -37,7 +35,8 @@ from csi_linstor.csi.messages import (
 )
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from csi_linstor.linstor.models import Resource
-from csi_linstor.mapping import ids
+from csi_linstor.mapping import attachment_records as attachments
+from csi_linstor.mapping import ids, qos
 from csi_linstor.mapping.capacity import capacity
 from csi_linstor.mapping.mutable_params import parse_mutable_parameters
 from csi_linstor.mapping.params import VolumeParameters, parse_volume_parameters
@@ -61,6 +60,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         ns = getattr(config, "property_namespace", "Aux")
         self.volumes = Volumes(linstor, ns)
         self.snapshots = Snapshots(linstor, self.volumes)
+        # issue 17: attachment records (limits, readonly, published nodes)
+        self.attachments = attachments.Attachments(
+            linstor, getattr(config, "max_volumes_per_node", attachments.UNLIMITED))
         self.group_controller = GroupControllerServicer(runtime, self.snapshots)
 
     def _params(self, parameters: Any) -> VolumeParameters:
@@ -158,10 +160,12 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             raise NotFound(f"node {request.node_id!r} does not exist: it is not a valid LINSTOR "
                            "node name (RFC 1123 host name); NodeGetInfo reports the LINSTOR node "
                            "name")
+        # The RD's props: the access type (mount publishes) and the IO QoS limits (issue 17).
+        vol = self.volumes.find(request.volume_id, call.deadline) \
+            if ids.is_valid_name(request.volume_id) else None
         if access == "mount":
-            # One more REST call, for filesystem publishes only: a raw block volume holds data
-            # without a signature that a filesystem publish would format (e.g. a re-created PV).
-            vol = self.volumes.find(request.volume_id, call.deadline)
+            # A raw block volume holds data without a signature that a filesystem publish would
+            # format (e.g. a re-created PV).
             if vol is not None and vol.access_type == "block":
                 raise FailedPrecondition(
                     f"volume {request.volume_id} was created as a raw block volume and cannot "
@@ -173,17 +177,32 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         policy = ANYWHERE
         if ctx.get(CTX_REMOTE):
             policy = parse_remote_access(CTX_REMOTE, ctx[CTX_REMOTE])
-        path = self.volumes.publish(request.volume_id, request.node_id, policy, call.deadline)
+        # issue 17 hook: attach limit, read-only compatibility and the attachment record
+        with self.attachments.attach(request.volume_id, request.node_id, request.readonly,
+                                     call.deadline):
+            path = self.volumes.publish(request.volume_id, request.node_id, policy,
+                                        call.deadline)
         pctx = {PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else "",
                 PUB_ACCESS: access}
         if may_format:
             pctx[PUB_MAY_FORMAT] = may_format
+        if vol is not None:
+            pctx.update(qos.publish_context(vol.props, path))  # issue 17: IO QoS for nri
         return csi_pb2.ControllerPublishVolumeResponse(publish_context=pctx)
 
     @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
     def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest,
                                   call: Call) -> csi_pb2.ControllerUnpublishVolumeResponse:
-        self.volumes.unpublish(request.volume_id, request.node_id or None, call.deadline)
+        node = request.node_id or None
+        resources = None
+        if ids.is_valid_name(request.volume_id) and \
+                (node is None or ids.is_valid_node_name(node)):
+            # issue 17 hook: what unpublish keeps (diskful replicas, tiebreakers) loses only its
+            # attachment record; a removed diskless attachment takes its record with it
+            resources = self.volumes.resources(request.volume_id, call.deadline, node=node)
+            self.attachments.forget(request.volume_id, [
+                r for r in resources if not r.is_diskless or r.is_tiebreaker], call.deadline)
+        self.volumes.unpublish(request.volume_id, node, call.deadline, resources=resources)
         return csi_pb2.ControllerUnpublishVolumeResponse()
 
     @rpc(required=("volume_id", "volume_capabilities"))
@@ -229,6 +248,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             entries.append(csi_pb2.ListVolumesResponse.Entry(
                 volume=csi_pb2.Volume(volume_id=vol.id, capacity_bytes=vol.capacity_bytes),
                 status=csi_pb2.ListVolumesResponse.VolumeStatus(
+                    published_node_ids=attachments.published_nodes(
+                        by_rd.get(vol.id.upper(), [])),
                     volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal,
                                                              message=message))))
         return csi_pb2.ListVolumesResponse(entries=entries, next_token=token)
@@ -239,10 +260,12 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         vol = self.volumes.find(request.volume_id, call.deadline)
         if vol is None or not vol.complete:
             raise NotFound(f"volume {request.volume_id} does not exist")
-        abnormal, message = Volumes.condition(self.volumes.resources(vol.id, call.deadline))
+        resources = self.volumes.resources(vol.id, call.deadline)
+        abnormal, message = Volumes.condition(resources)
         return csi_pb2.ControllerGetVolumeResponse(
             volume=csi_pb2.Volume(volume_id=vol.id, capacity_bytes=vol.capacity_bytes),
             status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
+                published_node_ids=attachments.published_nodes(resources),
                 volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal, message=message)))
 
     @rpc()

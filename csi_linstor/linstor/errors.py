@@ -69,6 +69,7 @@ def parse_rc_list(data: Any) -> list[ApiCallRc]:
 
 # Which gRPC code a LINSTOR failure maps to, by ApiCallRc code (type + code compared).
 _CODE_MAP: list[tuple[int, grpc.StatusCode]] = [
+    (consts.FAIL_NOT_FOUND_CRYPT_KEY, grpc.StatusCode.FAILED_PRECONDITION),
     (consts.FAIL_NOT_ENOUGH_NODES, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (consts.FAIL_NOT_ENOUGH_FREE_SPACE, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (consts.FAIL_IN_USE, grpc.StatusCode.FAILED_PRECONDITION),
@@ -118,6 +119,11 @@ class LinstorError(CsiError):
                        " LS_BEARER_TOKEN_FILE) holds a valid, unexpired token")
         elif status == 403:
             detail += "; the credentials were refused for this command: check LINSTOR's access rules"
+        if self.has(consts.FAIL_NOT_FOUND_CRYPT_KEY):
+            detail += ("; the luks layer (StorageClass encryption: \"true\") needs LINSTOR's master"
+                       " passphrase: create it once with `linstor encryption create-passphrase`"
+                       " (after a LINSTOR controller restart: `linstor encryption"
+                       " enter-passphrase`), then retry")
         code = self._grpc_code(status)
         if status >= 500 and code is grpc.StatusCode.UNAVAILABLE:
             detail += _server_side_hint(self.first)
@@ -153,7 +159,9 @@ class LinstorError(CsiError):
     def is_not_found(self) -> bool:
         """An object is missing (FAIL_NOT_FOUND_*, codes 300-399): not a missing endpoint."""
         return any(
-            rc.is_error and 300 <= (rc.ret_code & consts.MASK_BITS_CODE) <= 399 for rc in self.rcs
+            rc.is_error and 300 <= (rc.ret_code & consts.MASK_BITS_CODE) <= 399
+            and not rc.is_(consts.FAIL_NOT_FOUND_CRYPT_KEY)  # a missing master key, no object
+            for rc in self.rcs
         )
 
 

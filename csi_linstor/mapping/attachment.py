@@ -132,7 +132,8 @@ class Attachment(VolumeLookups):
             raise Unavailable(f"LINSTOR reports no device path for {rd} on {node} yet; retry")
         return path
 
-    def unpublish(self, rd: str, node: str | None, deadline: Deadline) -> None:
+    def unpublish(self, rd: str, node: str | None, deadline: Deadline,
+                  resources: list[Resource] | None = None) -> None:
         """Remove diskless attachments (never a diskful replica); missing → OK.
 
         A member of a LINBIT consistency group shares one resource with the other members:
@@ -148,7 +149,8 @@ class Attachment(VolumeLookups):
                 rd, shared = member[0], True
             elif not ids.is_valid_name(rd):
                 return  # a volume that cannot exist is not attached anywhere
-        resources = self.resources(rd, deadline, node=node)
+        if resources is None or shared:  # issue 17: the caller may pass what it fetched
+            resources = self.resources(rd, deadline, node=node)
         for res in resources:
             if not res.is_diskless or res.is_tiebreaker:
                 continue

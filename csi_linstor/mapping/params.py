@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from csi_linstor.errors import InvalidArgument
+from csi_linstor.mapping import qos
 from csi_linstor.mapping.ids import is_valid_node_name, is_valid_pool_name
 from csi_linstor.mapping.remote_access import (
     _FALSE,
@@ -105,6 +106,8 @@ class VolumeParameters:
     properties: tuple[tuple[str, str], ...] = ()
     pvc_name: str = ""
     pvc_namespace: str = ""
+    # issue 17: IO QoS limits ((qos.linbit.com/<key>, integer text), ...), see mapping/qos.py
+    qos: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # The lists exactly as LINBIT's driver splits them (strings.Split(v, " ")), used only to
     # hash the generated resource-group name: ((select-filter field, items), ...).
@@ -180,6 +183,7 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
                               f"the node plugin formats, grows and checks only "
                               f"{', '.join(SUPPORTED_FS)}")
 
+    values["qos"] = qos.parse(params)  # issue 17 hook: the qos.linbit.com/* group
     for key in sorted(params):
         value = params[key]
         namespace, raw = split_key(key)
@@ -312,9 +316,10 @@ def _settle(p: VolumeParameters, values: dict[str, Any], remote_access: RemoteAc
     pvc_name, pvc_namespace = p.pvc_name, p.pvc_namespace
     layers = p.layer_list
     if p.encryption and "LUKS" not in layers:
-        raise InvalidArgument(
-            "parameter encryption: true needs the luks layer, e.g. layerList: \"drbd luks storage\""
-            ", and a LINSTOR master passphrase; the Go driver silently ignored this parameter")
+        # issue 17: encryption: "true" puts LINSTOR's LUKS layer right above the storage layer
+        # (drbd luks storage by default), see with_encryption
+        layers = with_encryption(layers)
+        p = _replace(p, layer_list=layers)
     if p.resource_group_generated and "resource_group" not in values:
         p = _replace(p, resource_group=generated_resource_group(p))
     else:
@@ -349,6 +354,20 @@ def _settle(p: VolumeParameters, values: dict[str, Any], remote_access: RemoteAc
         warnings.append("usePvcName needs the provisioner's --extra-create-metadata; "
                         "using the volume name")
     return p
+
+
+def with_encryption(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The layer list with LUKS inserted right above STORAGE (LINSTOR's own default stack for
+    encrypted volume definitions is DRBD, LUKS, STORAGE: CtrlRscLayerDataFactory
+    .createDefaultStack), so DRBD replicates the encrypted data and every replica holds only
+    ciphertext. The passphrases are LINSTOR's: it generates one per volume and keeps it
+    encrypted with its master passphrase (RscLuksLayerHelper, EncryptionHelper)."""
+    if "LUKS" in layers:
+        return layers
+    if "STORAGE" in layers:
+        i = layers.index("STORAGE")
+        return layers[:i] + ("LUKS",) + layers[i:]
+    return layers + ("LUKS", "STORAGE")
 
 
 def _check_names(key: str, names: tuple[str, ...], valid: Any, kind: str) -> tuple[str, ...]:

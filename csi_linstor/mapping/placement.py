@@ -130,7 +130,9 @@ class Placement(VolumeLookups):
             except LinstorError as err:
                 if not (err.has(consts.FAIL_NOT_ENOUGH_NODES)
                         or err.has(consts.FAIL_NOT_FOUND_STOR_POOL)):
-                    raise
+                    # e.g. no master passphrase for a luks stack: nothing half-created stays
+                    self._cleanup_failed_create(spec, deadline)
+                    raise self._placement_error(spec, err, deadline) from err
         sf = self._place_filter(spec, None if skip_constraint else allowed)
         try:
             self.client.post(f"/v1/resource-definitions/{rd}/autoplace", deadline=deadline,

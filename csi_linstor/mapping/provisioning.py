@@ -23,7 +23,7 @@ from csi_linstor.errors import (
 from csi_linstor.linstor import consts, queries, versions
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
-from csi_linstor.mapping import ids
+from csi_linstor.mapping import ids, qos
 from csi_linstor.mapping.clone import _unfixed_clone
 from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.mapping.restore import _restored_over
@@ -143,6 +143,7 @@ class Provisioning(VolumeLookups):
         if spec.params.pvc_namespace:
             props[PROP_PVC_NAMESPACE] = spec.params.pvc_namespace
         props.update(spec.mutable_props)
+        props.update(qos.rd_props(spec.params.qos))  # issue 17 hook: IO QoS limits
         if done:
             props[PROP_DONE] = DONE_VALUE
         return props

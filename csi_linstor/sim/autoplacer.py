@@ -176,6 +176,8 @@ class Autoplacer(ControllerState):
 
     def _add_resource(self, rd: ResourceDef, node: Node, pool: Pool | None, r: Reply,
                       flags: list[str] | None = None) -> Resource:
+        if pool is not None and pool.kind != "DISKLESS":
+            self.require_crypt_key(rd.layer_stack, rd.name, r)  # type: ignore[attr-defined]
         pname = pool.name if pool is not None else DISKLESS_POOL
         res = Resource(rd=rd.key, node=node.name, pool=pname, node_id=self._next_node_id(rd),
                        flags=list(flags or []))

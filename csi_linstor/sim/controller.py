@@ -27,6 +27,7 @@ from __future__ import annotations
 from .autoplacer import Autoplacer
 from .definitions import DefinitionRoutes
 from .groups import GroupRoutes
+from .luks import LuksMixin  # issue 17: the LUKS layer and master passphrase
 from .nodes import NodeRoutes
 from .properties import PropertyRoutes
 from .remotes import RemoteRoutes
@@ -42,5 +43,5 @@ from .volume_definitions import VolumeDefinitionRoutes
 
 class Controller(NodeRoutes, PropertyRoutes, GroupRoutes, DefinitionRoutes,
                  VolumeDefinitionRoutes, ResourceRoutes, SnapshotRoutes, RemoteRoutes, ViewRoutes,
-                 Autoplacer, TieBreaker, SatelliteRules, JsonRendering, ControllerState):
+                 LuksMixin, Autoplacer, TieBreaker, SatelliteRules, JsonRendering, ControllerState):
     """The whole simulated controller; the constructor is ``ControllerState.__init__``."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import consts as C
+from . import luks
 from .model import (
     SNAPSHOT_PROVIDERS,
     THIN_PROVIDERS,
@@ -162,7 +163,10 @@ class JsonRendering(ControllerState):
             return prune({"volume_number": vd.nr, "storage_pool_name": res.pool,
                           "provider_kind": kind, "device_path": st["device_path"],
                           "allocated_size_kib": vd.size_kib,
-                          "layer_data_list": [{"type": "STORAGE", "data": st}],
+                          "layer_data_list": ([{"type": "LUKS", "data": luks.luks_volume(
+                              rd.name, vd.nr, st["device_path"], vd.size_kib,
+                              self._reported(res))}] if "LUKS" in rd.layer_stack else [])
+                          + [{"type": "STORAGE", "data": st}],
                           "uuid": vd.uuid})
         dev = self._dev_path(vd)
         reported = self._reported(res)
@@ -183,6 +187,10 @@ class JsonRendering(ControllerState):
                                   "device_path": self._storage_dev(rd, res, vd),
                                   "allocated_size_kib": vd.size_kib + 4,
                                   "usable_size_kib": vd.size_kib + 4}
+            if "LUKS" in rd.layer_stack:  # DRBD on LUKS on STORAGE (sim/luks.py)
+                drbd_data["backing_device"] = luks.luks_device(rd.name, vd.nr)
+                layers.append({"type": "LUKS", "data": luks.luks_volume(
+                    rd.name, vd.nr, st["device_path"], vd.size_kib + 4, reported)})
             layers.append({"type": "STORAGE", "data": st})
         v: dict[str, Any] = {
             "volume_number": vd.nr,
@@ -268,8 +276,13 @@ class JsonRendering(ControllerState):
         }
         layer: dict[str, Any] = {"type": "DRBD", "drbd": drbd}
         if not res.diskless:
-            layer["children"] = [{"type": "STORAGE",
-                                  "storage": {"storage_volumes": storage_vols}}]
+            child: dict[str, Any] = {"type": "STORAGE",
+                                     "storage": {"storage_volumes": storage_vols}}
+            if "LUKS" in rd.layer_stack:  # sim/luks.py: DRBD on LUKS on STORAGE
+                child = {"type": "LUKS", "luks": {"luks_volumes": [luks.luks_volume(
+                    rd.name, sv["volume_number"], sv["device_path"], sv["allocated_size_kib"],
+                    reported) for sv in storage_vols]}, "children": [child]}
+            layer["children"] = [child]
         d: dict[str, Any] = {
             "name": rd.name,
             "node_name": res.node,

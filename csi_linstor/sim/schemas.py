@@ -96,6 +96,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, str]] = {
         "operation": "s", "storage_pool": "s", "migrate_from": "s", "layer_list": "l",
     },
     "KeyValueStoreModify": dict(PROPS_MODIFY),
+    "PassPhraseCreate": {"new_passphrase": "s", "old_passphrase": "s"},
     "ControllerPropsModify": dict(PROPS_MODIFY),
 }
 

@@ -98,6 +98,8 @@ ROUTES: list[tuple[str, str, str, tuple[int, int, int] | None]] = [
     ("GET", "/v1/remotes/linstor", "h_remotes_kind", None),
     ("GET", "/v1/remotes/ebs", "h_remotes_kind", None),
     ("GET", "/v1/key-value-store", "h_kvs_list", None),
+    ("GET", "/v1/encryption/passphrase", "h_passphrase_status", None),
+    ("POST", "/v1/encryption/passphrase", "h_passphrase_create", None),
     ("GET", "/v1/key-value-store/{inst}", "h_kvs_get", None),
     ("PUT", "/v1/key-value-store/{inst}", "h_kvs_modify", None),
     ("DELETE", "/v1/key-value-store/{inst}", "h_kvs_delete", None),

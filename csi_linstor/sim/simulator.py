@@ -62,6 +62,9 @@ class SimConfig:
     tls_client_ca: Path | None = None
     # Bearer-token mode (LINSTOR >= 1.34, Auth/TokenAuthenticationEnabled): accepted tokens.
     bearer_tokens: list[str] = field(default_factory=list)
+    # LINSTOR's master passphrase (sim/luks.py): None = unset, so LUKS stacks fail as in LINSTOR
+    # until one is created (POST /v1/encryption/passphrase or this field).
+    master_passphrase: str | None = None
 
     @property
     def https(self) -> bool:

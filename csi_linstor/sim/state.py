@@ -43,6 +43,7 @@ class ControllerState:
         self.kvs: dict[str, dict[str, str]] = {}
         self.linstor_remotes: dict[str, dict[str, str]] = {}
         self.ctrl_props: dict[str, str] = {}
+        self.master_passphrase: str | None = getattr(cfg, "master_passphrase", None)  # luks.py
         self.minors_used: set[int] = set()
         self.ports_used: set[int] = set()
         self.clone_polls = cfg.clone_polls

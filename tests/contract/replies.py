@@ -42,6 +42,7 @@ REPLY_SCHEMAS: dict[tuple[str, str], str] = {
     ("POST", RD + "/clone"): "ResourceDefinitionCloneStarted",
     ("GET", RD + "/clone/{dst}"): "ResourceDefinitionCloneStatus",
     ("GET", "/v1/key-value-store"): "KeyValueStore[]",
+    ("GET", "/v1/encryption/passphrase"): "PassphraseStatus[]",
     # The spec says one object; LINSTOR answers a one-element list (linstor-facts §9 C3).
     ("GET", "/v1/key-value-store/{inst}"): "KeyValueStore[]",
     # The spec says an array of RemoteList; LINSTOR answers one RemoteList (§9 C1).

@@ -182,9 +182,11 @@ def test_rest_call_budget(env):
     delete, _ = calls(env.ctl.DeleteVolume, csi_pb2.DeleteVolumeRequest(volume_id="pvc-count"))
     print(f"REST calls: first create={first} (+1 version check) create={create} "
           f"publish={publish} unpublish={unpublish} delete={delete}")
-    # publish: resources, make-available, and (for a filesystem publish) the resource definition,
-    # whose access type says whether the volume was created as raw block (issue 12)
-    assert first <= 3 and create <= 3 and publish <= 3 and unpublish <= 2 and delete <= 2
+    # publish: the resource definition (its access type says whether the volume was created as
+    # raw block, issue 12; its IO QoS limits), the resources, make-available, and for the
+    # attachment record (issue 17) the node's resources (attach limit, read-only check) and the
+    # record itself; unpublish: the resources and the diskless attachment's removal
+    assert first <= 3 and create <= 3 and publish <= 5 and unpublish <= 2 and delete <= 2
     assert later_version_checks == 0
     assert pub.publish_context["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
 

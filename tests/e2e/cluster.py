@@ -193,12 +193,13 @@ class Cluster:
         for stubs in [self.controller, *self.nodes.values()]:
             stubs.wait_ready()
 
-    def start_controller(self, name: str, linstor_url: str, *, wait: bool = False) -> Stubs:
+    def start_controller(self, name: str, linstor_url: str, *, wait: bool = False,
+                         extra: tuple[str, ...] = ()) -> Stubs:
         sock = self.tmp / f"{name}.sock"
         self._spawn(name, _driver_cmd(
             "serve", "--mode", "controller", "--linstor-endpoint", linstor_url,
             "--csi-endpoint", f"unix://{sock}", "--log-level", "debug",
-            "--linstor-timeout", "10"))
+            "--linstor-timeout", "10", *extra))
         stubs = Stubs(sock)
         self._stubs.append(stubs)
         if wait:

@@ -135,7 +135,17 @@ def test_story1_example_classes_provision_as_they_say(kube: Kube) -> None:
     if kube.backend == "real":
         pytest.skip("the example classes ask for 2 and 3 DRBD replicas; real LINSTOR here has one "
                     "node and no DRBD (the other stories run there)")
+    import requests
+
     for sc in example_classes(kube):
+        if sc["parameters"].get("encryption") == "true":
+            # what storageclass-encrypted.yaml tells the administrator to do first
+            # (`linstor encryption create-passphrase`); once per simulator
+            status = kube.linstor("/v1/encryption/passphrase")
+            if status and status[0]["status"] == "unset":
+                r = requests.post(kube.linstor_url + "/v1/encryption/passphrase",
+                                  json={"new_passphrase": "k8s-story"}, timeout=30)
+                assert r.status_code == 200, r.text
         kube.cluster.apply([sc])
         name = sc["metadata"]["name"]
         claim = pvc(kube, _name("pvc-ex"), name)
@@ -192,6 +202,32 @@ def test_story3_attach_through_a_volume_attachment_and_detach_on_pod_delete(kube
     wait_for(lambda: not attachments(kube, c.spec.volume_name), 90, "VolumeAttachment deleted")
     if node != replica:
         wait_for(lambda: node not in kube.resources(rd), 30, "the diskless attachment removed")
+
+
+def test_story3b_io_qos_limits_reach_the_volume_attachment_metadata(kube: Kube) -> None:
+    """Issue 17: the real external-attacher copies the publish context into the
+    VolumeAttachment, where nri-volume-qos reads the limits with LINBIT's keys; the driver
+    records the attachment on the node's LINSTOR resource while it lasts."""
+    sc = storage_class(kube, _name("sc-qos"), {"placementCount": "1",
+                                               "qos.linbit.com/rbps": "100Mi",
+                                               "qos.linbit.com/wiops": "1000"})
+    claim = pvc(kube, _name("pvc-qos"), sc)
+    c = bound(kube, claim)
+    rd = volume_id(kube, c)
+    node = next(iter(kube.diskful(rd)))
+    app = pod(kube, _name("app"), claim, node=node)
+    va = wait_for(lambda: [v for v in attachments(kube, c.spec.volume_name)
+                           if v.status and v.status.attached], 60, "VolumeAttachment attached")[0]
+    meta = va.status.attachment_metadata or {}
+    assert meta.get("qos.linbit.com/rbps") == str(100 * 1024 ** 2), meta
+    assert meta.get("qos.linbit.com/wiops") == "1000", meta
+    assert meta.get("qos.linbit.com/device") == meta["linstor.csi.linbit.com/device-path"], meta
+    recorded = kube.linstor(f"/v1/resource-definitions/{rd}/resources/{node}")
+    assert recorded["props"].get("Aux/csi-attached") == "rw", recorded
+    delete_pod(kube, app)
+    wait_for(lambda: not attachments(kube, c.spec.volume_name), 90, "VolumeAttachment deleted")
+    recorded = kube.linstor(f"/v1/resource-definitions/{rd}/resources/{node}")
+    assert "Aux/csi-attached" not in (recorded.get("props") or {}), recorded
 
 
 def test_story4_expansion_grows_the_pv_and_linstor(kube: Kube) -> None:

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from csi_linstor.linstor import client, queries
-from csi_linstor.mapping import ids, volumes
+from csi_linstor.mapping import attachment_records as attachments
+from csi_linstor.mapping import ids, qos, volumes
 from csi_linstor.nodeops import fs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,3 +48,14 @@ def test_dead_helpers_stay_removed():
     assert not hasattr(ids, "require_volume_id")
     assert not hasattr(queries, "controller_version")
     assert not hasattr(client.LinstorClient, "supports")
+
+
+def test_qos_row_names_exactly_the_parsed_keys_and_the_rd_prefix():
+    row = _row("docs/parameters.md", "qos.linbit.com/rbps")
+    assert re.findall(r"`qos\.linbit\.com/(\w+)`", row)[:4] == list(qos.KEYS)
+    assert f"`{qos.RD_PREFIX}qos.linbit.com/<key>`" in row and f"`{qos.DEVICE_KEY}`" in row
+
+
+def test_attachment_record_key_is_the_documented_one():
+    text = (ROOT / "docs/parameters.md").read_text()
+    assert f"`{attachments.PROP_ATTACHED}`" in text and "RESOURCE_EXHAUSTED" in text

@@ -80,6 +80,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --driver-name={{ .Values.driverName }}
 - --property-namespace={{ .Values.propertyNamespace }}
 - --label-by-storage-pool={{ .Values.labelByStoragePool }}
+- --max-volumes-per-node={{ int .Values.maxVolumesPerNode }}
 {{- if .Values.linstor.bearerToken.secretName }}
 - --bearer-token=/etc/csi-linstor/bearer-token/{{ .Values.linstor.bearerToken.key }}
 {{- end }}
