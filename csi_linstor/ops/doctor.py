@@ -409,6 +409,11 @@ class Doctor:
                      + (f": {_ev(failed[-1])}" if failed else ""),
                      "a pool without free space cannot grow the volume: free space, or set the "
                      "request back to the current size (Kubernetes allows it after a failure)")
+        elif "FileSystemResizePending" in conds:
+            self.add(WARN, "expansion", f"the volume was grown to {want}; the filesystem "
+                     "grows when a pod next mounts it (FileSystemResizePending)",
+                     "start (or restart) a pod using the claim; kubelet then grows the "
+                     "filesystem through the node plugin")
         elif failed and ("Resizing" in conds or "InProgress" in resize_status):
             self.add(FAIL, "expansion", f"expansion to {want} is failing: {_ev(failed[-1])}",
                      "fix what the message says (often: not enough free space in the pool); "
@@ -417,11 +422,6 @@ class Doctor:
             self.add(WARN, "expansion", f"expansion from {have} to {want} is in progress "
                      "(controller side)", "csi-resizer is growing the LINSTOR volume; if it "
                      "stays, read the controller pod's csi-resizer log")
-        elif "FileSystemResizePending" in conds:
-            self.add(WARN, "expansion", f"the volume was grown to {want}; the filesystem "
-                     "grows when a pod next mounts it (FileSystemResizePending)",
-                     "start (or restart) a pod using the claim; kubelet then grows the "
-                     "filesystem through the node plugin")
         elif failed:
             self.add(WARN, "expansion", f"an earlier expansion failed: {_ev(failed[-1])}")
 
