@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,8 +125,9 @@ def test_status_shows_nodes_pools_and_exits_zero_when_healthy(kube: Kube) -> Non
         if sp["provider_kind"] == "DISKLESS":
             continue
         row = pools[(sp["node_name"], sp["storage_pool_name"])]
-        assert (row["free_kib"], row["total_kib"]) == (sp.get("free_capacity"),
-                                                        sp.get("total_capacity"))
+        # free space is live on a real filesystem: only the total is compared exactly
+        assert row["total_kib"] == sp.get("total_capacity")
+        assert 0 <= row["free_kib"] <= row["total_kib"]
     code, text, _ = run(kube, "status")
     assert code == 0 and "no problems found" in text
     assert f"{len(kube.nodes)}/{len(kube.nodes)} nodes online" in text
@@ -156,22 +156,25 @@ def test_status_reports_an_offline_satellite_and_a_volume_in_use_on_an_unexpecte
     assert "start or fix the satellite on node-3" in text
 
 
-def test_status_watch_refreshes_until_interrupted(sim: Kube) -> None:
+def test_status_watch_refreshes_until_interrupted(sim: Kube, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "csi_linstor.cli", "status", "--no-kube",
-                             "--watch", "0.5", "--linstor-endpoint", sim.linstor_url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=REPO)
+    out_file = tmp_path / "watch.out"
+    with open(out_file, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "csi_linstor.cli", "status", "--no-kube",
+                                 "--watch", "0.2", "--linstor-endpoint", sim.linstor_url],
+                                stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=REPO)
     try:
-        time.sleep(1)
-        wait_for(lambda: proc.poll() is None, 5, "status --watch running")
+        wait_for(lambda: out_file.read_text().count("LINSTOR 1.33.3:") >= 2, 60,
+                 "two refreshes of status --watch")
         proc.send_signal(2)  # ^C
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0
-    assert out.count("LINSTOR 1.33.3:") >= 2, out
+            proc.wait(10)
+    assert proc.returncode == 0, out_file.read_text()[-2000:]
+    assert "Traceback" not in out_file.read_text()
 
 
 # -- report ----------------------------------------------------------------------------------------
