@@ -460,6 +460,26 @@ def test_doctor_snapshot_not_ready(sim: Kube) -> None:
     assert f"FAIL  snapshot: VolumeSnapshot {failed}: LINSTOR snapshot" in text
 
 
+def test_every_command_works_as_the_controller_pods_service_account(sim: Kube) -> None:
+    """What `kubectl exec` into the controller pod runs as: the chart's ServiceAccount (its
+    RBAC must let every check read what it needs) and LS_CONTROLLERS from the pod's env."""
+    sa = sim.csi.work / "controller-sa.kubeconfig"
+    sc = storage_class(sim, _name("sc-sa"), {"placementCount": "1"})
+    c = bound(sim, pvc(sim, _name("pvc-sa"), sc))
+    node = replica_node(sim, c)
+    pod(sim, _name("app"), c.metadata.name, node=node)
+    attached_va(sim, c.spec.volume_name)
+    for cmd in (["status"], ["report"]):
+        code, out, err = run(sim, *cmd, "--json", kubecfg=sa)
+        assert code in (0, 1) and not err.strip(), (cmd, err)
+        assert "not allowed" not in out
+    code, out, err = run(sim, "doctor", c.metadata.name, "-n", NS, "--json", kubecfg=sa)
+    res = json.loads(out)
+    assert code == 0, res
+    assert not [f for f in res["findings"] if "not allowed" in f["message"]]
+    assert finding(res, "attach", "ok")["message"].startswith(f"attached to {node}")
+
+
 # -- unreachable, and no secret printed ------------------------------------------------------------
 
 
