@@ -21,12 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from csi_linstor import ids
 from csi_linstor.errors import InvalidArgument
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.params import parse_volume_parameters
+from csi_linstor.ops.advice import attach_advice, provisioning_advice, snapshot_advice
 from csi_linstor.ops.common import FAIL, INFO, PASS, WARN, Finding
 from csi_linstor.ops.linstor_view import LinstorState
 from csi_linstor.ops.status import quorum
-from csi_linstor.params import parse_volume_parameters
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 
@@ -212,7 +213,7 @@ class Doctor:
         if failed:
             last = failed[-1]
             self.add(FAIL, "provisioning", f"provisioning failed: {_ev(last)}",
-                     _provisioning_advice(last.get("message") or ""))
+                     provisioning_advice(last.get("message") or ""))
             return
         if mode == "WaitForFirstConsumer" and not selected:
             users = claim_pods(o.pods or [], o.name)
@@ -293,7 +294,7 @@ class Doctor:
             for e in _warnings(o.pod_events.get(name, []),
                                ("FailedAttachVolume", "FailedMount", "FailedMapVolume")):
                 self.add(FAIL, "pod-events", f"pod {name}: {_ev(e)}",
-                         _attach_advice(e.get("message") or ""), subject=f"pod/{name}")
+                         attach_advice(e.get("message") or ""), subject=f"pod/{name}")
 
     def _node(self, node: str, vas: list[dict[str, Any]]) -> None:
         o = self.o
@@ -316,7 +317,7 @@ class Doctor:
             name = _g(va, "metadata", "name")
             if err:
                 self.add(FAIL, "attach", f"VolumeAttachment {name} to {node} failed: {err}",
-                         _attach_advice(err), subject=f"volumeattachment/{name}")
+                         attach_advice(err), subject=f"volumeattachment/{name}")
             elif not st.get("attached"):
                 self.add(WARN, "attach", f"VolumeAttachment {name} to {node} is not attached "
                          "yet", "csi-attacher is working on it; if it stays, check the "
@@ -326,7 +327,7 @@ class Doctor:
             derr = _g(st, "detachError", "message")
             if derr:
                 self.add(FAIL, "detach", f"VolumeAttachment {name} on {node} cannot detach: "
-                         f"{derr}", _attach_advice(derr), subject=f"volumeattachment/{name}")
+                         f"{derr}", attach_advice(derr), subject=f"volumeattachment/{name}")
         self._drbd_on(node, linstor_node)
 
     def _drbd_on(self, node: str, linstor_node: str) -> None:
@@ -444,14 +445,14 @@ class Doctor:
             events = _warnings(o.snapshot_events.get(name, []))
             if err or events:
                 self.add(FAIL, "snapshot", f"VolumeSnapshot {name} is not ready: "
-                         f"{err or _ev(events[-1])}", _snapshot_advice(err or events[-1].get(
+                         f"{err or _ev(events[-1])}", snapshot_advice(err or events[-1].get(
                              "message", "")), subject=subject)
             content = o.snapshot_contents.get(st.get("boundVolumeSnapshotContentName") or "")
             handle = _g(content, "status", "snapshotHandle")
             cerr = _g(content, "status", "error", "message")
             if cerr and cerr != err:
                 self.add(FAIL, "snapshot", f"VolumeSnapshotContent of {name}: {cerr}",
-                         _snapshot_advice(cerr), subject=subject)
+                         snapshot_advice(cerr), subject=subject)
             if handle and o.linstor is not None:
                 sid = ids.parse_snapshot_id(str(handle))
                 snap = next((s for s in o.linstor.snapshots_of(sid.resource)
@@ -474,45 +475,6 @@ class Doctor:
                 self.add(WARN, "snapshot", f"VolumeSnapshot {name} is not ready yet and "
                          "reports no error", "check that snapshot-controller and the "
                          "csi-snapshotter container run", subject=subject)
-
-
-def _provisioning_advice(msg: str) -> str:
-    m = msg.lower()
-    if "storage pool" in m or "storagepool" in m:
-        return ("the class names a storage pool LINSTOR does not have on enough nodes: fix the "
-                "class or create the pool (linstor storage-pool list)")
-    if "not enough" in m and ("node" in m or "free" in m or "space" in m):
-        return ("LINSTOR found too few nodes with free space for the class's placementCount: "
-                "add capacity or nodes, or use a class with fewer replicas")
-    if "unavailable" in m or "unreachable" in m or "connection" in m:
-        return "the driver cannot reach LINSTOR: check the controller and LS_CONTROLLERS"
-    if "invalid" in m or "parameter" in m:
-        return "fix the StorageClass parameter the message names (re-create the class)"
-    return "read the message above; csi-provisioner retries with backoff"
-
-
-def _attach_advice(msg: str) -> str:
-    m = msg.lower()
-    if "offline" in m or "not connected" in m or "unreachable" in m:
-        return "a LINSTOR satellite is offline: start it, the attach is retried"
-    if "not found" in m and "node" in m:
-        return "the Kubernetes node has no LINSTOR node of that name: register it or map names"
-    if "in use" in m or "busy" in m or "primary" in m:
-        return ("another node still uses the volume (ReadWriteOnce): stop the old pod, or wait "
-                "for its node to detach")
-    if "mount" in m or "format" in m or "fsck" in m:
-        return "the node plugin could not mount it: see the node plugin's log on that node"
-    return "see the controller's csi-attacher log and the node plugin's log"
-
-
-def _snapshot_advice(msg: str) -> str:
-    m = msg.lower()
-    if "not support" in m or "snapshot" in m and "pool" in m:
-        return ("the volume's storage pool cannot take snapshots (thick LVM, plain files): use a "
-                "thin LVM, ZFS or reflink file pool")
-    if "class" in m:
-        return "create the VolumeSnapshotClass (deploy/examples/snapshotclass.yaml)"
-    return "delete the VolumeSnapshot and retry; read the csi-snapshotter log for details"
 
 
 def diagnosis(findings: list[Finding]) -> str:

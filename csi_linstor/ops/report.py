@@ -10,15 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from csi_linstor import ids
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.volume_model import PROP_DELETED, PROP_DONE, PROP_NAME
 from csi_linstor.ops.common import FAIL, INFO, WARN, Finding, human_kib
 from csi_linstor.ops.linstor_view import LinstorState
-
-# Props this driver sets on the resource definitions it creates (csi_linstor/volumes.py).
-PROP_NAME = "Aux/csi-volume-name"
-PROP_DONE = "Aux/csi-provisioning-completed-by"
-PROP_DELETED = "Aux/csi-deleted"
-PROP_CLONE_FOR = "Aux/csi-clone-for"
 
 
 @dataclass
