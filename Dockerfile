@@ -48,10 +48,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && if [ ! -e /etc/mtab ]; then ln -s /proc/mounts /etc/mtab; fi
 
+# [operate]: the official kubernetes client, so `kubectl exec` into the controller pod can run
+# csi-linstor status | report | doctor
 COPY --from=builder /dist/ /dist/
-RUN pip install --no-cache-dir /dist/*.whl \
+RUN pip install --no-cache-dir "$(ls /dist/*.whl)[operate]" \
  && rm -rf /dist \
- && csi-linstor --help >/dev/null
+ && csi-linstor --help >/dev/null \
+ && csi-linstor doctor --help >/dev/null \
+ && python3 -c "import kubernetes"
 
 # Unprivileged default user; the chart's controller pod runs as this uid (runAsUser: 1000),
 # the node pod overrides it with uid 0 because it mounts and formats block devices.

@@ -1,4 +1,4 @@
-"""Command line: ``csi-linstor serve | sim | bench``. Flags → one typed, validated Config."""
+"""Command line: ``csi-linstor serve | sim | bench | status | report | doctor``. Flags → one typed, validated Config."""
 
 from __future__ import annotations
 
@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("bench", help="benchmark a CSI endpoint (see csi-linstor bench --help)",
                    add_help=False)
+    # operator commands (csi_linstor/ops): parsed there, listed here for --help
+    for name, text in (("status", "LINSTOR nodes, pools and abnormal resources"),
+                       ("report", "StorageClass -> PVC -> PV -> LINSTOR, and orphans"),
+                       ("doctor", "walk the troubleshooting handbook for one PVC")):
+        sub.add_parser(name, help=f"{text} (see csi-linstor {name} --help)", add_help=False)
     return parser
 
 
@@ -243,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         from csi_linstor.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] in ("status", "report", "doctor"):
+        from csi_linstor.ops.cli import main as ops_main
+
+        return ops_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":

@@ -47,7 +47,7 @@ if [ "$with_tests" = "--test" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
   fi
-  "${PIP[@]}" -e '.[test]'
+  "${PIP[@]}" -e '.[test,operate]'
   export PATH="$PATH:/usr/local/go/bin:${GOPATH:-$HOME/go}/bin"
   if ! command -v csi-sanity >/dev/null 2>&1 || \
      [ "$(cat "${GOPATH:-$HOME/go}/bin/.csi-sanity-version" 2>/dev/null)" != "$CSI_SANITY_VERSION" ]; then

@@ -57,7 +57,11 @@ def test_builder_builds_a_wheel_and_runtime_installs_it() -> None:
     runs = " ".join(a for w, a in ins if w == "RUN")
     assert "pip wheel --no-deps -w /dist ." in runs
     final_runs = " ".join(a for w, a in final_stage() if w == "RUN")
-    assert re.search(r"pip install --no-cache-dir /dist/\*\.whl", final_runs)
+    assert re.search(r"pip install --no-cache-dir /dist/\*\.whl"
+                     r"|pip install --no-cache-dir \"\$\(ls /dist/\*\.whl\)\[operate\]\"",
+                     final_runs), final_runs
+    # the operator commands (csi-linstor status | report | doctor) need the kubernetes client
+    assert "[operate]" in final_runs
     copies = [a for w, a in final_stage() if w == "COPY"]
     assert any(a.startswith("--from=builder") for a in copies)
     for compiler in ("gcc", "build-essential", "g++", "python3-dev"):

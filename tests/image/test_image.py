@@ -69,6 +69,8 @@ def test_image_contents(image: str, container: str) -> None:
         "for t in tini mkfs.ext4 mkfs.xfs xfs_growfs resize2fs blkid findmnt drbdsetup; do "
         "  command -v $t >/dev/null || echo MISSING $t; done; "
         "for t in gcc cc c++ g++ make; do command -v $t >/dev/null && echo COMPILER $t; done; "
+        "python3 -c 'import kubernetes' || echo MISSING kubernetes-client; "
+        "csi-linstor doctor --help >/dev/null || echo MISSING csi-linstor-doctor; "
         "/usr/bin/tini -- csi-linstor --version")
     out = _buildah("run", "--isolation", "chroot", container, "--", "sh", "-c", script)
     lines = out.split()
