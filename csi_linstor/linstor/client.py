@@ -166,6 +166,18 @@ class LinstorClient:
             self.session.trust_env = False
         return {"proxies": merged["proxies"], "verify": merged["verify"], "auth": auth}
 
+    def _prepare(self, method: str, url: str, params: Mapping[str, Any] | None, body: Any,
+                 auth: Any) -> requests.PreparedRequest:
+        """What ``Session.prepare_request`` builds, without its per-call merging of session
+        settings this client never sets (params, hooks, per-request headers): that merging
+        costs more CPU than the rest of the request preparation."""
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers=dict(self.session.headers),
+                         params=params, json=body,
+                         cookies=self.session.cookies if len(self.session.cookies) else None,
+                         auth=auth)
+        return prepared
+
     def close(self) -> None:
         self.session.close()
         if self._tmp is not None:
@@ -199,11 +211,10 @@ class LinstorClient:
             connect = min(self.connect_timeout, read)
             try:
                 env = self._environment[base]
-                response = self.session.request(
-                    method, base + path, params=params,
-                    json=body if body is not None else None,
+                response = self.session.send(
+                    self._prepare(method, base + path, params, body, env["auth"]),
                     timeout=(connect, read), verify=env["verify"], proxies=env["proxies"],
-                    auth=env["auth"], allow_redirects=False,
+                    cert=self.session.cert, stream=False, allow_redirects=False,
                 )
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
