@@ -25,7 +25,7 @@ from csi_linstor.errors import (
     NotFound,
     OutOfRange,
 )
-from csi_linstor.linstor import queries
+from csi_linstor.linstor import paged, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import Resource
 from csi_linstor.params import (
@@ -330,7 +330,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         page, token = paginate(vols, lambda v: v.id, request.max_entries, request.starting_token)
         by_rd: dict[str, list[Resource]] = {}
         if page:
-            for res in self.volumes.resources(None, call.deadline):
+            # issue 19: only the page's resources (csi_linstor/linstor/paged.py)
+            for res in paged.resources_of(self.linstor, [v.id for v in page], len(vols),
+                                          call.deadline):
                 by_rd.setdefault(res.name.upper(), []).append(res)
         entries = []
         for vol in page:

@@ -1,4 +1,4 @@
-"""``csi-linstor bench``: drive a CSI endpoint with a workload and print the figures.
+"""``csi-linstor bench <workload>``: drive a CSI endpoint with a workload and print the figures.
 
 Works against any CSI driver's socket (so drivers can be compared side by side). Against this
 driver on the simulator it also reports REST calls per RPC (from the simulator's counters), the
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial cycles used to count REST calls per RPC (default: %(default)s)")
     p.add_argument("--workers", type=int, default=32,
                    help="--workers of a driver the bench starts (default: %(default)s)")
-    p.add_argument("--driver-log-level", default="warning",
+    p.add_argument("--driver-log-level", default="info",
                    help="log level of a driver the bench starts (default: %(default)s)")
     return p
 
