@@ -43,8 +43,11 @@ def plot_scale(result: dict[str, Any], path: Path) -> None:
     vols = [max(1, e["volumes"]) for e in sizes]
     ax = axes[1][0]
     for cls, marker in (("plain", "o"), ("overprovision", "s")):
-        ax.plot(vols, [e["capacity"][cls]["p50_ms"] for e in sizes], marker=marker,
-                label=f"GetCapacity p50, class '{cls}'")
+        line = ax.plot(vols, [e["capacity"][cls]["p50_ms"] for e in sizes], marker=marker,
+                       label=f"p50, class '{cls}'")
+        ax.plot(vols, [e["capacity"][cls]["driver_p50_ms"] for e in sizes], marker=marker,
+                linestyle=":", color=line[0].get_color(),
+                label=f"of which the driver (p50), class '{cls}'")
     ax.axhline(10, color="red", linestyle="--", linewidth=1, label="target 10 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -74,14 +74,32 @@ class Counter:
 class Driver:
     def __init__(self, url: str, work: Path, log_level: str) -> None:
         self.socket = work / "csi.sock"
+        self.records = work / "rpcs.jsonl"
+        self.records.touch()
+        self._offset = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "csi_linstor.cli", "serve", "--mode", "controller",
+            [sys.executable, "-m", "csi_linstor.bench.timed_driver", str(self.records),
+             "serve", "--mode", "controller",
              "--csi-endpoint", f"unix://{self.socket}", "--linstor-endpoint", url,
              "--log-level", log_level],
             stdout=subprocess.DEVNULL, stderr=open(work / "driver.log", "w"))
         self.channel = grpc.insecure_channel(f"unix:{self.socket}")
         grpc.channel_ready_future(self.channel).result(timeout=60)
         self.ctl = csi_pb2_grpc.ControllerStub(self.channel)
+
+    def waited(self, method: str) -> float:
+        """Seconds the last ``method`` RPC waited on LINSTOR (timed_driver's record)."""
+        for _ in range(100):
+            with open(self.records) as f:
+                f.seek(self._offset)
+                lines = f.readlines()
+            recs = [json.loads(x) for x in lines if x.endswith("\n")]
+            mine = [r for r in recs if r["method"] == method]
+            if mine:
+                self._offset += sum(len(x.encode()) for x in lines if x.endswith("\n"))
+                return float(mine[-1]["linstor_wait_s"])
+            time.sleep(0.01)
+        raise RuntimeError(f"the driver recorded no {method}")
 
     def close(self) -> None:
         self.channel.close()
@@ -103,25 +121,29 @@ class Measure:
     def __init__(self, driver: Driver, sim: Simulator, args: argparse.Namespace) -> None:
         self.driver = driver
         self.counter = Counter(sim)
+        self.sim = sim
         self.args = args
         self.nodes = sorted(n.name for n in sim.controller.nodes.values())
 
-    def call(self, out: dict[str, list[tuple[int, int, float]]], method: str,
+    def call(self, out: dict[str, list[tuple[int, int, float, float]]], method: str,
              request: Any) -> Any:
         self.counter.take()
         start = time.perf_counter()
         reply = getattr(self.driver.ctl, method)(request, timeout=self.args.timeout)
         elapsed = time.perf_counter() - start
         calls, nbytes, _ = self.counter.take()
-        out.setdefault(method, []).append((calls, nbytes, elapsed))
+        driver = elapsed - self.driver.waited(method)
+        out.setdefault(method, []).append((calls, nbytes, elapsed, driver))
         return reply
 
-    def lifecycle(self, out: dict[str, list[tuple[int, int, float]]], index: int) -> None:
+    def lifecycle(self, out: dict[str, list[tuple[int, int, float, float]]], index: int) -> None:
         c = csi_pb2
         vol = self.call(out, "CreateVolume", c.CreateVolumeRequest(
             name=f"pvc-{uuid.uuid4()}", capacity_range=c.CapacityRange(required_bytes=GiB),
             volume_capabilities=[CAPABILITY], parameters=CLASSES["plain"])).volume
-        node = self.nodes[(index * 7 + 3) % len(self.nodes)]  # mostly not a replica: diskless
+        replicas = set(self.sim.controller.rds[vol.volume_id.upper()].resources)
+        node = next(n for n in self.nodes[index % len(self.nodes):] + self.nodes
+                    if n.upper() not in replicas)  # a diskless attach, the costlier publish
         self.call(out, "ControllerPublishVolume", c.ControllerPublishVolumeRequest(
             volume_id=vol.volume_id, node_id=node, volume_capability=CAPABILITY,
             volume_context=vol.volume_context))
@@ -135,7 +157,7 @@ class Measure:
         self.call(out, "DeleteSnapshot", c.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
         self.call(out, "DeleteVolume", c.DeleteVolumeRequest(volume_id=vol.volume_id))
 
-    def pages(self, out: dict[str, list[tuple[int, int, float]]]) -> None:
+    def pages(self, out: dict[str, list[tuple[int, int, float, float]]]) -> None:
         c = csi_pb2
         for _ in range(self.args.repeat):
             first = self.call(out, "ListVolumes", c.ListVolumesRequest(max_entries=self.args.page))
@@ -153,6 +175,7 @@ class Measure:
         results: dict[str, Any] = {}
         for cls, params in CLASSES.items():
             latencies: list[float] = []
+            driver_ms: list[float] = []
             calls: list[int] = []
             sent: list[int] = []
             start = time.perf_counter()
@@ -165,6 +188,7 @@ class Measure:
                     volume_capabilities=[CAPABILITY], parameters=params,
                     accessible_topology=topo), timeout=self.args.timeout)
                 latencies.append(time.perf_counter() - t0)
+                driver_ms.append(latencies[-1] - self.driver.waited("GetCapacity"))
                 n, b, _ = self.counter.take()
                 calls.append(n)
                 sent.append(b)
@@ -173,13 +197,15 @@ class Measure:
                 "round_seconds": round(time.perf_counter() - start, 3),
                 "p50_ms": round(_pct(latencies, 0.5) * 1000, 2),
                 "p99_ms": round(_pct(latencies, 0.99) * 1000, 2),
+                "driver_p50_ms": round(_pct(driver_ms, 0.5) * 1000, 2),
+                "driver_p99_ms": round(_pct(driver_ms, 0.99) * 1000, 2),
                 "rest_calls": round(statistics.mean(calls), 2),
                 "kib_received": round(statistics.mean(sent) / 1024, 1),
             }
         return results
 
 
-def _summary(samples: dict[str, list[tuple[int, int, float]]]) -> dict[str, Any]:
+def _summary(samples: dict[str, list[tuple[int, int, float, float]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for method, rows in samples.items():
         out[method] = {
@@ -187,6 +213,7 @@ def _summary(samples: dict[str, list[tuple[int, int, float]]]) -> dict[str, Any]
             "rest_calls": round(statistics.mean(r[0] for r in rows), 2),
             "kib_received": round(statistics.mean(r[1] for r in rows) / 1024, 2),
             "p50_ms": round(_pct([r[2] for r in rows], 0.5) * 1000, 2),
+            "driver_p50_ms": round(_pct([r[3] for r in rows], 0.5) * 1000, 2),
         }
     return out
 
@@ -222,7 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 seeded = size - 1
             else:
                 seed_seconds = 0.0
-            samples: dict[str, list[tuple[int, int, float]]] = {}
+            samples: dict[str, list[tuple[int, int, float, float]]] = {}
             for i in range(args.repeat):
                 measure.lifecycle(samples, i)
             measure.pages(samples)
@@ -250,22 +277,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     sizes = list(result["sizes"].items())
     print(f"simulator with {result['nodes']} nodes; per cluster size: REST calls / KiB "
-          "received / p50 ms per RPC")
-    head = f"{'RPC':<27}" + "".join(f"{e['volumes']:>8} vols{'':>14}" for _, e in sizes)
+          "received / p50 ms / of which the driver's p50 ms (latency minus LINSTOR wait)")
+    head = f"{'RPC':<27}" + "".join(f"{e['volumes']:>8} vols{'':>23}" for _, e in sizes)
     print(head)
     methods = list(FLAT_RPCS) + ["ListVolumes", "ListSnapshots"]
     for m in methods:
         cells = []
         for _, e in sizes:
             r = e["rpcs"].get(m)
-            cells.append(f"{r['rest_calls']:>6} {r['kib_received']:>9} {r['p50_ms']:>8}"
-                         if r else f"{'-':>25}")
+            cells.append(f"{r['rest_calls']:>6} {r['kib_received']:>9} {r['p50_ms']:>8} "
+                         f"{r['driver_p50_ms']:>8}" if r else f"{'-':>34}")
         print(f"{m:<27}" + " ".join(cells))
     for cls in CLASSES:
         cells = []
         for _, e in sizes:
             c = e["capacity"][cls]
-            cells.append(f"{c['rest_calls']:>6} {c['kib_received']:>9} {c['p50_ms']:>8}")
+            cells.append(f"{c['rest_calls']:>6} {c['kib_received']:>9} {c['p50_ms']:>8} "
+                         f"{c['driver_p50_ms']:>8}")
         print(f"{'GetCapacity (' + cls + ')':<27}" + " ".join(cells))
     for cls in CLASSES:
         print(f"capacity round ({cls}, {sizes[0][1]['capacity'][cls]['segments']} segments "
