@@ -405,9 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Drive a CSI endpoint with a workload and print per-RPC latency, errors and "
                     "throughput. Without --csi-endpoint, starts its own LINSTOR simulator and "
                     "driver (and then also reports REST calls per RPC, driver overhead, RSS and "
-                    "Probe readiness).",
+                    "Probe readiness). See also `csi-linstor bench scale --help` (cost per RPC "
+                    "as the cluster grows) and `csi-linstor bench real --help` (against real "
+                    "LINSTOR).",
     )
-    p.add_argument("workload", choices=WORKLOADS,
+    p.add_argument("workload", choices=WORKLOADS,  # `bench scale` and `bench real`: __init__.py
                    help="create-delete: CreateVolume+DeleteVolume; full-cycle: create, controller "
                         "publish, stage, publish, unpublish, unstage, controller unpublish, delete; "
                         "snapshot: create, snapshot, restore, delete all")
