@@ -37,9 +37,9 @@ import grpc
 
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.bench.cpu import RssSampler, _pct, _rss_kib
+from csi_linstor.mapping.topology import HOSTNAME_KEY
 from csi_linstor.sim import SimConfig, Simulator
 from csi_linstor.sim.seed import replicate
-from csi_linstor.topology import HOSTNAME_KEY
 
 GiB = 1 << 30
 MONITOR = "GET /v1/controller/version"

@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .controller import Controller, ResourceDef, Snapshot, new_uuid
+from .controller import Controller
+from .model import ResourceDef, Snapshot, new_uuid
 
 _NAMESPACE = uuid.UUID("6c0d6a4c-8f0e-4a55-9d1b-2f3b0f0a5eed")
 

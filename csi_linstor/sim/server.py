@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import consts as C
-from .controller import ApiError, Controller, Request, make_rc
+from .controller import Controller
+from .model import ApiError, Request, make_rc
 
 log = logging.getLogger("csi_linstor.sim")
 

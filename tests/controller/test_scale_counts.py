@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from csi_linstor._gen import csi_pb2
+from csi_linstor.mapping.topology import HOSTNAME_KEY
 from csi_linstor.sim import SimConfig
 from csi_linstor.sim.seed import replicate
-from csi_linstor.topology import HOSTNAME_KEY
 from tests.controller.conftest import close_env, make_env, sim_only
 
 GiB = 1 << 30

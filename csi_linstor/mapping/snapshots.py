@@ -25,20 +25,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from csi_linstor import ids
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from csi_linstor.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
-from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.volume_model import PROP_CLONE_FOR
+from csi_linstor.mapping.volumes import Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
 
