@@ -34,6 +34,7 @@ from csi_linstor.csi.messages import (
     unsupported_reason,
 )
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
+from csi_linstor.linstor import paged
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import attachment_records as attachments
 from csi_linstor.mapping import ids, qos
@@ -240,7 +241,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         page, token = paginate(vols, lambda v: v.id, request.max_entries, request.starting_token)
         by_rd: dict[str, list[Resource]] = {}
         if page:
-            for res in self.volumes.resources(None, call.deadline):
+            # issue 19: only the page's resources (csi_linstor/linstor/paged.py)
+            for res in paged.resources_of(self.linstor, [v.id for v in page], len(vols),
+                                          call.deadline):
                 by_rd.setdefault(res.name.upper(), []).append(res)
         entries = []
         for vol in page:

@@ -244,6 +244,7 @@ class App:
         self.faults = Faults()
         self.faults_lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self.reply_bytes: dict[str, int] = {}  # JSON bytes sent, keyed like counts
         self.counts_lock = threading.Lock()
         # The last request bodies (method, route template, body) for contract tests that check
         # every body a client sent against LINSTOR's OpenAPI schemas. Bounded; cheap.
@@ -287,9 +288,12 @@ class App:
         return None
 
     def record_reply(self, method: str, route: str, status: int, data: bytes) -> None:
-        """Keep a REST reply (encoded as sent) for contract tests; bounded, big ones skipped."""
-        if len(data) <= MAX_RECORDED_REPLY:
-            with self.counts_lock:
+        """Count a REST reply's bytes; keep it (encoded as sent) for contract tests, bounded,
+        big ones skipped."""
+        key = f"{method} {route}"
+        with self.counts_lock:
+            self.reply_bytes[key] = self.reply_bytes.get(key, 0) + len(data)
+            if len(data) <= MAX_RECORDED_REPLY:
                 self.replies.append((method, route, status, data))
 
     def route(self, method: str, raw_path: str, body: bytes, authorization: str | None = None

@@ -355,9 +355,16 @@ class Simulator:
         with self.app.counts_lock:
             return dict(self.app.counts)
 
+    def reply_bytes(self) -> dict[str, int]:
+        """JSON bytes of the REST replies sent (what a client received), keyed like
+        ``request_counts``."""
+        with self.app.counts_lock:
+            return dict(self.app.reply_bytes)
+
     def reset_counts(self) -> None:
         with self.app.counts_lock:
             self.app.counts.clear()
+            self.app.reply_bytes.clear()
 
     def request_bodies(self) -> list[tuple[str, str, Any]]:
         """Bodies of the REST requests served (most recent 20000): (method, template, JSON)."""
@@ -403,7 +410,9 @@ class Simulator:
         parts = [p for p in path.split("/") if p][1:]
         if parts == ["stats"] and method == "GET":
             counts = self.request_counts()
+            sent = self.reply_bytes()
             return {"counts": counts, "total": sum(counts.values()),
+                    "reply_bytes": sent, "reply_bytes_total": sum(sent.values()),
                     "auth_failures": self.app.auth_failures,
                     "tls_failures": self.app.tls_failures}
         if parts in (["stats", "reset"], ["stats"]) and method in ("POST", "DELETE"):

@@ -162,8 +162,10 @@ def test_admin_http_api(sim: Any, api: Api) -> None:
     assert s.post(u + "/sim/stats/reset").status_code == 200
     api.get("/v1/nodes")
     stats = s.get(u + "/sim/stats").json()
+    sent = stats.pop("reply_bytes")
     assert stats == {"counts": {"GET /v1/nodes": 1}, "total": 1, "auth_failures": 0,
-                     "tls_failures": 0}
+                     "tls_failures": 0, "reply_bytes_total": sent["GET /v1/nodes"]}
+    assert sent["GET /v1/nodes"] == len(api.get("/v1/nodes").content)  # what the client got
     s.post(u + "/sim/bearer-tokens", json={"tokens": ["t1"]})
     assert api.get("/v1/nodes").status_code == 401
     assert s.get(u + "/v1/nodes", headers={"Authorization": "Bearer t1"}).status_code == 200

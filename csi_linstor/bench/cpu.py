@@ -1,4 +1,4 @@
-"""``csi-linstor bench``: drive a CSI endpoint with a workload and print the figures.
+"""``csi-linstor bench <workload>``: drive a CSI endpoint with a workload and print the figures.
 
 Works against any CSI driver's socket (so drivers can be compared side by side). Against this
 driver on the simulator it also reports REST calls per RPC (from the simulator's counters), the
@@ -405,9 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Drive a CSI endpoint with a workload and print per-RPC latency, errors and "
                     "throughput. Without --csi-endpoint, starts its own LINSTOR simulator and "
                     "driver (and then also reports REST calls per RPC, driver overhead, RSS and "
-                    "Probe readiness).",
+                    "Probe readiness). See also `csi-linstor bench scale --help` (cost per RPC "
+                    "as the cluster grows) and `csi-linstor bench real --help` (against real "
+                    "LINSTOR).",
     )
-    p.add_argument("workload", choices=WORKLOADS,
+    p.add_argument("workload", choices=WORKLOADS,  # `bench scale` and `bench real`: __init__.py
                    help="create-delete: CreateVolume+DeleteVolume; full-cycle: create, controller "
                         "publish, stage, publish, unpublish, unstage, controller unpublish, delete; "
                         "snapshot: create, snapshot, restore, delete all")
@@ -436,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serial cycles used to count REST calls per RPC (default: %(default)s)")
     p.add_argument("--workers", type=int, default=32,
                    help="--workers of a driver the bench starts (default: %(default)s)")
-    p.add_argument("--driver-log-level", default="warning",
+    p.add_argument("--driver-log-level", default="info",
                    help="log level of a driver the bench starts (default: %(default)s)")
     return p
 
