@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
+from csi_linstor.backups import backup_class
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
@@ -399,7 +400,15 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc(required=("name", "source_volume_id"), lock=lambda r: f"snap:{r.name}")
     def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest,
                        call: Call) -> csi_pb2.CreateSnapshotResponse:
-        parse_snapshot_parameters(dict(request.parameters))
+        sp = parse_snapshot_parameters(dict(request.parameters))
+        if sp.type != "InCluster":  # hook: S3/Linstor snapshots (csi_linstor/backups.py)
+            remote = self.snapshots.backups.create(
+                request.name, request.source_volume_id, backup_class(sp.type, dict(sp.settings)),
+                dict(request.secrets), call.deadline)
+            return csi_pb2.CreateSnapshotResponse(snapshot=csi_pb2.Snapshot(
+                size_bytes=remote.size_bytes, snapshot_id=remote.id,
+                source_volume_id=request.source_volume_id,
+                creation_time=_timestamp(remote.created_ms), ready_to_use=remote.ready))
         info = self.snapshots.create(request.name, request.source_volume_id, call.deadline)
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(info))
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from csi_linstor import ids
+from csi_linstor.backups import Backups
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import (
     Aborted,
@@ -85,6 +86,9 @@ class Snapshots:
     def __init__(self, client: LinstorClient, volumes: Volumes) -> None:
         self.client = client
         self.volumes = volumes
+        # S3/Linstor snapshots (issue 18): csi_linstor/backups.py; restores ask it for them
+        self.backups = Backups(client, self)
+        volumes.remote_snapshots = self.backups.materialize
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -123,10 +127,14 @@ class Snapshots:
 
     def get(self, snapshot_id: str, deadline: Deadline) -> SnapshotInfo | None:
         """The snapshot ``snapshot_id`` names; None when missing or not a snapshot id at all."""
-        try:
-            snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
-        except InvalidArgument:
-            return None  # S3/Linstor ids: nothing of ours to report
+        sid = ids.parse_snapshot_id(snapshot_id)
+        if sid is not None and sid.type != "InCluster":  # hook: remote snapshots (backups.py)
+            remote = self.backups.get(sid, deadline)
+            return None if remote is None else SnapshotInfo(
+                resource=sid.resource, name=sid.snapshot, size_bytes=remote.size_bytes,
+                created_ms=remote.created_ms, ready=remote.ready, failed=False, props={},
+                handle=remote.id)
+        snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
         if snap is None:
             return None
         info = snapshot_info(snap)
@@ -242,9 +250,9 @@ class Snapshots:
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
             return
-        if sid.type != "InCluster":
-            raise InvalidArgument(f"{sid.type} snapshots are not supported by this driver yet; "
-                                  f"delete {snapshot_id} with LINSTOR's backup commands")
+        if sid.type != "InCluster":  # hook: remote snapshots (backups.py)
+            self.backups.delete(sid, deadline)
+            return
         self._delete(sid.resource, sid.snapshot, deadline)
 
     def _delete(self, rd: str, snap: str, deadline: Deadline) -> None:

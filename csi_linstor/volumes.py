@@ -189,6 +189,8 @@ class Volumes:
         self.ns = property_namespace
         self.poll_interval = poll_interval
         self._known_rgs: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        # S3/Linstor snapshot ids -> a local snapshot (set by Snapshots: backups.materialize)
+        self.remote_snapshots: Any = None
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -664,9 +666,11 @@ class Volumes:
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
             return None
-        if sid.type != "InCluster":
-            raise InvalidArgument(f"snapshot {snapshot_id}: {sid.type} snapshots are not "
-                                  "supported by this driver yet")
+        if sid.type != "InCluster":  # hook: S3/Linstor snapshots (backups.py materialize)
+            if self.remote_snapshots is None:
+                raise InvalidArgument(f"snapshot {snapshot_id}: {sid.type} snapshots need "
+                                      "the snapshot service")
+            return self.remote_snapshots(sid, deadline)
         try:
             return queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
         except LinstorError as err:

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import backup_routes
 from . import consts as C
 from .controller import ApiError, Controller, Request, make_rc
 
@@ -90,12 +91,8 @@ ROUTES: list[tuple[str, str, str, tuple[int, int, int] | None]] = [
     ("POST", RD + "/snapshot-restore-resource/{snap}", "h_restore_resource", None),
     ("POST", RD + "/clone", "h_clone", None),
     ("GET", RD + "/clone/{dst}", "h_clone_status", None),
-    ("GET", "/v1/remotes", "h_remotes", None),
-    ("DELETE", "/v1/remotes", "h_remote_delete", None),
-    ("GET", "/v1/remotes/{remote}/backups", "h_backups", None),
-    ("GET", "/v1/remotes/s3", "h_remotes_kind", None),
-    ("GET", "/v1/remotes/linstor", "h_remotes_kind", None),
-    ("GET", "/v1/remotes/ebs", "h_remotes_kind", None),
+    # /v1/remotes... and the backup routes: sim/backup_routes.py (issue 18)
+    *backup_routes.ROUTES,
     ("GET", "/v1/key-value-store", "h_kvs_list", None),
     ("GET", "/v1/key-value-store/{inst}", "h_kvs_get", None),
     ("PUT", "/v1/key-value-store/{inst}", "h_kvs_modify", None),
