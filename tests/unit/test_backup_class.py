@@ -1,0 +1,60 @@
+"""VolumeSnapshotClass settings for S3 and LINSTOR-to-LINSTOR snapshots (csi_linstor/backups.py),
+spelled as LINBIT's driver spells them (linstor-csi-facts §e)."""
+
+from __future__ import annotations
+
+import pytest
+
+from csi_linstor.backups import backup_class, parse_duration
+from csi_linstor.errors import InvalidArgument
+from csi_linstor.params import parse_snapshot_parameters
+
+NS = "snap.linstor.csi.linbit.com/"
+
+
+def cls(**kw: str):
+    p = parse_snapshot_parameters({NS + k.replace("_", "-"): v for k, v in kw.items()})
+    return backup_class(p.type, dict(p.settings))
+
+
+def test_s3_class() -> None:
+    c = cls(type="S3", remote_name="bk", s3_endpoint="s3.example.com", s3_bucket="b",
+            s3_signing_region="eu-1", s3_use_path_style="true", allow_incremental="true",
+            max_increments="5", full_snapshot_after="168h", delete_local="true")
+    assert (c.type, c.remote, c.s3_endpoint, c.s3_bucket, c.s3_region) == (
+        "S3", "bk", "s3.example.com", "b", "eu-1")
+    assert c.s3_path_style and c.allow_incremental and c.delete_local
+    assert (c.max_increments, c.full_after_s) == (5, 168 * 3600)
+
+
+def test_linstor_class() -> None:
+    c = cls(type="linstor", remote_name="dr", linstor_target_url="http://dr:3370",
+            linstor_target_cluster_id="abc", linstor_target_storage_pool="pool")
+    assert (c.type, c.target_url, c.target_cluster_id, c.target_pool) == (
+        "Linstor", "http://dr:3370", "abc", "pool")
+
+
+@pytest.mark.parametrize("kw,text", [
+    ({"type": "S3"}, "remote-name"),
+    ({"type": "S3", "remote_name": "bad name"}, "remote-name"),
+    ({"type": "S3", "remote_name": "r1", "max_increments": "-1"}, "max-increments"),
+    ({"type": "S3", "remote_name": "r1", "max_increments": "x"}, "max-increments"),
+    ({"type": "S3", "remote_name": "r1", "full_snapshot_after": "7 days"}, "full-snapshot-after"),
+    ({"type": "S3", "remote_name": "r1", "allow_incremental": "maybe"}, "allow-incremental"),
+])
+def test_bad_classes(kw: dict, text: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        cls(**kw)
+    assert text in err.value.message
+
+
+@pytest.mark.parametrize("text,seconds", [("168h", 604800.0), ("1h30m", 5400.0),
+                                          ("90s", 90.0), ("1.5h", 5400.0), ("250ms", 0.25)])
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7d", "h", "1h 2m", "-1h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
