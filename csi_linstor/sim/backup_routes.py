@@ -6,7 +6,10 @@ CtrlBackupRestoreApiCallHandler, CtrlBackupL2LSrcApiCallHandler/DstApiCallHandle
 
 - S3 remotes ``POST /v1/remotes/s3`` / ``PUT /v1/remotes/s3/{name}``, LINSTOR remotes
   ``POST /v1/remotes/linstor`` / ``PUT /v1/remotes/linstor/{name}``; a taken name is
-  FAIL_EXISTS_REMOTE; listings never show the keys or the passphrase (Json.apiToS3Remote).
+  FAIL_EXISTS_REMOTE; a new S3 remote must list its bucket with its keys; listings never show
+  the keys or the passphrase (Json.apiToS3Remote). Not modelled: LINSTOR stores the keys
+  encrypted and refuses an S3 remote while no master passphrase is set
+  (FAIL_NOT_FOUND_CRYPT_KEY, EncryptionHelper.encrypt); the simulator has no passphrase.
 - ``POST /v1/remotes/{r}/backups`` takes snapshot ``snap_name`` (default: the backup id) and
   uploads it: one data object per volume, then the ``.meta`` file (backup_store.py has the key
   layout). An incremental backup is based on the snapshot named by the RD prop
@@ -190,17 +193,30 @@ class BackupRoutes:
             raise r.error(FAIL_EXISTS_REMOTE, f"A remote with the name '{name}' already "
                           "exists. Please use a different name or try to modify the remote "
                           "instead.")
+        # CtrlRemoteApiCallHandler.createS3Remote: missing settings, then a listing of the
+        # bucket with the keys ("check if url and keys work together"), then "Remote created"
         missing = [k for k in ("endpoint", "bucket", "region", "access_key", "secret_key")
                    if not body.get(k)]
         if missing:
-            raise r.error(FAIL_INVLD_BACKUP_CONFIG, f"The S3 remote '{name}' needs "
-                          f"{', '.join(missing)}.")
-        self._bk.s3[name.upper()] = {
-            "remote_name": name, "endpoint": body["endpoint"], "bucket": body["bucket"],
-            "region": body["region"], "access_key": body["access_key"],
-            "secret_key": body["secret_key"], "use_path_style": bool(body.get("use_path_style"))}
-        r.add(C.CREATED, f"New S3 remote '{name}' created.", refs={"RemoteName": name})
-        return 201, r.entries
+            raise r.error(FAIL_INVLD_BACKUP_CONFIG | C.MASK_BACKUP, "The remote could not be "
+                          "created because the following required "
+                          f"{'parameter is' if len(missing) == 1 else 'parameters are'} "
+                          f"missing: [{', '.join(missing)}]", report=True)
+        rem = {"remote_name": name, "endpoint": body["endpoint"], "bucket": body["bucket"],
+               "region": body["region"], "access_key": body["access_key"],
+               "secret_key": body["secret_key"], "use_path_style": bool(body.get("use_path_style"))}
+        try:
+            self._bucket(rem).keys()
+        except Exception:  # noqa: BLE001 - LINSTOR: SdkClientException, details in its report
+            raise self._ctl().ApiError([self._ctl().make_rc(
+                C.FAIL_UNKNOWN_ERROR | C.MASK_BACKUP,
+                "The remote could not be reached with the given parameters and therefore wasn't "
+                "created.\nPlease check for spelling errors and that you have the correct "
+                "access-key and secret-key.\nFor more information on the error, please check the "
+                "error-report.", report=True)]) from None
+        self._bk.s3[name.upper()] = rem
+        # rest/v1/Remotes.java answers 200 (linstor-facts 3.11); the entry is CREATED|MASK_REMOTE
+        return 200, [self._ctl().make_rc(C.CREATED | MASK_REMOTE, "Remote created")]
 
     def h_bk_s3_modify(self, req: Any) -> tuple[int, Any]:
         body = self._body(req, "S3Remote")  # type: ignore[attr-defined]
@@ -227,11 +243,12 @@ class BackupRoutes:
                           "exists. Please use a different name or try to modify the remote "
                           "instead.")
         if not body.get("url"):
-            raise r.error(FAIL_INVLD_BACKUP_CONFIG, f"The LINSTOR remote '{name}' needs a url.")
+            raise r.error(FAIL_INVLD_BACKUP_CONFIG | C.MASK_BACKUP, "The remote could not be "
+                          "created because the following required parameter is missing: [url]",
+                          report=True)
         self.linstor_remotes[name] = {  # type: ignore[attr-defined]
             "remote_name": name, "url": body["url"], "cluster_id": body.get("cluster_id", "")}
-        r.add(C.CREATED, f"New LINSTOR remote '{name}' created.", refs={"RemoteName": name})
-        return 201, r.entries
+        return 200, [self._ctl().make_rc(C.CREATED | MASK_REMOTE, "Remote created")]
 
     def h_bk_linstor_modify(self, req: Any) -> tuple[int, Any]:
         body = self._body(req, "LinstorRemote")  # type: ignore[attr-defined]

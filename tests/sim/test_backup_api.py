@@ -35,7 +35,14 @@ def remote(api: Api, s3: S3Server, name: str = "bk") -> Any:
 
 
 def test_remotes_create_list_and_codes(sim: Any, api: Api, s3: S3Server) -> None:
-    assert remote(api, s3).status_code == 201
+    r = api.post("/v1/remotes/s3", {"remote_name": "nobucket", "endpoint": s3.url,
+                                    "bucket": "missing-bucket", "region": REGION,
+                                    "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+                                    "use_path_style": True})
+    assert r.status_code == 500 and has_rc(r.json(), C.FAIL_UNKNOWN_ERROR), r.text
+    r = api.post("/v1/remotes/s3", {"remote_name": "nokeys", "endpoint": s3.url})
+    assert has_rc(r.json(), 238 | C.MASK_ERROR) and "access_key" in r.json()[0]["message"]
+    assert remote(api, s3).status_code == 200
     r = remote(api, s3)
     assert r.status_code == 500 and has_rc(r.json(), FAIL_EXISTS_REMOTE)
     listed = api.get("/v1/remotes").json()["s3_remotes"]
@@ -52,7 +59,7 @@ def test_remotes_create_list_and_codes(sim: Any, api: Api, s3: S3Server) -> None
 def test_chain_delete_rules_and_restore(sim: Any, api: Api, s3: S3Server) -> None:
     api.rg("one", place_count=1)
     assert api.spawn("res1", rg="one").ok
-    assert remote(api, s3).status_code == 201
+    assert remote(api, s3).status_code == 200
     for i in range(3):
         r = api.post("/v1/remotes/bk/backups", {"rsc_name": "res1", "snap_name": f"s{i}",
                                                  "incremental": True})

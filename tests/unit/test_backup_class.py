@@ -58,3 +58,26 @@ def test_go_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_deploy_examples_are_classes_the_driver_accepts() -> None:
+    """The classes in deploy/examples (docs/backups.md) parse as documented."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+    docs = [d for f in ("snapshotclass-s3.yaml", "snapshotclass-linstor.yaml")
+            for d in yaml.safe_load_all((root / f).read_text()) if d]
+    classes = {d["metadata"]["name"]: d for d in docs if d["kind"] == "VolumeSnapshotClass"}
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    s3 = classes["linstor-s3-backups"]["parameters"]
+    p = parse_snapshot_parameters(s3)
+    c = backup_class(p.type, dict(p.settings))
+    assert (c.type, c.remote, c.max_increments, c.full_after_s) == ("S3", "backup-s3", 6,
+                                                                      168 * 3600)
+    assert s3["csi.storage.k8s.io/snapshotter-secret-name"] == secret["metadata"]["name"]
+    assert set(secret["stringData"]) == {"access-key", "secret-key"}
+    p = parse_snapshot_parameters(classes["linstor-dr-site"]["parameters"])
+    c = backup_class(p.type, dict(p.settings))
+    assert (c.type, c.remote, c.target_pool) == ("Linstor", "dr-site", "DfltStorPool")
