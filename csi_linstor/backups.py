@@ -46,6 +46,7 @@ from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
+from csi_linstor.volumes import PROP_DELETED
 
 log = logging.getLogger("csi_linstor.backups")
 
@@ -266,6 +267,56 @@ class Backups:
         return RemoteInfo(str(sid), size, int(b.get("start_timestamp", 0)),
                           bool(b.get("success")) and not b.get("shipping"))
 
+    def relabel(self, infos: list[Any], deadline: Deadline) -> list[Any]:
+        """ListSnapshots: local snapshots shipped to a remote answer with their remote id (as
+        CreateSnapshot returned it), and S3 backups whose local snapshot is gone are added
+        (LINBIT's driver lists every S3 remote's backups too). ``infos`` are SnapshotInfo."""
+        remotes = self.client.get("/v1/remotes", deadline=deadline) or {}
+        kinds = {r["remote_name"]: "S3" for r in remotes.get("s3_remotes") or []}
+        kinds |= {r["remote_name"]: "Linstor" for r in remotes.get("linstor_remotes") or []}
+        if not kinds:
+            return infos
+        seen = set()
+        for info in infos:
+            for name, kind in kinds.items():
+                if info.props.get(SRC.format(name) + "BackupTargetRemote"):
+                    status = info.props.get(SRC.format(name) + "ShippingStatus")
+                elif kind == "S3" and info.props.get(TGT + "BackupSrcRemote") == name:
+                    status = info.props.get(TGT + "ShippingStatus")  # downloaded from it
+                else:
+                    continue
+                info.handle = str(ids.SnapshotId(kind, name, info.resource, info.name))
+                info.ready = status == "Success"
+                seen.add(info.handle)
+                break
+        extra = []
+        for name, kind in sorted(kinds.items()):
+            if kind != "S3":
+                continue
+            try:
+                data = self.client.get(f"/v1/remotes/{name}/backups", deadline=deadline) or {}
+            except LinstorError as err:
+                log.warning("ListSnapshots: cannot list the backups of remote %s: %s", name,
+                            err.message)
+                continue
+            for b in (data.get("linstor") or {}).values():
+                rd, snap = b.get("origin_rsc", ""), b.get("origin_snap", "")
+                if not (ids.is_valid_name(rd) and ids.is_valid_name(snap)):
+                    continue
+                sid = str(ids.SnapshotId("S3", name, rd, snap))
+                if sid not in seen:
+                    seen.add(sid)
+                    extra.append((sid, rd, snap, b))
+        return infos + [self._listed(*e) for e in extra]
+
+    def _listed(self, sid: str, rd: str, snap: str, b: dict[str, Any]) -> Any:
+        from csi_linstor.snapshots import SnapshotInfo
+
+        return SnapshotInfo(resource=rd, name=snap, size_bytes=0,
+                            created_ms=int(b.get("start_timestamp", 0)),
+                            ready=bool(b.get("success")) and not b.get("shipping"),
+                            failed=False, props={}, handle=sid)
+
     # -- create --------------------------------------------------------------------------------
 
     def create(self, name: str, source: str, cls: BackupClass, secrets: Mapping[str, str],
@@ -392,6 +443,8 @@ class Backups:
             raise
         pools = [p.get("name", "") for p in info.get("storpools") or []]
         node, mapping = self._restore_target(pools, deadline)
+        holder_existed = self.snapshots.volumes.find(sid.resource, deadline,
+                                                     include_deleted=True) is not None
         body: dict[str, Any] = {"src_rsc_name": sid.resource, "src_snap_name": sid.snapshot,
                                 "target_rsc_name": sid.resource, "node_name": node,
                                 "download_only": True}
@@ -400,6 +453,11 @@ class Backups:
         self.client.post(f"/v1/remotes/{sid.remote}/backups/restore", deadline=deadline,
                          body=body)
         log.info("downloaded backup %s to node %s", sid, node)
+        if not holder_existed:
+            # the RD LINSTOR made to hold the download is no volume: retired like a deleted
+            # volume's, so no volume RPC sees it and DeleteSnapshot removes it with the snapshot
+            self.client.put(f"/v1/resource-definitions/{sid.resource}", deadline=deadline,
+                            body={"override_props": {PROP_DELETED: "true"}})
         return self._local(sid.resource, sid.snapshot, deadline)
 
     def _restore_target(self, pools: list[str], deadline: Deadline

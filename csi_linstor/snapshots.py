@@ -157,6 +157,9 @@ class Snapshots:
         # temporary snapshots of clones (volumes.PROP_CLONE_FOR) are not CSI snapshots
         out = [snapshot_info(s) for s in items
                if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
+        out = self.backups.relabel(out, deadline)  # hook: remote ids, S3-only backups
+        if source is not None:
+            out = [i for i in out if i.resource.upper() == source.upper()]
         return sorted(out, key=lambda s: s.id)
 
     # -- create -------------------------------------------------------------------------------

@@ -105,8 +105,16 @@ def test_s3_backup_restored_in_a_cluster_that_shares_only_the_bucket(
     for off, chunk in data:
         assert read(b, restored, off, len(chunk)) == chunk
     assert read(b, restored, MIB, 4096) == bytes(4096)  # never written: still zeros
+    # ListSnapshots in b shows the backup under its S3 id, as CreateSnapshot returned it
+    listed = b.ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest())
+    assert [e.snapshot.snapshot_id for e in listed.entries] == [snap.snapshot_id]
+    assert b.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries[0].volume.volume_id == \
+        restored  # the RD holding the download is no volume
+    assert len(b.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries) == 1
 
-    # the VolumeSnapshot is deleted: its backup leaves the bucket
+    # the VolumeSnapshot is deleted: its backup leaves the bucket, the download holder goes
+    b.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    assert b.rds() == [restored] and b.snapshots() == []
     a.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
     assert not [k for k in s3.keys(bucket) if "snap-dr" in k]
     a.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))  # again: OK
