@@ -42,7 +42,7 @@ from typing import Any
 from csi_linstor import ids
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound
-from csi_linstor.linstor import queries
+from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
@@ -328,6 +328,11 @@ class Backups:
         snap = ids.snapshot_name(name)
         sid = ids.SnapshotId(cls.type, cls.remote, source, snap)
         local = self._local(source, snap, deadline)
+        if local is not None and not local.deleting and cls.type == "Linstor" and \
+                not _status(local, cls.remote):
+            # our own snapshot, taken before a crash or a failed ship call: ship it now
+            self._ship(cls, source, snap, deadline)
+            local = self._local(source, snap, deadline)
         if local is not None and not local.deleting:
             status = _status(local, cls.remote)
             if not status:
@@ -353,6 +358,14 @@ class Backups:
 
     def _ship(self, cls: BackupClass, source: str, snap: str, deadline: Deadline) -> None:
         if cls.type == "Linstor":
+            # LINSTOR ships an existing src_snap_name; for a missing one it would invent a name
+            # (CtrlBackupL2LSrcApiCallHandler), so the snapshot is taken first
+            try:
+                self.client.post(f"/v1/resource-definitions/{source}/snapshots",
+                                 deadline=deadline, body={"name": snap})
+            except LinstorError as err:
+                if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
+                    raise
             body: dict[str, Any] = {"src_rsc_name": source, "src_snap_name": snap,
                                     "dst_rsc_name": L2L_PREFIX + source, "download_only": True}
             if cls.target_pool:

@@ -677,9 +677,15 @@ class BackupRoutes:
         rd = self._rd(body.get("src_rsc_name") or "", r)  # type: ignore[attr-defined]
         dst = ctl.check_name(body.get("dst_rsc_name"), C.FAIL_INVLD_RSC_NAME, "resource", r)
         ts = ctl.now_ms()
-        snap_name = body.get("src_snap_name") or store.backup_id(ts)
-        snap = rd.snapshots.get(snap_name.upper())
+        # CtrlBackupL2LSrcApiCallHandler: an existing src_snap_name is shipped (not if it
+        # failed or is being deleted); otherwise a new snapshot named after the backup id
+        snap = rd.snapshots.get((body.get("src_snap_name") or "").upper())
+        if snap is not None and ({"DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT"}
+                                 & set(snap.flags)):
+            raise r.error(C.FAIL_INVLD_REMOTE_NAME, "The given snapshot was not successful and "
+                          "can therefore not be shipped", report=True)
         if snap is None:
+            snap_name = store.backup_id(ts)
             snap = self._take_snapshot(rd, {"name": snap_name}, r)  # type: ignore[attr-defined]
             try:
                 self._capture(rd, snap)  # type: ignore[attr-defined]
