@@ -11,12 +11,12 @@ import grpc
 
 from csi_linstor._gen import csi_pb2_grpc
 from csi_linstor.config import Config
+from csi_linstor.csi.identity import IdentityServicer, LinstorMonitor
 from csi_linstor.deadline import Deadline
-from csi_linstor.identity import IdentityServicer, LinstorMonitor
 from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.mapping.topology import node_segments
 from csi_linstor.rpc import Metrics, Runtime
 from csi_linstor.server import CsiServer, prepare_unix_socket
-from csi_linstor.topology import node_segments
 
 log = logging.getLogger("csi_linstor.app")
 
@@ -84,7 +84,7 @@ class Driver:
         assert client is not None
         group = False
         if cfg.runs_controller:
-            from csi_linstor.controller import ControllerServicer
+            from csi_linstor.csi.controller import ControllerServicer
 
             controller = ControllerServicer(runtime, cfg, client)
             csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
@@ -93,7 +93,7 @@ class Driver:
                 csi_pb2_grpc.add_GroupControllerServicer_to_server(group_servicer, server)
                 group = True
         if cfg.runs_node:
-            from csi_linstor.node import NodeServicer
+            from csi_linstor.csi.node import NodeServicer
 
             def topology(deadline: Deadline) -> dict[str, str]:
                 return node_segments(client, cfg.node, cfg.property_namespace,

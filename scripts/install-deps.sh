@@ -33,6 +33,13 @@ if [ "$with_tests" = "--test" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends buildah debootstrap >/dev/null
   fi
+  # Graphviz renders docs/architecture.svg; tests/unit/test_layout.py checks it matches its source.
+  if ! command -v dot >/dev/null 2>&1; then
+    echo "install-deps: installing graphviz for the architecture picture"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends graphviz >/dev/null
+  fi
   # The real LINSTOR 1.33.3 of ../shared/linstor-server (tests/real_linstor.py) runs on Java.
   if ! command -v java >/dev/null 2>&1; then
     echo "install-deps: installing a Java runtime for the real LINSTOR tests"

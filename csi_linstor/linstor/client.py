@@ -12,7 +12,7 @@
   and following it would turn a POST into a GET. The error names the HTTPS URL to configure.
 - Every path component is percent-encoded here, in one place, and an empty, ``.`` or ``..``
   component is refused before anything is sent (urllib3 would collapse ``..`` and address another
-  object). Names reaching a path are checked against LINSTOR's name rules first (``ids.py``), so
+  object). Names reaching a path are checked against LINSTOR's name rules first (``mapping/ids.py``), so
   a component can never contain ``/`` either.
 - Errors are decoded from the ApiCallRc list by ``ret_code`` (never by HTTP status alone) into
   ``LinstorError`` carrying the gRPC code a CSI caller should see; warnings in a 2xx reply are

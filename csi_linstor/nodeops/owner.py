@@ -22,10 +22,13 @@ from typing import Any
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import CsiError, FailedPrecondition, NotFound
 from csi_linstor.linstor import queries
+from csi_linstor.mapping.volume_model import (  # what CreateVolume records
+    PROP_ACCESS,
+    PROP_FROM_BLOCK,
+)
 from csi_linstor.nodeops import devices
 from csi_linstor.nodeops.devices import VolumeRef
 from csi_linstor.nodeops.mountinfo import MountEntry
-from csi_linstor.volumes import PROP_ACCESS, PROP_FROM_BLOCK  # what CreateVolume records
 
 Dev = tuple[int, int]
 

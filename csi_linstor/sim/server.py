@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import backup_routes
 from . import consts as C
-from .controller import ApiError, Controller, Request, make_rc
+from .controller import Controller
+from .model import ApiError, Request, make_rc
 
 log = logging.getLogger("csi_linstor.sim")
 
@@ -91,8 +91,24 @@ ROUTES: list[tuple[str, str, str, tuple[int, int, int] | None]] = [
     ("POST", RD + "/snapshot-restore-resource/{snap}", "h_restore_resource", None),
     ("POST", RD + "/clone", "h_clone", None),
     ("GET", RD + "/clone/{dst}", "h_clone_status", None),
-    # /v1/remotes... and the backup routes: sim/backup_routes.py (issue 18)
-    *backup_routes.ROUTES,
+    ("GET", "/v1/remotes", "h_remotes", None),
+    ("DELETE", "/v1/remotes", "h_remote_delete", None),
+    ("GET", "/v1/remotes/s3", "h_remotes_kind", None),
+    ("POST", "/v1/remotes/s3", "h_bk_s3_create", None),
+    ("PUT", "/v1/remotes/s3/{remote}", "h_bk_s3_modify", None),
+    ("GET", "/v1/remotes/linstor", "h_remotes_kind", None),
+    ("POST", "/v1/remotes/linstor", "h_bk_linstor_create", None),
+    ("PUT", "/v1/remotes/linstor/{remote}", "h_bk_linstor_modify", None),
+    ("GET", "/v1/remotes/ebs", "h_remotes_kind", None),
+    ("GET", "/v1/remotes/{remote}/backups", "h_backups", None),
+    ("POST", "/v1/remotes/{remote}/backups", "h_bk_create", None),
+    ("DELETE", "/v1/remotes/{remote}/backups", "h_bk_delete", None),
+    ("POST", "/v1/remotes/{remote}/backups/info", "h_bk_info", None),
+    ("POST", "/v1/remotes/{remote}/backups/restore", "h_bk_restore", None),
+    ("POST", "/v1/remotes/{remote}/backups/abort", "h_bk_abort", None),
+    ("POST", "/v1/remotes/{remote}/backups/ship", "h_bk_ship", None),
+    # the receiving controller's side of a LINSTOR-to-LINSTOR shipment (sim/backups.py)
+    ("POST", "/v1/internal/backups/requestShip", "h_bk_receive", None),
     ("GET", "/v1/key-value-store", "h_kvs_list", None),
     ("GET", "/v1/key-value-store/{inst}", "h_kvs_get", None),
     ("PUT", "/v1/key-value-store/{inst}", "h_kvs_modify", None),

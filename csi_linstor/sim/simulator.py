@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .controller import DEFAULT_POOL, DISK_STATES, Controller
+from .controller import Controller
 from .devices import DeviceManager
+from .model import DEFAULT_POOL, DISK_STATES
 from .server import App, Faults, RedirectHTTPServer, SimHTTPServer, _rule
 
 log = logging.getLogger("csi_linstor.sim")

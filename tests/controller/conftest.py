@@ -21,7 +21,7 @@ import pytest
 
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.config import Config, parse_endpoint
-from csi_linstor.controller import ControllerServicer
+from csi_linstor.csi.controller import ControllerServicer
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.rpc import Runtime
 from csi_linstor.sim import SimConfig, Simulator

@@ -640,7 +640,7 @@ def test_every_volume_gets_its_own_class_placement_whatever_the_shared_group_say
 
 
 def test_node_topology_reports_the_diskless_pool_like_linbits_driver(env):
-    from csi_linstor.topology import node_segments
+    from csi_linstor.mapping.topology import node_segments
 
     node = env.nodes[0]
     segs = node_segments(env.client, node, "Aux", True, _dl())

@@ -228,7 +228,7 @@ class Node:
 def make_node(tmp_path: Path) -> Callable[..., Node]:
     """A node servicer whose kubelet directory is the test's tmp_path and whose DRBD by-res
     links are ``by_res_dir(tmp_path)`` (see ``loops``)."""
-    from csi_linstor.node import NodeServicer
+    from csi_linstor.csi.node import NodeServicer
 
     def make(linstor: Any = None, topology: Any = None, **cfg: Any) -> Node:
         topo = topology or (lambda deadline: {"linbit.com/hostname": NODE})

@@ -295,7 +295,7 @@ def test_info_and_capabilities(make_node) -> None:
 
 def test_over_a_real_grpc_socket(loops, tmp_path) -> None:
     from csi_linstor.config import parse_endpoint
-    from csi_linstor.node import NodeServicer
+    from csi_linstor.csi.node import NodeServicer
     from csi_linstor.rpc import Runtime
     from csi_linstor.server import CsiServer
     from tests.node.conftest import by_res_dir, make_config

@@ -1,5 +1,5 @@
 """The simulator's remotes and backup API against a real S3 server (moto): LINSTOR's codes and
-chain rules (sim/backup_routes.py cites the LINSTOR 1.33.3 classes each rule comes from)."""
+chain rules (sim/remotes.py and sim/backups.py cite the LINSTOR 1.33.3 classes each rule comes from)."""
 
 from __future__ import annotations
 

@@ -146,7 +146,7 @@ def test_autoplace_most_free_space_first(sim_factory: Any) -> None:
     sim = sim_factory(nodes=["a", "b", "c"])
     for n, cap in (("a", 100 * GIB), ("b", 300 * GIB), ("c", 200 * GIB)):
         sim.controller.nodes[n.upper()].pools["THICK"] = __import__(
-            "csi_linstor.sim.controller", fromlist=["Pool"]).Pool(n, "thick", "LVM", cap)
+            "csi_linstor.sim.model", fromlist=["Pool"]).Pool(n, "thick", "LVM", cap)
     api = Api(sim.url)
     api.rg("rg1", storage_pool_list=["thick"])
     assert api.spawn("r1", size_kib=150 * GIB).status_code == 201

@@ -1,13 +1,13 @@
-"""VolumeSnapshotClass settings for S3 and LINSTOR-to-LINSTOR snapshots (csi_linstor/backups.py),
+"""VolumeSnapshotClass settings for S3 and LINSTOR-to-LINSTOR snapshots (csi_linstor/mapping/backups.py),
 spelled as LINBIT's driver spells them (linstor-csi-facts §e)."""
 
 from __future__ import annotations
 
 import pytest
 
-from csi_linstor.backups import backup_class, parse_duration
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.params import parse_snapshot_parameters
+from csi_linstor.mapping.backups import backup_class, parse_duration
+from csi_linstor.mapping.snapshot_params import parse_snapshot_parameters
 
 NS = "snap.linstor.csi.linbit.com/"
 

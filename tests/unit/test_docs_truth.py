@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from csi_linstor import ids, volumes
 from csi_linstor.linstor import client, queries
+from csi_linstor.mapping import ids, volumes
 from csi_linstor.nodeops import fs
 
 ROOT = Path(__file__).resolve().parents[2]

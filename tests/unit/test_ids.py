@@ -2,7 +2,7 @@
 
 import pytest
 
-from csi_linstor import ids
+from csi_linstor.mapping import ids
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -70,7 +70,7 @@ def test_group_ids():
 
 
 def test_linstor_name_rules_for_nodes_pools_and_reserved_resource_names():
-    from csi_linstor import ids
+    from csi_linstor.mapping import ids
 
     # NodeName → Checks.hostNameCheck (RFC 1123)
     for good in ("node-1", "n1", "node-1.example.com", "a" * 63 + ".b"):

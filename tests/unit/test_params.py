@@ -7,16 +7,16 @@ ResourceGroupModify field layout and pborman/uuid's NewSHA1 (see ids.py).
 import pytest
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.params import (
+from csi_linstor.mapping.mutable_params import parse_mutable_parameters
+from csi_linstor.mapping.params import parse_volume_parameters
+from csi_linstor.mapping.remote_access import (
     ANYWHERE,
     LOCAL_ONLY,
     RemoteAccessPolicy,
-    parse_mutable_parameters,
     parse_remote_access,
-    parse_snapshot_parameters,
-    parse_volume_parameters,
-    resource_group_json,
 )
+from csi_linstor.mapping.resource_groups import resource_group_json
+from csi_linstor.mapping.snapshot_params import parse_snapshot_parameters
 
 P = parse_volume_parameters
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from csi_linstor.linstor.models import Node, Resource, StoragePool
-from csi_linstor.topology import HOSTNAME_KEY, segments_for
-from csi_linstor.volumes import Volumes
+from csi_linstor.mapping.topology import HOSTNAME_KEY, segments_for
+from csi_linstor.mapping.volumes import Volumes
 
 NODE = Node.from_json({"name": "node-1", "connection_status": "ONLINE",
                        "props": {"Aux/topology.kubernetes.io/zone": "z1", "Aux/": "x",

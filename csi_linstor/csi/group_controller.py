@@ -13,20 +13,19 @@ NOT_FOUND or, worse, OK while the snapshots stay.
 
 from __future__ import annotations
 
-from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
+from csi_linstor.csi.messages import _timestamp, snapshot_message
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import InvalidArgument, NotFound
-from csi_linstor.params import parse_snapshot_parameters
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.snapshot_params import parse_snapshot_parameters
+from csi_linstor.mapping.snapshots import SnapshotInfo, Snapshots
 from csi_linstor.rpc import Call, Runtime, rpc
-from csi_linstor.snapshots import SnapshotInfo, Snapshots
 
 GroupCap = csi_pb2.GroupControllerServiceCapability.RPC
 
 
 def _group(gid: str, members: list[SnapshotInfo]) -> csi_pb2.VolumeGroupSnapshot:
-    from csi_linstor.controller import _timestamp, snapshot_message
-
     created = min((m.created_ms for m in members), default=0)
     return csi_pb2.VolumeGroupSnapshot(
         group_snapshot_id=gid, snapshots=[snapshot_message(m, gid) for m in members],

@@ -39,14 +39,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from csi_linstor import ids
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot
-from csi_linstor.volumes import PROP_DELETED
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.volume_model import PROP_DELETED
 
 log = logging.getLogger("csi_linstor.backups")
 
@@ -267,10 +267,11 @@ class Backups:
         return RemoteInfo(str(sid), size, int(b.get("start_timestamp", 0)),
                           bool(b.get("success")) and not b.get("shipping"))
 
-    def relabel(self, infos: list[Any], deadline: Deadline) -> list[Any]:
+    def relabel(self, infos: list[Any], deadline: Deadline, make: Any) -> list[Any]:
         """ListSnapshots: local snapshots shipped to a remote answer with their remote id (as
         CreateSnapshot returned it), and S3 backups whose local snapshot is gone are added
-        (LINBIT's driver lists every S3 remote's backups too). ``infos`` are SnapshotInfo."""
+        (LINBIT's driver lists every S3 remote's backups too). ``infos`` are SnapshotInfo, and
+        ``make`` is that class (made here for the S3-only backups)."""
         remotes = self.client.get("/v1/remotes", deadline=deadline) or {}
         kinds = {r["remote_name"]: "S3" for r in remotes.get("s3_remotes") or []}
         kinds |= {r["remote_name"]: "Linstor" for r in remotes.get("linstor_remotes") or []}
@@ -307,15 +308,11 @@ class Backups:
                 if sid not in seen:
                     seen.add(sid)
                     extra.append((sid, rd, snap, b))
-        return infos + [self._listed(*e) for e in extra]
-
-    def _listed(self, sid: str, rd: str, snap: str, b: dict[str, Any]) -> Any:
-        from csi_linstor.snapshots import SnapshotInfo
-
-        return SnapshotInfo(resource=rd, name=snap, size_bytes=0,
-                            created_ms=int(b.get("start_timestamp", 0)),
-                            ready=bool(b.get("success")) and not b.get("shipping"),
-                            failed=False, props={}, handle=sid)
+        return infos + [make(resource=rd, name=snap, size_bytes=0,
+                             created_ms=int(b.get("start_timestamp", 0)),
+                             ready=bool(b.get("success")) and not b.get("shipping"),
+                             failed=False, props={}, handle=sid)
+                        for sid, rd, snap, b in extra]
 
     # -- create --------------------------------------------------------------------------------
 

@@ -13,148 +13,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import timestamp_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
-from csi_linstor import ids
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
-from csi_linstor.backups import backup_class
-from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    Aborted,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
+from csi_linstor.csi.group_controller import GroupControllerServicer
+from csi_linstor.csi.messages import (
+    CAPABILITIES,
+    CTX_FS_OPTS,
+    CTX_MOUNT_OPTS,
+    CTX_REMOTE,
+    CTX_USES,
+    CTX_XFS_OPTS,
+    DRBD_MAX_BYTES,
+    PUB_ACCESS,
+    PUB_DEVICE,
+    PUB_FS,
+    PUB_MAY_FORMAT,
+    PUB_USES,
+    _timestamp,
+    check_capabilities,
+    paginate,
+    snapshot_message,
+    unsupported_reason,
 )
-from csi_linstor.linstor import queries
-from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from csi_linstor.linstor.models import Resource
-from csi_linstor.params import (
-    ANYWHERE,
-    VolumeParameters,
-    parse_mutable_parameters,
-    parse_remote_access,
-    parse_snapshot_parameters,
-    parse_volume_parameters,
-)
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.backups import backup_class
+from csi_linstor.mapping.capacity import capacity
+from csi_linstor.mapping.mutable_params import parse_mutable_parameters
+from csi_linstor.mapping.params import VolumeParameters, parse_volume_parameters
+from csi_linstor.mapping.remote_access import ANYWHERE, parse_remote_access
+from csi_linstor.mapping.snapshot_params import parse_snapshot_parameters
+from csi_linstor.mapping.snapshots import Snapshots
+from csi_linstor.mapping.volume_model import PROP_FROM_BLOCK, CreateSpec, Source
+from csi_linstor.mapping.volumes import Volumes
 from csi_linstor.rpc import Call, Runtime, rpc
-from csi_linstor.snapshots import SnapshotInfo, Snapshots
-from csi_linstor.topology import NodeIndex
-from csi_linstor.volumes import FS_TYPES, PROP_FROM_BLOCK, CreateSpec, Source, Volume, Volumes
-
-# DRBD's largest volume (MetaData.DRBD_MAX_kiB = 2^40 KiB); LINSTOR refuses more once deployed.
-DRBD_MAX_BYTES = (1 << 40) * 1024
-
-Cap = csi_pb2.ControllerServiceCapability.RPC
-Mode = csi_pb2.VolumeCapability.AccessMode
-
-CTX_PREFIX = "linstor.csi.linbit.com/"
-CTX_USES = CTX_PREFIX + "uses-volume-context"
-CTX_MOUNT_OPTS = CTX_PREFIX + "mount-options"
-CTX_XFS_OPTS = CTX_PREFIX + "post-mount-xfs-opts"
-CTX_REMOTE = CTX_PREFIX + "remote-access-policy"
-CTX_FS_OPTS = CTX_PREFIX + "fs-opts"
-PUB_USES = CTX_PREFIX + "uses-publish-context"
-PUB_DEVICE = CTX_PREFIX + "device-path"
-PUB_FS = CTX_PREFIX + "fs-type"
-# The access type the controller checked against the one the volume was created with: the node
-# formats only a volume published as "mount" (or, without this key, one LINSTOR says is not block).
-PUB_ACCESS = CTX_PREFIX + "access-type"
-PUB_MAY_FORMAT = CTX_PREFIX + "may-format"
-
-CAPABILITIES = (
-    Cap.CREATE_DELETE_VOLUME, Cap.PUBLISH_UNPUBLISH_VOLUME, Cap.LIST_VOLUMES, Cap.GET_CAPACITY,
-    Cap.CREATE_DELETE_SNAPSHOT, Cap.LIST_SNAPSHOTS, Cap.CLONE_VOLUME, Cap.EXPAND_VOLUME,
-    Cap.GET_VOLUME, Cap.VOLUME_CONDITION, Cap.SINGLE_NODE_MULTI_WRITER, Cap.MODIFY_VOLUME,
-    Cap.GET_SNAPSHOT,
-)
-
-SINGLE_NODE_MODES = (Mode.SINGLE_NODE_WRITER, Mode.SINGLE_NODE_READER_ONLY,
-                     Mode.SINGLE_NODE_SINGLE_WRITER, Mode.SINGLE_NODE_MULTI_WRITER)
-
-
-# ---------------------------------------------------------------------------------------------
-# Capabilities
-# ---------------------------------------------------------------------------------------------
-
-
-def check_capabilities(caps: Any, layers: tuple[str, ...] | None = None) -> tuple[str, str]:
-    """Validate volume capabilities; returns (access type, fs type). INVALID_ARGUMENT otherwise."""
-    access = ""
-    fs = ""
-    for cap in caps:
-        kind = cap.WhichOneof("access_type")
-        if kind is None:
-            raise InvalidArgument("volume capability needs an access type (mount or block)")
-        if access and kind != access:
-            raise InvalidArgument("volume capabilities mix mount and block access")
-        access = kind
-        mode = cap.access_mode.mode
-        if mode == Mode.UNKNOWN:
-            raise InvalidArgument("volume capability needs an access mode")
-        if kind == "mount":
-            want = cap.mount.fs_type or "ext4"
-            if want not in FS_TYPES:
-                raise InvalidArgument(f"filesystem {want!r} is not supported: the node plugin "
-                                      f"formats, grows and checks only {', '.join(FS_TYPES)}; "
-                                      "set csi.storage.k8s.io/fstype in the StorageClass to one "
-                                      "of them")
-            if fs and want != fs:
-                raise InvalidArgument(f"volume capabilities ask for both {fs} and {want}")
-            fs = want
-            if mode in (Mode.MULTI_NODE_MULTI_WRITER, Mode.MULTI_NODE_SINGLE_WRITER):
-                raise InvalidArgument(
-                    f"access mode {Mode.Mode.Name(mode)} is only supported for raw block volumes "
-                    "(filesystem volumes cannot be written from several nodes)")
-        elif mode in (Mode.MULTI_NODE_MULTI_WRITER, Mode.MULTI_NODE_SINGLE_WRITER):
-            if layers is not None and (not layers or layers[0] != "DRBD"):
-                raise InvalidArgument(f"access mode {Mode.Mode.Name(mode)} needs the drbd layer "
-                                      "on top of layerList")
-    return access, fs
-
-
-def unsupported_reason(caps: Any, vol: Volume) -> str:
-    try:
-        access, fs = check_capabilities(caps)
-    except InvalidArgument as err:
-        return err.message
-    if access != vol.access_type:
-        return f"volume {vol.id} is a {vol.access_type} volume, not {access}"
-    if fs and vol.fs_type and fs != vol.fs_type:
-        return f"volume {vol.id} has filesystem {vol.fs_type}, not {fs}"
-    return ""
-
-
-def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
-
-
-def snapshot_message(info: SnapshotInfo, group_id: str = "") -> csi_pb2.Snapshot:
-    return csi_pb2.Snapshot(size_bytes=info.size_bytes, snapshot_id=info.id,
-                            source_volume_id=info.resource,
-                            creation_time=_timestamp(info.created_ms),
-                            ready_to_use=info.ready, group_snapshot_id=group_id or info.group_id)
-
-
-def paginate(items: list[Any], key: Any, max_entries: int, token: str) -> tuple[list[Any], str]:
-    """Name-keyed paging: a token is ``after:<key>``; an invalid token is ABORTED."""
-    if max_entries < 0:
-        raise InvalidArgument("max_entries must not be negative")
-    start = 0
-    if token:
-        if not token.startswith("after:") or len(token) <= len("after:"):
-            raise Aborted(f"starting_token {token!r} is not a token this driver issued; "
-                          "restart the listing without a token")
-        after = token[len("after:"):]
-        start = next((i for i, item in enumerate(items) if key(item) > after), len(items))
-    page = items[start:]
-    if max_entries and len(page) > max_entries:
-        page = page[:max_entries]
-        return page, "after:" + key(page[-1])
-    return page, ""
-
 
 # ---------------------------------------------------------------------------------------------
 # The servicer
@@ -169,8 +63,6 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         ns = getattr(config, "property_namespace", "Aux")
         self.volumes = Volumes(linstor, ns)
         self.snapshots = Snapshots(linstor, self.volumes)
-        from csi_linstor.group_controller import GroupControllerServicer
-
         self.group_controller = GroupControllerServicer(runtime, self.snapshots)
 
     def _params(self, parameters: Any) -> VolumeParameters:
@@ -401,7 +293,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest,
                        call: Call) -> csi_pb2.CreateSnapshotResponse:
         sp = parse_snapshot_parameters(dict(request.parameters))
-        if sp.type != "InCluster":  # hook: S3/Linstor snapshots (csi_linstor/backups.py)
+        if sp.type != "InCluster":  # hook: S3/Linstor snapshots (mapping/backups.py)
             remote = self.snapshots.backups.create(
                 request.name, request.source_volume_id, backup_class(sp.type, dict(sp.settings)),
                 dict(request.secrets), call.deadline)
@@ -444,75 +336,3 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         if info is None:
             raise NotFound(f"snapshot {request.snapshot_id} does not exist")
         return csi_pb2.GetSnapshotResponse(snapshot=snapshot_message(info))
-
-
-# ---------------------------------------------------------------------------------------------
-# Capacity
-# ---------------------------------------------------------------------------------------------
-
-
-def capacity(client: LinstorClient, p: VolumeParameters, segment: dict[str, str], ns: str,
-             deadline: Deadline) -> int:
-    """The largest single volume the class can place for a topology segment, in bytes.
-
-    Pool math over ``/v1/view/storage-pools``: per node the best eligible pool's free space
-    (with ``overProvision``: total × ratio − what its volumes reserve); a volume needs
-    ``placementCount`` distinct nodes, so the answer is the placementCount-th largest value. When
-    the remote-access policy needs a replica inside the segment, one of those nodes must lie in it.
-    Nothing is summed across nodes, so the value never overstates what one CreateVolume can get.
-    """
-    from csi_linstor.params import prune_patterns
-    from csi_linstor.topology import STORAGE_POOL_PREFIX
-
-    pools = queries.storage_pools(client, deadline)
-    reserved: dict[tuple[str, str], int] = {}
-    if p.over_provision is not None:
-        for res in queries.view_resources(client, deadline):
-            for vol in res.volumes:
-                key = (res.node_name.upper(), vol.storage_pool_name.upper())
-                reserved[key] = reserved.get(key, 0) + (vol.usable_size_kib or 0)
-    sp_keys = [k[len(STORAGE_POOL_PREFIX):].upper() for k in segment
-               if k.startswith(STORAGE_POOL_PREFIX)]
-    wanted = {x.upper() for x in p.storage_pools}
-    best: dict[str, int] = {}
-    for pool in pools:
-        if pool.is_diskless:
-            continue
-        name = pool.storage_pool_name.upper()
-        if wanted and name not in wanted:
-            continue
-        if sp_keys and name not in sp_keys:
-            continue
-        node = pool.node_name
-        if p.over_provision is not None and pool.total_capacity is not None:
-            free = int(pool.total_capacity * p.over_provision) - \
-                reserved.get((node.upper(), name), 0)
-        else:
-            free = pool.free_capacity or 0
-        best[node] = max(best.get(node, 0), max(free, 0))
-    if p.node_list:
-        listed = {n.upper() for n in p.node_list}
-        best = {n: v for n, v in best.items() if n.upper() in listed}
-    count = max(p.placement_count, 1) if not p.node_list else len(p.node_list)
-    seg = {k: v for k, v in segment.items() if not k.startswith(STORAGE_POOL_PREFIX)}
-    inside: set[str] | None = None
-    if seg:
-        widened = prune_patterns(p.remote_access.accessible_segments(seg))
-        if not any(not w for w in widened):
-            index = NodeIndex(client, ns, deadline)
-            inside = {n.upper() for n in index.matching(widened)}
-    values = sorted(best.values(), reverse=True)
-    if len(values) < count:
-        return 0
-    if inside is None:
-        return values[count - 1] * 1024
-    result = 0
-    for node, free in best.items():
-        if node.upper() not in inside:
-            continue
-        others = sorted((v for n, v in best.items() if n != node), reverse=True)
-        if count - 1 > len(others):
-            continue
-        size = free if count == 1 else min(free, others[count - 2])
-        result = max(result, size)
-    return result * 1024

@@ -25,21 +25,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from csi_linstor import ids
-from csi_linstor.backups import Backups
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from csi_linstor.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
-from csi_linstor.volumes import PROP_CLONE_FOR, Volumes
+from csi_linstor.mapping import ids
+from csi_linstor.mapping.backups import Backups
+from csi_linstor.mapping.volume_model import PROP_CLONE_FOR
+from csi_linstor.mapping.volumes import Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
 
@@ -86,7 +81,7 @@ class Snapshots:
     def __init__(self, client: LinstorClient, volumes: Volumes) -> None:
         self.client = client
         self.volumes = volumes
-        # S3/Linstor snapshots (issue 18): csi_linstor/backups.py; restores ask it for them
+        # S3/Linstor snapshots (issue 18): mapping/backups.py; restores ask it for them
         self.backups = Backups(client, self)
         volumes.remote_snapshots = self.backups.materialize
 
@@ -157,7 +152,7 @@ class Snapshots:
         # temporary snapshots of clones (volumes.PROP_CLONE_FOR) are not CSI snapshots
         out = [snapshot_info(s) for s in items
                if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
-        out = self.backups.relabel(out, deadline)  # hook: remote ids, S3-only backups
+        out = self.backups.relabel(out, deadline, SnapshotInfo)  # hook: remote ids, S3-only backups
         if source is not None:
             out = [i for i in out if i.resource.upper() == source.upper()]
         return sorted(out, key=lambda s: s.id)

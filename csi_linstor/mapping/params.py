@@ -17,7 +17,6 @@ Compatible with LINBIT's Go driver (``pkg/volume/parameter.go``):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -27,12 +26,16 @@ from typing import Any
 import yaml
 
 from csi_linstor.errors import InvalidArgument
-from csi_linstor.ids import (
-    RESOURCE_GROUP_NAMESPACE,
-    go_uuid5,
-    is_valid_node_name,
-    is_valid_pool_name,
+from csi_linstor.mapping.ids import is_valid_node_name, is_valid_pool_name
+from csi_linstor.mapping.remote_access import (
+    _FALSE,
+    _TRUE,
+    ANYWHERE,
+    LOCAL_ONLY,
+    RemoteAccessPolicy,
+    parse_remote_access,
 )
+from csi_linstor.mapping.resource_groups import _select_filter, generated_resource_group
 from csi_linstor.nodeops.fs import SUPPORTED as SUPPORTED_FS
 
 log = logging.getLogger("csi_linstor.params")
@@ -69,100 +72,6 @@ KEYS = {k.lower(): k for k in (
     "resourceGroup", "usePvcName", "overProvision", "nfsConfigTemplate", "nfsServiceName",
     "nfsSquash", "nfsRecoveryVolumeSize",
 )}
-
-_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
-# ---------------------------------------------------------------------------------------------
-# Remote access policy
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteAccessPolicy:
-    """Which nodes may reach a volume over the network: a list of ``fromSame`` rules.
-
-    ``[()]`` (one empty rule) is "anywhere"; ``[("linbit.com/hostname",)]`` is "only on a node
-    with a replica". A node may attach when, for some rule, it has the same value for every
-    listed key as some node holding a diskful replica.
-    """
-
-    rules: tuple[tuple[str, ...], ...]
-
-    @property
-    def anywhere(self) -> bool:
-        return any(len(rule) == 0 for rule in self.rules)
-
-    @property
-    def local_only(self) -> bool:
-        return not self.anywhere and all(rule == (HOSTNAME_KEY,) for rule in self.rules)
-
-    def render(self) -> str:
-        """The volume-context value, as the Go driver writes it."""
-        if self.anywhere and len(self.rules) == 1:
-            return "true"
-        if self.rules == ((HOSTNAME_KEY,),):
-            return "false"
-        return yaml.safe_dump([{"fromSame": list(rule)} if rule else {} for rule in self.rules],
-                              default_flow_style=False)
-
-    def accessible_segments(self, segments: Mapping[str, str]) -> list[dict[str, str]]:
-        """Segments a node with ``segments`` makes accessible (Go ``AccessibleSegments``)."""
-        result = []
-        for rule in self.rules:
-            result.append({k: segments[k] for k in rule if k in segments})
-        return prune_patterns(result)
-
-    def allows(self, replica_segments: list[Mapping[str, str]], node: Mapping[str, str]) -> bool:
-        for rule in self.rules:
-            for seg in replica_segments:
-                if all(k in node and k in seg and node[k] == seg[k] for k in rule):
-                    return True
-        return False
-
-
-ANYWHERE = RemoteAccessPolicy(((),))
-LOCAL_ONLY = RemoteAccessPolicy(((HOSTNAME_KEY,),))
-
-
-def prune_patterns(patterns: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Drop duplicates and patterns covered by a more general one (Go ``PrunePattern``)."""
-    result: list[dict[str, str]] = []
-    for pattern in sorted(patterns, key=len):
-        if any(all(pattern.get(k) == v for k, v in kept.items()) for kept in result):
-            continue
-        result.append(pattern)
-    return result
-
-
-def parse_remote_access(key: str, value: str) -> RemoteAccessPolicy:
-    text = value.strip()
-    if text in _TRUE:
-        return ANYWHERE
-    if text in _FALSE:
-        return LOCAL_ONLY
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise InvalidArgument(f"parameter {key}: {value!r} is neither true/false nor a YAML list "
-                              f"of {{fromSame: [keys]}} rules: {err}") from err
-    if not isinstance(data, list) or not data:
-        raise InvalidArgument(f"parameter {key}: {value!r} must be true, false or a non-empty "
-                              "YAML list like '- fromSame: [topology.kubernetes.io/zone]'")
-    rules = []
-    for item in data:
-        if item is None:
-            item = {}
-        if not isinstance(item, dict) or set(item) - {"fromSame"}:
-            raise InvalidArgument(f"parameter {key}: each rule must be a mapping with only "
-                                  f"'fromSame', got {item!r}")
-        keys = item.get("fromSame") or []
-        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
-            raise InvalidArgument(f"parameter {key}: fromSame must be a list of topology keys, "
-                                  f"got {keys!r}")
-        rules.append(tuple(keys))
-    return RemoteAccessPolicy(tuple(rules))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,65 +124,6 @@ class VolumeParameters:
                               self.replicas_on_same, self.replicas_on_different,
                               self.x_replicas_on_different, self.layer_list,
                               self.diskless_on_remaining)
-
-
-def _select_filter(place_count: int, pools: tuple[str, ...], regex: str, same: tuple[str, ...],
-                   different: tuple[str, ...], x_different: tuple[tuple[str, int], ...],
-                   layers: tuple[str, ...], diskless_on_remaining: bool) -> dict[str, Any]:
-    """AutoSelectFilter with Go ``omitempty`` semantics, fields in struct order."""
-    out: dict[str, Any] = {}
-    if place_count:
-        out["place_count"] = place_count
-    if pools:
-        out["storage_pool_list"] = list(pools)
-    if regex:
-        out["not_place_with_rsc_regex"] = regex
-    if same:
-        out["replicas_on_same"] = list(same)
-    if different:
-        out["replicas_on_different"] = list(different)
-    if x_different:
-        out["x_replicas_on_different_map"] = {k: v for k, v in sorted(x_different)}
-    if layers:
-        out["layer_stack"] = list(layers)
-    if diskless_on_remaining:
-        out["diskless_on_remaining"] = True
-    return out
-
-
-def go_json(value: Any) -> bytes:
-    """``encoding/json.Marshal`` of plain maps/lists/strings/ints/bools, byte for byte."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # Go escapes <, >, & (HTML safety) and U+2028/2029; Python does not.
-    text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-    # Python writes other control characters as \u00XX like Go, except \b and \f, which Go
-    # (>= 1.22) also writes short. Nothing to adjust.
-    return text.encode("utf-8")
-
-
-def resource_group_json(p: VolumeParameters) -> bytes:
-    """golinstor ``ResourceGroupModify`` JSON as the Go driver hashes it for the RG name.
-
-    Lists are taken as the Go driver splits them (on single spaces, so ``"a,b"`` is one item
-    and ``"a  b"`` has an empty one, and an empty ``replicasOnSame`` is ``["<ns>/"]``), and a
-    ``placementCount`` of 0 is left out (``omitempty``): the same class gives the same name.
-    """
-    body: dict[str, Any] = {}
-    if p.properties:
-        body["override_props"] = dict(sorted(p.properties))
-    go = dict(p.go_lists)
-    # select_filter is a struct: omitempty never drops it.
-    body["select_filter"] = _select_filter(
-        p.placement_count, go.get("storage_pool_list", p.storage_pools),
-        p.do_not_place_with_regex, go.get("replicas_on_same", p.replicas_on_same),
-        go.get("replicas_on_different", p.replicas_on_different), p.x_replicas_on_different,
-        p.layer_list, p.diskless_on_remaining)
-    return go_json(body)
-
-
-def generated_resource_group(p: VolumeParameters) -> str:
-    return "sc-" + go_uuid5(RESOURCE_GROUP_NAMESPACE, resource_group_json(p))
 
 
 def split_list(value: str) -> tuple[str, ...]:
@@ -450,6 +300,16 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
     p = VolumeParameters(properties=tuple(sorted(properties.items())), pvc_name=pvc_name,
                          pvc_namespace=pvc_namespace, warnings=tuple(warnings),
                          go_lists=tuple(sorted(go_lists.items())), **values)
+    return _settle(p, values, remote_access, explicit_count, default_remote_access, warnings)
+
+
+def _settle(p: VolumeParameters, values: dict[str, Any], remote_access: RemoteAccessPolicy | None,
+            explicit_count: bool, default_remote_access: str,
+            warnings: list[str]) -> VolumeParameters:
+    """The second half of ``parse_volume_parameters``: what needs the whole parameter set
+    (contradictions between keys, the generated resource group, the remote-access default, the
+    manual placement that nodeList/clientList imply)."""
+    pvc_name, pvc_namespace = p.pvc_name, p.pvc_namespace
     layers = p.layer_list
     if p.encryption and "LUKS" not in layers:
         raise InvalidArgument(
@@ -522,98 +382,3 @@ def _parse_x_replicas(key: str, value: str, prefix: str) -> tuple[tuple[str, int
                                   "to a positive integer")
         out.append((_with_prefix(prefix, (k,))[0], v))
     return tuple(sorted(out))
-
-
-# ---------------------------------------------------------------------------------------------
-# Mutable parameters (VolumeAttributesClass)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MutableParameters:
-    placement_count: int | None = None
-    properties: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return self.placement_count is None and not self.properties
-
-
-def parse_mutable_parameters(params: Mapping[str, str]) -> MutableParameters:
-    """ControllerModifyVolume / CreateVolume ``mutable_parameters``.
-
-    Mutable: ``placementCount`` (``autoPlace``) and ``property.linstor.csi.linbit.com/<prop>``
-    (set on the resource definition). Every other key is INVALID_ARGUMENT naming it.
-    """
-    count: int | None = None
-    props: dict[str, str] = {}
-    for key in sorted(params):
-        value = params[key]
-        namespace, raw = split_key(key)
-        if namespace == PROPERTY_NAMESPACE and raw:
-            props[raw] = value
-            continue
-        if namespace in ("", PARAMETER_NAMESPACE) and raw.lower() in ("placementcount",
-                                                                       "autoplace"):
-            try:
-                count = int(value.strip(), 10)
-            except ValueError as err:
-                raise InvalidArgument(f"mutable parameter {key}: {value!r} is not an "
-                                      "integer") from err
-            if not 1 <= count <= 32:
-                raise InvalidArgument(f"mutable parameter {key}: {count} is out of range 1-32")
-            continue
-        raise InvalidArgument(
-            f"mutable parameter {key!r} cannot be changed on an existing volume; mutable are "
-            f"placementCount and {PROPERTY_NAMESPACE}/<LINSTOR property>")
-    return MutableParameters(count, tuple(sorted(props.items())))
-
-
-# ---------------------------------------------------------------------------------------------
-# VolumeSnapshotClass parameters
-# ---------------------------------------------------------------------------------------------
-
-SNAPSHOT_KEYS = {k.lower(): k for k in (
-    "type", "remote-name", "delete-local", "allow-incremental", "max-increments",
-    "full-snapshot-after", "s3-endpoint", "s3-bucket", "s3-signing-region", "s3-use-path-style",
-    "linstor-target-url", "linstor-target-cluster-id", "linstor-target-storage-pool",
-)}
-
-
-@dataclass(frozen=True)
-class SnapshotParameters:
-    type: str = "InCluster"
-    # canonical key -> value of every snap.linstor.csi.linbit.com/* key (S3/Linstor settings,
-    # read by csi_linstor/backups.py: backup_class)
-    settings: tuple[tuple[str, str], ...] = ()
-
-
-def parse_snapshot_parameters(params: Mapping[str, str]) -> SnapshotParameters:
-    """``snap.linstor.csi.linbit.com/*`` keys; other namespaces are ignored.
-
-    ``type`` InCluster (default), S3 or Linstor (issue 18: csi_linstor/backups.py ships those);
-    ``delete-local`` is only for S3/Linstor, as in LINBIT's driver.
-    """
-    kind = "InCluster"
-    settings: dict[str, str] = {}
-    for key in sorted(params):
-        namespace, raw = split_key(key)
-        if namespace != SNAPSHOT_NAMESPACE:
-            continue
-        name = SNAPSHOT_KEYS.get(raw.lower())
-        if name is None:
-            raise InvalidArgument(f"unknown snapshot class parameter {key!r}; known: "
-                                  f"{', '.join(SNAPSHOT_KEYS.values())}")
-        value = params[key]
-        settings[name] = value
-        if name == "type":
-            match = [t for t in ("InCluster", "S3", "Linstor") if t.lower() == value.lower()]
-            if not match:
-                raise InvalidArgument(f"snapshot class parameter {key}: {value!r} is not one of "
-                                      "InCluster, S3, Linstor")
-            kind = match[0]
-    if kind == "InCluster" and settings.get("delete-local", "").strip().lower() in (
-            "1", "t", "true"):
-        raise InvalidArgument(f"snapshot class parameter {SNAPSHOT_NAMESPACE}/delete-local is "
-                              "only for type S3 or Linstor")
-    return SnapshotParameters(kind, tuple(sorted(settings.items())))

@@ -32,7 +32,7 @@ from csi_linstor.nodeops.owner import VolumeDevice
 from csi_linstor.nodeops.paths import resolve_inside
 from csi_linstor.rpc import Call, Runtime, rpc
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("csi_linstor.node")
 
 PREFIX = "linstor.csi.linbit.com/"
 KEY_DEVICE_PATH = PREFIX + "device-path"

@@ -1,0 +1,80 @@
+"""GetCapacity in LINSTOR terms: the largest single volume a StorageClass can place in a
+topology segment, from storage-pool math.
+"""
+
+from __future__ import annotations
+
+from csi_linstor.deadline import Deadline
+from csi_linstor.linstor import queries
+from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.mapping.params import VolumeParameters
+from csi_linstor.mapping.remote_access import prune_patterns
+from csi_linstor.mapping.topology import STORAGE_POOL_PREFIX, NodeIndex
+
+# ---------------------------------------------------------------------------------------------
+# Capacity
+# ---------------------------------------------------------------------------------------------
+
+
+def capacity(client: LinstorClient, p: VolumeParameters, segment: dict[str, str], ns: str,
+             deadline: Deadline) -> int:
+    """The largest single volume the class can place for a topology segment, in bytes.
+
+    Pool math over ``/v1/view/storage-pools``: per node the best eligible pool's free space
+    (with ``overProvision``: total × ratio − what its volumes reserve); a volume needs
+    ``placementCount`` distinct nodes, so the answer is the placementCount-th largest value. When
+    the remote-access policy needs a replica inside the segment, one of those nodes must lie in it.
+    Nothing is summed across nodes, so the value never overstates what one CreateVolume can get.
+    """
+    pools = queries.storage_pools(client, deadline)
+    reserved: dict[tuple[str, str], int] = {}
+    if p.over_provision is not None:
+        for res in queries.view_resources(client, deadline):
+            for vol in res.volumes:
+                key = (res.node_name.upper(), vol.storage_pool_name.upper())
+                reserved[key] = reserved.get(key, 0) + (vol.usable_size_kib or 0)
+    sp_keys = [k[len(STORAGE_POOL_PREFIX):].upper() for k in segment
+               if k.startswith(STORAGE_POOL_PREFIX)]
+    wanted = {x.upper() for x in p.storage_pools}
+    best: dict[str, int] = {}
+    for pool in pools:
+        if pool.is_diskless:
+            continue
+        name = pool.storage_pool_name.upper()
+        if wanted and name not in wanted:
+            continue
+        if sp_keys and name not in sp_keys:
+            continue
+        node = pool.node_name
+        if p.over_provision is not None and pool.total_capacity is not None:
+            free = int(pool.total_capacity * p.over_provision) - \
+                reserved.get((node.upper(), name), 0)
+        else:
+            free = pool.free_capacity or 0
+        best[node] = max(best.get(node, 0), max(free, 0))
+    if p.node_list:
+        listed = {n.upper() for n in p.node_list}
+        best = {n: v for n, v in best.items() if n.upper() in listed}
+    count = max(p.placement_count, 1) if not p.node_list else len(p.node_list)
+    seg = {k: v for k, v in segment.items() if not k.startswith(STORAGE_POOL_PREFIX)}
+    inside: set[str] | None = None
+    if seg:
+        widened = prune_patterns(p.remote_access.accessible_segments(seg))
+        if not any(not w for w in widened):
+            index = NodeIndex(client, ns, deadline)
+            inside = {n.upper() for n in index.matching(widened)}
+    values = sorted(best.values(), reverse=True)
+    if len(values) < count:
+        return 0
+    if inside is None:
+        return values[count - 1] * 1024
+    result = 0
+    for node, free in best.items():
+        if node.upper() not in inside:
+            continue
+        others = sorted((v for n, v in best.items() if n != node), reverse=True)
+        if count - 1 > len(others):
+            continue
+        size = free if count == 1 else min(free, others[count - 2])
+        result = max(result, size)
+    return result * 1024
