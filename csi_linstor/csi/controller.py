@@ -28,6 +28,7 @@ from csi_linstor.csi.messages import (
     PUB_FS,
     PUB_MAY_FORMAT,
     PUB_USES,
+    _timestamp,
     check_capabilities,
     paginate,
     snapshot_message,
@@ -38,6 +39,7 @@ from csi_linstor.linstor import paged
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import attachment_records as attachments
 from csi_linstor.mapping import ids, qos
+from csi_linstor.mapping.backups import backup_class
 from csi_linstor.mapping.capacity import capacity
 from csi_linstor.mapping.mutable_params import parse_mutable_parameters
 from csi_linstor.mapping.params import VolumeParameters, parse_volume_parameters
@@ -316,7 +318,15 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc(required=("name", "source_volume_id"), lock=lambda r: f"snap:{r.name}")
     def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest,
                        call: Call) -> csi_pb2.CreateSnapshotResponse:
-        parse_snapshot_parameters(dict(request.parameters))
+        sp = parse_snapshot_parameters(dict(request.parameters))
+        if sp.type != "InCluster":  # hook: S3/Linstor snapshots (mapping/backups.py)
+            remote = self.snapshots.backups.create(
+                request.name, request.source_volume_id, backup_class(sp.type, dict(sp.settings)),
+                dict(request.secrets), call.deadline)
+            return csi_pb2.CreateSnapshotResponse(snapshot=csi_pb2.Snapshot(
+                size_bytes=remote.size_bytes, snapshot_id=remote.id,
+                source_volume_id=request.source_volume_id,
+                creation_time=_timestamp(remote.created_ms), ready_to_use=remote.ready))
         info = self.snapshots.create(request.name, request.source_volume_id, call.deadline)
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(info))
 

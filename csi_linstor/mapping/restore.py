@@ -65,9 +65,11 @@ class Restoring(VolumeLookups):
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
             return None
-        if sid.type != "InCluster":
-            raise InvalidArgument(f"snapshot {snapshot_id}: {sid.type} snapshots are not "
-                                  "supported by this driver yet")
+        if sid.type != "InCluster":  # hook: S3/Linstor snapshots (backups.py materialize)
+            if self.remote_snapshots is None:
+                raise InvalidArgument(f"snapshot {snapshot_id}: {sid.type} snapshots need "
+                                      "the snapshot service")
+            return self.remote_snapshots(sid, deadline)
         try:
             return queries.snapshot(self.client, sid.resource, sid.snapshot, deadline)
         except LinstorError as err:

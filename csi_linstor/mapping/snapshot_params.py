@@ -23,14 +23,19 @@ SNAPSHOT_KEYS = {k.lower(): k for k in (
 @dataclass(frozen=True)
 class SnapshotParameters:
     type: str = "InCluster"
+    # canonical key -> value of every snap.linstor.csi.linbit.com/* key (S3/Linstor settings,
+    # read by csi_linstor/mapping/backups.py: backup_class)
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 def parse_snapshot_parameters(params: Mapping[str, str]) -> SnapshotParameters:
     """``snap.linstor.csi.linbit.com/*`` keys; other namespaces are ignored.
 
-    Only ``type: InCluster`` is served; S3 and Linstor shipping are INVALID_ARGUMENT.
+    ``type`` InCluster (default), S3 or Linstor (issue 18: csi_linstor/mapping/backups.py ships those);
+    ``delete-local`` is only for S3/Linstor, as in LINBIT's driver.
     """
     kind = "InCluster"
+    settings: dict[str, str] = {}
     for key in sorted(params):
         namespace, raw = split_key(key)
         if namespace != SNAPSHOT_NAMESPACE:
@@ -40,16 +45,15 @@ def parse_snapshot_parameters(params: Mapping[str, str]) -> SnapshotParameters:
             raise InvalidArgument(f"unknown snapshot class parameter {key!r}; known: "
                                   f"{', '.join(SNAPSHOT_KEYS.values())}")
         value = params[key]
+        settings[name] = value
         if name == "type":
             match = [t for t in ("InCluster", "S3", "Linstor") if t.lower() == value.lower()]
             if not match:
                 raise InvalidArgument(f"snapshot class parameter {key}: {value!r} is not one of "
                                       "InCluster, S3, Linstor")
             kind = match[0]
-        elif name == "delete-local" and value.strip().lower() in ("1", "t", "true"):
-            raise InvalidArgument(f"snapshot class parameter {key}: delete-local is only for "
-                                  "S3/Linstor snapshots, which this driver does not support yet")
-    if kind != "InCluster":
-        raise InvalidArgument(f"snapshot class parameter {SNAPSHOT_NAMESPACE}/type: {kind} "
-                              "snapshots are not supported by this driver yet; use InCluster")
-    return SnapshotParameters(kind)
+    if kind == "InCluster" and settings.get("delete-local", "").strip().lower() in (
+            "1", "t", "true"):
+        raise InvalidArgument(f"snapshot class parameter {SNAPSHOT_NAMESPACE}/delete-local is "
+                              "only for type S3 or Linstor")
+    return SnapshotParameters(kind, tuple(sorted(settings.items())))

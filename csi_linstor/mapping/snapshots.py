@@ -32,6 +32,7 @@ from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.mapping import ids
+from csi_linstor.mapping.backups import Backups
 from csi_linstor.mapping.volume_model import PROP_CLONE_FOR
 from csi_linstor.mapping.volumes import Volumes
 
@@ -80,6 +81,9 @@ class Snapshots:
     def __init__(self, client: LinstorClient, volumes: Volumes) -> None:
         self.client = client
         self.volumes = volumes
+        # S3/Linstor snapshots (issue 18): mapping/backups.py; restores ask it for them
+        self.backups = Backups(client, self)
+        volumes.remote_snapshots = self.backups.materialize
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -118,10 +122,14 @@ class Snapshots:
 
     def get(self, snapshot_id: str, deadline: Deadline) -> SnapshotInfo | None:
         """The snapshot ``snapshot_id`` names; None when missing or not a snapshot id at all."""
-        try:
-            snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
-        except InvalidArgument:
-            return None  # S3/Linstor ids: nothing of ours to report
+        sid = ids.parse_snapshot_id(snapshot_id)
+        if sid is not None and sid.type != "InCluster":  # hook: remote snapshots (backups.py)
+            remote = self.backups.get(sid, deadline)
+            return None if remote is None else SnapshotInfo(
+                resource=sid.resource, name=sid.snapshot, size_bytes=remote.size_bytes,
+                created_ms=remote.created_ms, ready=remote.ready, failed=False, props={},
+                handle=remote.id)
+        snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
         if snap is None:
             return None
         info = snapshot_info(snap)
@@ -144,6 +152,9 @@ class Snapshots:
         # temporary snapshots of clones (volumes.PROP_CLONE_FOR) are not CSI snapshots
         out = [snapshot_info(s) for s in items
                if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
+        out = self.backups.relabel(out, deadline, SnapshotInfo)  # hook: remote ids, S3-only backups
+        if source is not None:
+            out = [i for i in out if i.resource.upper() == source.upper()]
         return sorted(out, key=lambda s: s.id)
 
     # -- create -------------------------------------------------------------------------------
@@ -237,9 +248,9 @@ class Snapshots:
         sid = ids.parse_snapshot_id(snapshot_id)
         if sid is None:
             return
-        if sid.type != "InCluster":
-            raise InvalidArgument(f"{sid.type} snapshots are not supported by this driver yet; "
-                                  f"delete {snapshot_id} with LINSTOR's backup commands")
+        if sid.type != "InCluster":  # hook: remote snapshots (backups.py)
+            self.backups.delete(sid, deadline)
+            return
         self._delete(sid.resource, sid.snapshot, deadline)
 
     def _delete(self, rd: str, snap: str, deadline: Deadline) -> None:

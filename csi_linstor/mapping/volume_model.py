@@ -27,7 +27,9 @@ Deletes, detaches and reads are not gated, so volumes can still be cleaned up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from csi_linstor import __version__
 from csi_linstor.deadline import Deadline
@@ -179,6 +181,8 @@ class VolumeLookups:
         self.ns = property_namespace
         self.poll_interval = poll_interval
         self._known_rgs: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        # S3/Linstor snapshot ids -> a local snapshot (set by Snapshots: backups.materialize)
+        self.remote_snapshots: Callable[..., Any] | None = None
 
     def find(self, rd: str, deadline: Deadline, *, include_deleted: bool = False) -> Volume | None:
         """The volume ``rd`` (one REST call), or None when missing or deleted."""

@@ -15,7 +15,9 @@ Where a route lives, by REST path:
 - ``.../volume-definitions...``: volume_definitions.py
 - ``.../resources...`` (make-available, toggle-disk): resources.py
 - ``.../snapshots...``, ``/v1/actions/snapshot/multi``, ``.../snapshot-restore-*``: snapshots.py
-- ``/v1/remotes...``: remotes.py
+- ``/v1/remotes``, ``/v1/remotes/{s3,linstor,ebs}...``, the backup listing: remotes.py
+- ``/v1/remotes/{remote}/backups`` create, delete, info, restore, abort, ship (and the
+  receiving side of a ship, ``/v1/internal/backups/requestShip``): backups.py
 - ``/v1/view/...``: views.py
 
 Rules shared by the routes: state.py (the state and lookups), model.py (objects, replies),
@@ -25,12 +27,12 @@ render.py (REST JSON), autoplacer.py, tiebreaker.py, satellite.py (devices, DRBD
 from __future__ import annotations
 
 from .autoplacer import Autoplacer
+from .backups import BackupRoutes
 from .definitions import DefinitionRoutes
 from .groups import GroupRoutes
 from .luks import LuksMixin  # issue 17: the LUKS layer and master passphrase
 from .nodes import NodeRoutes
 from .properties import PropertyRoutes
-from .remotes import RemoteRoutes
 from .render import JsonRendering
 from .resources import ResourceRoutes
 from .satellite import SatelliteRules
@@ -42,6 +44,6 @@ from .volume_definitions import VolumeDefinitionRoutes
 
 
 class Controller(NodeRoutes, PropertyRoutes, GroupRoutes, DefinitionRoutes,
-                 VolumeDefinitionRoutes, ResourceRoutes, SnapshotRoutes, RemoteRoutes, ViewRoutes,
+                 VolumeDefinitionRoutes, ResourceRoutes, SnapshotRoutes, BackupRoutes, ViewRoutes,
                  LuksMixin, Autoplacer, TieBreaker, SatelliteRules, JsonRendering, ControllerState):
     """The whole simulated controller; the constructor is ``ControllerState.__init__``."""

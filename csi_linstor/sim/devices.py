@@ -213,6 +213,11 @@ class DeviceManager:
         dev.copy_to(path)
         return path
 
+    def register_file(self, path: Path) -> None:
+        """Track a snapshot file made elsewhere (a downloaded backup) like snapshot_file's."""
+        with self._lock:
+            self._files.add(path)
+
     def remove_file(self, path: Path) -> None:
         with self._lock:
             self._files.discard(path)

@@ -51,6 +51,7 @@ REPLY_SCHEMAS: dict[tuple[str, str], str] = {
     ("GET", "/v1/remotes/linstor"): "LinstorRemote[]",
     ("GET", "/v1/remotes/ebs"): "EbsRemote[]",
     ("GET", "/v1/remotes/{remote}/backups"): "BackupList",
+    ("POST", "/v1/remotes/{remote}/backups/info"): "BackupInfo",
 }
 ALWAYS_SAME_TYPE = {("POST", RD + "/clone")}
 

@@ -136,3 +136,54 @@ def test_no_secret_in_any_log_line_or_metric(driver: tuple[Path, Path, str, str]
     assert not leaked, f"secrets in the log or metrics: {leaked}"
     # and the redaction is visible where a secret was sent
     assert re.search(r"\*\*\*stripped\*\*\*", text)
+
+
+def test_snapshotter_secret_keys_never_logged(driver: tuple[Path, Path, str, str]) -> None:
+    """The S3 access and secret keys of a VolumeSnapshotClass's snapshotter secret go to LINSTOR
+    (the remote's body) and nowhere else: not into the log at debug level, not into the metrics,
+    not into an error message, on success and on a shipment that fails."""
+    from tests.s3server import REGION, S3Server
+
+    base, log, metrics_url, _token = driver
+    s3 = S3Server()
+    try:
+        s3.make_bucket("secrets-bucket")
+        access, secret = f"AK{uuid.uuid4().hex}", f"SK{uuid.uuid4().hex}"
+        ns = "snap.linstor.csi.linbit.com/"
+        params = {ns + "type": "S3", ns + "remote-name": "secret-test", ns + "s3-endpoint": s3.url,
+                  ns + "s3-bucket": "secrets-bucket", ns + "s3-signing-region": REGION,
+                  ns + "s3-use-path-style": "true",
+                  "csi.storage.k8s.io/snapshotter-secret-name": "s3-keys",
+                  "csi.storage.k8s.io/snapshotter-secret-namespace": "default"}
+        details = []
+        with grpc.insecure_channel(f"unix://{base / 'csi.sock'}") as ch:
+            ctl = csi_pb2_grpc.ControllerStub(ch)
+            vol = ctl.CreateVolume(csi_pb2.CreateVolumeRequest(
+                name="pvc-keys", capacity_range=csi_pb2.CapacityRange(required_bytes=8 << 20),
+                parameters={"placementCount": "1"},
+                volume_capabilities=[csi_pb2.VolumeCapability(
+                    block=csi_pb2.VolumeCapability.BlockVolume(),
+                    access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1))]),
+                timeout=60).volume
+            snap = ctl.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+                name="snap-keys", source_volume_id=vol.volume_id, parameters=params,
+                secrets={"access-key": access, "secret-key": secret}), timeout=60).snapshot
+            assert snap.ready_to_use and snap.snapshot_id.startswith("S3://secret-test/")
+            # the keys change and the bucket is gone: the remote is updated, shipping fails
+            params[ns + "s3-bucket"] = "no-such-bucket"
+            access2, secret2 = f"AK{uuid.uuid4().hex}", f"SK{uuid.uuid4().hex}"
+            with pytest.raises(grpc.RpcError) as err:
+                ctl.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+                    name="snap-keys-2", source_volume_id=vol.volume_id, parameters=params,
+                    secrets={"access-key": access2, "secret-key": secret2}), timeout=60)
+            details.append(err.value.details() or "")
+    finally:
+        s3.stop()
+    time.sleep(0.5)
+    text = log.read_text(errors="replace")
+    metrics = requests.get(metrics_url, timeout=10).text
+    assert "no-such-bucket" in details[0], details  # failed where it should: in the upload
+    assert "CreateSnapshot" in text and "secret-test" in text, "the calls were not logged"
+    leaked = [k for k in (access, secret, access2, secret2)
+              if k in text or k in metrics or any(k in d for d in details)]
+    assert not leaked, f"snapshotter secrets in the log, metrics or errors: {leaked}"

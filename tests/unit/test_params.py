@@ -229,9 +229,16 @@ def test_snapshot_params_valid(params):
     assert parse_snapshot_parameters(params).type == "InCluster"
 
 
+@pytest.mark.parametrize("kind", ["S3", "s3", "Linstor", "LINSTOR"])
+def test_snapshot_params_remote_types(kind):
+    p = parse_snapshot_parameters({"snap.linstor.csi.linbit.com/type": kind,
+                                   "snap.linstor.csi.linbit.com/Remote-Name": "r1",
+                                   "snap.linstor.csi.linbit.com/delete-local": "true"})
+    assert p.type == {"s3": "S3", "linstor": "Linstor"}[kind.lower()]
+    assert dict(p.settings)["remote-name"] == "r1"
+
+
 @pytest.mark.parametrize("params,text", [
-    ({"snap.linstor.csi.linbit.com/type": "S3"}, "not supported by this driver yet"),
-    ({"snap.linstor.csi.linbit.com/type": "Linstor"}, "not supported by this driver yet"),
     ({"snap.linstor.csi.linbit.com/type": "tape"}, "type"),
     ({"snap.linstor.csi.linbit.com/bogus": "1"}, "bogus"),
     ({"snap.linstor.csi.linbit.com/delete-local": "true"}, "delete-local"),
