@@ -1,7 +1,7 @@
 """A small read-only Kubernetes reader on the official ``kubernetes`` client.
 
 Why the official client: it is the maintained reference client, already pinned for the test
-suite (kubernetes==37.0.2), and it loads kubeconfig files exactly as kubectl does (contexts, exec
+suite (kubernetes==37.0.1), and it loads kubeconfig files exactly as kubectl does (contexts, exec
 and token auth, client certificates, in-cluster service accounts). It is an optional extra
 (``pip install csi-linstor[operate]``): ``serve`` never imports it.
 
