@@ -7,6 +7,7 @@
     sim.stop()
 """
 
-from .simulator import PoolSpec, SimConfig, Simulator, leftover_loop_devices
+from .devices import leftover_loop_devices
+from .simulator import PoolSpec, SimConfig, Simulator
 
 __all__ = ["PoolSpec", "SimConfig", "Simulator", "leftover_loop_devices"]

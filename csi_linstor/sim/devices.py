@@ -15,6 +15,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import stat
 import struct
 import threading
@@ -305,3 +306,18 @@ class DeviceManager:
         if self._ctl_fd is not None:
             os.close(self._ctl_fd)
             self._ctl_fd = None
+
+
+def leftover_loop_devices(state_dir: Path) -> list[str]:
+    """Loop devices whose backing file lives in ``state_dir`` (for leak checks)."""
+    out = []
+    base = Path("/sys/block")
+    prefix = str(Path(state_dir).resolve())
+    for d in base.glob("loop*"):
+        try:
+            bf = (d / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if bf.startswith(prefix + os.sep) or re.sub(r" \(deleted\)$", "", bf).startswith(prefix):
+            out.append(f"/dev/{d.name}")
+    return out

@@ -5,8 +5,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
-import re
 import shutil
 import ssl
 import tempfile
@@ -486,17 +484,3 @@ class Simulator:
             return self.drbd_status(parts[1], node)
         raise KeyError(f"{method} {path}")
 
-
-def leftover_loop_devices(state_dir: Path) -> list[str]:
-    """Loop devices whose backing file lives in ``state_dir`` (for leak checks)."""
-    out = []
-    base = Path("/sys/block")
-    prefix = str(Path(state_dir).resolve())
-    for d in base.glob("loop*"):
-        try:
-            bf = (d / "loop" / "backing_file").read_text().strip()
-        except OSError:
-            continue
-        if bf.startswith(prefix + os.sep) or re.sub(r" \(deleted\)$", "", bf).startswith(prefix):
-            out.append(f"/dev/{d.name}")
-    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_linstor.sim.simulator import leftover_loop_devices
+from csi_linstor.sim.devices import leftover_loop_devices
 from tests.contract.replies import reply_violations
 from tests.contract.schema import spec_available
 from tests.e2e.cluster import Cluster, Story, force_unmount_all, mounts_under
