@@ -419,7 +419,8 @@ def test_doctor_expansion_refused_by_linstor(sim: Kube) -> None:
     code, res, text = doctor(sim, c.metadata.name)
     assert code == 1
     exp = finding(res, "expansion")
-    assert "VolumeResizeFailed" in exp["message"] and "not all replicas are UpToDate" in \
+    # LINSTOR's own words (CtrlVlmDfnModifyApiCallHandler), which the simulator now answers
+    assert "VolumeResizeFailed" in exp["message"] and "non-UpToDate DRBD device" in \
         exp["message"], exp
     assert finding(res, "replica", "warn")["message"].endswith("is Outdated")
 
@@ -492,7 +493,8 @@ def test_unreachable_linstor_and_kubernetes_exit_3_and_4_without_printing_secret
     code, out, err = run(sim, "status", "--bearer-token", str(token_file), linstor=dead_linstor)
     assert code == 3 and out == ""
     assert err.startswith("csi-linstor status: LINSTOR: no LINSTOR controller reachable "
-                          f"({dead_linstor}): ")
+                          f"({dead_linstor})"), err
+    assert "connection refused" in err and "--linstor-endpoint" in err, err
     assert token not in err
     sc = storage_class(sim, _name("sc-un"), {"placementCount": "1"})
     claim = pvc(sim, _name("pvc-un"), sc)
