@@ -129,6 +129,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         f"(env CSI_LINSTOR_RUNTIME_DIR; default: {DEFAULT_RUNTIME_DIR})")
     t.add_argument("--drbdsetup", default=None, metavar="COMMAND",
                    help="command that answers `drbdsetup status --json RES` (default: drbdsetup)")
+    k = p.add_argument_group("Kubernetes API (controller; features that read PVCs and pods)")
+    k.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                   help="kubeconfig for the Kubernetes API (default: $KUBECONFIG, then the pod's "
+                        "service account)")
+    k.add_argument("--disable-rwx-block-validation", action="store_true",
+                   help="allow a ReadWriteMany raw block volume on two nodes for any pods, not "
+                        "only the pods of one KubeVirt VM (live migration)")
+    k.add_argument("--enable-consistency-groups", action="store_true",
+                   help="place PVCs labelled linstor.csi.linbit.com/consistency-group=<g> as "
+                        "volumes of one LINSTOR resource (one crash-consistent group snapshot)")
     s = p.add_argument_group("embedded simulator (--linstor-endpoint embedded)")
     s.add_argument("--sim-nodes", type=_positive_int, default=3, metavar="N",
                    help="number of simulated LINSTOR nodes (default: %(default)s)")
@@ -171,6 +181,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ),
         drbdsetup=drbdsetup,
         max_volumes_per_node=args.max_volumes_per_node,
+        kubeconfig=args.kubeconfig,
+        rwx_block_validation=not args.disable_rwx_block_validation,
+        enable_consistency_groups=args.enable_consistency_groups,
         device_wait_seconds=args.device_wait_timeout,
         kubelet_dir=args.kubelet_dir,
         runtime_dir=args.runtime_dir or Path(env("CSI_LINSTOR_RUNTIME_DIR")

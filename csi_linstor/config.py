@@ -123,6 +123,10 @@ class Config:
     linstor_connect_timeout: float = 5.0
     linstor_read_timeout: float = 60.0
     probe_interval: float = 5.0
+    # issue 17: the Kubernetes API (RWX block validation, consistency groups)
+    kubeconfig: Path | None = None
+    rwx_block_validation: bool = True
+    enable_consistency_groups: bool = False
     sim_nodes: int = 3
     sim_device_dir: Path | None = None
     sim_state_dir: Path | None = None

@@ -1,0 +1,1 @@
+"""The driver's Kubernetes API access (RWX block validation, consistency groups)."""
