@@ -317,10 +317,12 @@ class CsiDeployment:
             argv = [a.replace("/csi/csi.sock", str(self.sock)) for a in argv]
             name = cont["name"]
             if name == "csi-linstor":
+                # the driver reads PVCs and pods with the chart's service account (issue 17),
+                # as in a pod; here through a kubeconfig holding that account's token
                 self.procs.spawn(name, [sys.executable, "-m", "csi_linstor.cli", *argv[1:]]
                                  if argv[0] == "csi-linstor" else
                                  [sys.executable, "-m", "csi_linstor.cli", *argv],
-                                 env=dict(os.environ, **env))
+                                 env=dict(os.environ, **env, KUBECONFIG=str(sa_kubeconfig)))
                 wait_for(self.sock.exists, 30, "the driver's socket")
                 continue
             if name == "liveness-probe":
