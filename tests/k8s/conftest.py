@@ -88,7 +88,7 @@ def _start(backend: str, work: Path, tools: tuple[Path, Path], linstor_url: str,
     try:
         cluster.start()
         csi = CsiDeployment(cluster, linstor_url, infos, crds,
-                            values=["groupSnapshots.enabled=true"]).start()
+                            values=["groupSnapshots.enabled=true", "consistencyGroups=true"]).start()
     except BaseException:
         cluster.stop()
         raise
