@@ -28,7 +28,9 @@ older driver without records).
 
 Publishes of different volumes to one node run under different per-volume locks; a
 process-local reservation per node keeps two concurrent publishes from both taking the last
-slot (the controller runs as one leader-elected instance).
+slot (the controller runs as one leader-elected instance). The node's view is read under a
+per-node lock, and a reservation ends under that lock only after its record is written, so a
+publish never judges the limit on a view older than another publish's finished record.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ from csi_linstor.mapping import ids
 log = logging.getLogger(__name__)
 
 PROP_ATTACHED = "Aux/csi-attached"
+# Written with the record and removed with it (mapping/multiattach.py: two DRBD primaries).
+PROP_TWO_PRIMARIES_HINT = "Aux/csi-two-primaries"
+PROPS_WITH_RECORD = (PROP_TWO_PRIMARIES_HINT,)
 UNLIMITED = 1 << 62
 READ_WRITE = "rw"
 READ_ONLY = "ro"
@@ -81,54 +86,70 @@ class Attachments:
         self.max_per_node = max_per_node
         self._lock = threading.Lock()
         self._reserved: dict[str, set[str]] = {}  # node (upper) -> volumes being published
+        self._node_locks: dict[str, threading.Lock] = {}  # one per node, never removed
 
     @contextmanager
-    def attach(self, rd: str, node: str, readonly: bool, deadline: Deadline) -> Iterator[None]:
-        """Around the publish: check compatibility and the limit, then record on success."""
+    def attach(self, rd: str, node: str, readonly: bool,
+               deadline: Deadline) -> Iterator[dict[str, str]]:
+        """Around the publish: check compatibility and the limit, then record on success. The
+        publish may add properties to the record (the dict yielded)."""
+        extra: dict[str, str] = {}
         if not ids.is_valid_name(rd) or not ids.is_valid_node_name(node):
             # not a plain resource (e.g. a consistency-group member) or a node that cannot
             # exist: nothing to record; the publish itself answers
-            yield
+            yield extra
             return
         want = mode(readonly)
-        on_node = queries.view_resources(self.client, deadline, nodes=[node])
-        mine = next((r for r in on_node if r.name.upper() == rd.upper()
-                     and r.node_name.upper() == node.upper()), None)
-        have = recorded(mine) if mine is not None else ""
-        if have and have != want:
-            raise AlreadyExists(
-                f"volume {rd} is already published to node {node} "
-                f"{'read-only' if have == READ_ONLY else 'read-write'}; a "
-                f"{'read-only' if readonly else 'read-write'} publish is incompatible: unpublish "
-                "it from that node first")
-        if have:
-            yield  # idempotent re-publish: already counted
-            return
         key = node.upper()
-        with self._lock:
-            attached = {r.name.upper() for r in on_node if recorded(r)}
-            busy = attached | self._reserved.get(key, set())
-            busy.discard(rd.upper())
-            if len(busy) >= self.max_per_node:
-                raise ResourceExhausted(
-                    f"node {node} already has {len(busy)} volumes of this driver attached, the "
-                    f"limit is {self.max_per_node} (--max-volumes-per-node); detach a volume "
-                    "from that node, schedule the workload on another node, or raise the limit "
-                    "on the controller and the node plugin together")
-            self._reserved.setdefault(key, set()).add(rd.upper())
+        # The node's view is read and the slot reserved under the node's lock, and a reservation
+        # is dropped under it only after the record is written: a concurrent publish to the node
+        # therefore sees every other publish either in its view (recorded) or as a reservation.
+        with self._node_lock(key):
+            on_node = queries.view_resources(self.client, deadline, nodes=[node])
+            mine = next((r for r in on_node if r.name.upper() == rd.upper()
+                         and r.node_name.upper() == key), None)
+            have = recorded(mine) if mine is not None else ""
+            if have and have != want:
+                raise AlreadyExists(
+                    f"volume {rd} is already published to node {node} "
+                    f"{'read-only' if have == READ_ONLY else 'read-write'}; a "
+                    f"{'read-only' if readonly else 'read-write'} publish is incompatible: "
+                    "unpublish it from that node first")
+            if not have:
+                attached = {r.name.upper() for r in on_node if recorded(r)}
+                busy = attached | self._reserved.get(key, set())
+                busy.discard(rd.upper())
+                if len(busy) >= self.max_per_node:
+                    raise ResourceExhausted(
+                        f"node {node} already has {len(busy)} volumes of this driver attached, "
+                        f"the limit is {self.max_per_node} (--max-volumes-per-node); detach a "
+                        "volume from that node, schedule the workload on another node, or raise "
+                        "the limit on the controller and the node plugin together")
+                self._reserved.setdefault(key, set()).add(rd.upper())
+        if have:
+            yield extra  # idempotent re-publish: already counted
+            return
         try:
-            yield
-            self.record(rd, node, want, deadline)
+            yield extra
+            self.record(rd, node, want, deadline, extra)
         finally:
-            with self._lock:
+            with self._node_lock(key):
                 left = self._reserved.get(key, set())
                 left.discard(rd.upper())
                 if not left:
                     self._reserved.pop(key, None)
 
-    def record(self, rd: str, node: str, value: str, deadline: Deadline) -> None:
+    def _node_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            lock = self._node_locks.get(key)
+            if lock is None:
+                lock = self._node_locks[key] = threading.Lock()
+            return lock
+
+    def record(self, rd: str, node: str, value: str, deadline: Deadline,
+               extra: dict[str, str] | None = None) -> None:
         self.client.put(f"/v1/resource-definitions/{rd}/resources/{node}", deadline=deadline,
-                        body={"override_props": {PROP_ATTACHED: value}})
+                        body={"override_props": {PROP_ATTACHED: value, **(extra or {})}})
 
     def forget(self, rd: str, resources: Iterable[Resource], deadline: Deadline) -> None:
         """Drop the record from the resources still carrying it (after the detach)."""
@@ -136,8 +157,9 @@ class Attachments:
             if not res.props.get(PROP_ATTACHED):
                 continue
             try:
+                gone = [k for k in (PROP_ATTACHED, *PROPS_WITH_RECORD) if k in res.props]
                 self.client.put(f"/v1/resource-definitions/{rd}/resources/{res.node_name}",
-                                deadline=deadline, body={"delete_props": [PROP_ATTACHED]})
+                                deadline=deadline, body={"delete_props": gone})
             except LinstorError as err:
                 if not err.is_not_found():
                     raise
