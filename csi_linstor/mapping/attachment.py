@@ -4,6 +4,8 @@ remote-access policy behind accessible topology.
 
 from __future__ import annotations
 
+import time
+
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import CsiError, FailedPrecondition, NotFound, Unavailable
 from csi_linstor.linstor import consts, queries
@@ -13,6 +15,9 @@ from csi_linstor.mapping import ids
 from csi_linstor.mapping.remote_access import RemoteAccessPolicy, prune_patterns
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import BAD_RESOURCE_FLAGS, VolumeLookups, log, remote_capable
+
+STATE_WAIT_SECONDS = 5.0  # a new resource's first state report from its satellite
+STATE_POLL_SECONDS = 0.2
 
 
 class Attachment(VolumeLookups):
@@ -36,15 +41,17 @@ class Attachment(VolumeLookups):
         return prune_patterns([s for s in out if s])
 
     def publish(self, rd: str, node: str, policy: RemoteAccessPolicy,
-                deadline: Deadline) -> str:
-        """Make ``rd`` available on ``node``; returns the device path there."""
+                deadline: Deadline, resources: list[Resource] | None = None) -> str:
+        """Make ``rd`` available on ``node``; returns the device path there. ``resources``:
+        the RD's resources when the caller has just read them."""
         if not ids.is_valid_node_name(node):
             # Checked before any call: the name becomes a REST path component.
             raise NotFound(f"node {node!r} does not exist: it is not a valid LINSTOR node name "
                            "(RFC 1123 host name); NodeGetInfo reports the LINSTOR node name")
         self.refuse_consistency_group(rd, "attached", deadline)
         self.require_supported(deadline)
-        resources = self.resources(rd, deadline)
+        if resources is None:
+            resources = self.resources(rd, deadline)
         if not resources:
             vol = self.find(rd, deadline)
             if vol is None:
@@ -54,11 +61,9 @@ class Attachment(VolumeLookups):
         mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
         # LINSTOR's quorum tiebreaker holds no data: its node is a node without a replica, so
         # the remote-access policy decides as for any other; make-available below converts it.
-        if mine is not None and not mine.deleting:
-            if not mine.reported:
-                raise FailedPrecondition(
-                    f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
-                    "not reporting; bring it online and retry")
+        if mine is not None and not mine.deleting and not mine.reported:
+            resources = self._await_state(rd, node, deadline)
+            mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
         if mine is not None and not mine.deleting and not mine.is_tiebreaker:
             path = mine.device_path(0)
             if path:
@@ -90,6 +95,25 @@ class Attachment(VolumeLookups):
             if path and res.top_layer == "DRBD":
                 return path  # DRBD device paths are the same on every node
         return self._volume_device_path(rd, node, deadline)
+
+    def _await_state(self, rd: str, node: str, deadline: Deadline) -> list[Resource]:
+        """The RD's resources once LINSTOR has the satellite's state for the one on ``node``.
+
+        A resource just created has none until its satellite reports (real LINSTOR: a moment
+        after the create returns); a satellite that stays silent is offline or not reporting.
+        Waits at most STATE_WAIT_SECONDS within the deadline.
+        """
+        end = time.monotonic() + min(STATE_WAIT_SECONDS, max(0.0, deadline.remaining() - 1.0))
+        while True:
+            resources = self.resources(rd, deadline)
+            mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
+            if mine is None or mine.deleting or mine.reported:
+                return resources
+            if time.monotonic() + STATE_POLL_SECONDS > end:
+                raise FailedPrecondition(
+                    f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
+                    "not reporting; bring it online and retry")
+            time.sleep(STATE_POLL_SECONDS)
 
     def _require_node(self, node: str, deadline: Deadline) -> None:
         try:
