@@ -28,6 +28,7 @@ from csi_linstor.csi.messages import (
     PUB_FS,
     PUB_MAY_FORMAT,
     PUB_USES,
+    Mode,
     _timestamp,
     check_capabilities,
     paginate,
@@ -35,12 +36,16 @@ from csi_linstor.csi.messages import (
     unsupported_reason,
 )
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
+from csi_linstor.kube.api import LazyKubeApi
+from csi_linstor.kube.kubevirt import KubeVirtCheck
 from csi_linstor.linstor import paged
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import attachment_records as attachments
 from csi_linstor.mapping import ids, qos
 from csi_linstor.mapping.backups import backup_class
 from csi_linstor.mapping.capacity import capacity
+from csi_linstor.mapping.multiattach import PROP_MARKER as PROP_TWO_PRIMARIES_MARKER
+from csi_linstor.mapping.multiattach import MultiAttach
 from csi_linstor.mapping.mutable_params import parse_mutable_parameters
 from csi_linstor.mapping.params import VolumeParameters, parse_volume_parameters
 from csi_linstor.mapping.remote_access import ANYWHERE, parse_remote_access
@@ -49,6 +54,9 @@ from csi_linstor.mapping.snapshots import Snapshots
 from csi_linstor.mapping.volume_model import PROP_FROM_BLOCK, CreateSpec, Source
 from csi_linstor.mapping.volumes import Volumes
 from csi_linstor.rpc import Call, Runtime, rpc
+
+MULTI_NODE = (Mode.MULTI_NODE_READER_ONLY, Mode.MULTI_NODE_SINGLE_WRITER,
+              Mode.MULTI_NODE_MULTI_WRITER)
 
 # ---------------------------------------------------------------------------------------------
 # The servicer
@@ -66,6 +74,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         # issue 17: attachment records (limits, readonly, published nodes)
         self.attachments = attachments.Attachments(
             linstor, getattr(config, "max_volumes_per_node", attachments.UNLIMITED))
+        # issue 17: RWX block (two DRBD primaries, the KubeVirt check) and single-node modes
+        check = None
+        if getattr(config, "rwx_block_validation", True):
+            check = KubeVirtCheck(LazyKubeApi(getattr(config, "kubeconfig", None)))
+        self.multiattach = MultiAttach(linstor, check)
         self.group_controller = GroupControllerServicer(runtime, self.snapshots)
 
     def _params(self, parameters: Any) -> VolumeParameters:
@@ -182,9 +195,19 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             policy = parse_remote_access(CTX_REMOTE, ctx[CTX_REMOTE])
         # issue 17 hook: attach limit, read-only compatibility and the attachment record
         with self.attachments.attach(request.volume_id, request.node_id, request.readonly,
-                                     call.deadline):
+                                     call.deadline) as record:
+            resources = None
+            if vol is not None:
+                # who else has it attached: single-node modes, RWX block's two primaries
+                resources = self.volumes.resources(request.volume_id, call.deadline)
+                mode = request.volume_capability.access_mode.mode
+                record |= self.multiattach.before_publish(
+                    request.volume_id, request.node_id, multi_node=mode in MULTI_NODE,
+                    multi_writer_block=access == "block" and
+                    mode == Mode.MULTI_NODE_MULTI_WRITER,
+                    resources=resources, rd_props=vol.props, deadline=call.deadline)
             path = self.volumes.publish(request.volume_id, request.node_id, policy,
-                                        call.deadline)
+                                        call.deadline, resources=resources)
         pctx = {PUB_USES: "true", PUB_DEVICE: path, PUB_FS: fs if access == "mount" else "",
                 PUB_ACCESS: access}
         if may_format:
@@ -206,6 +229,13 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             self.attachments.forget(request.volume_id, [
                 r for r in resources if not r.is_diskless or r.is_tiebreaker], call.deadline)
         self.volumes.unpublish(request.volume_id, node, call.deadline, resources=resources)
+        if resources and any(r.props.get(PROP_TWO_PRIMARIES_MARKER) for r in resources):
+            # attached while two DRBD primaries were allowed: back to one?
+            vol = self.volumes.find(request.volume_id, call.deadline)
+            if vol is not None:
+                self.multiattach.after_unpublish(
+                    request.volume_id, vol.props,
+                    self.volumes.resources(request.volume_id, call.deadline), call.deadline)
         return csi_pb2.ControllerUnpublishVolumeResponse()
 
     @rpc(required=("volume_id", "volume_capabilities"))

@@ -221,9 +221,23 @@ def test_publish_unpublish(env):
     env.ctl.CreateVolume(create_req("pvc-pub", params={"placementCount": "1"}))
     replica = diskful_nodes(env, "pvc-pub")[0]
     other = next(n for n in ("node-1", "node-2", "node-3") if n != replica)
+    many = csi_pb2.VolumeCapability(mount=MOUNT.mount, access_mode=csi_pb2.VolumeCapability.
+                                    AccessMode(mode=csi_pb2.VolumeCapability.AccessMode.
+                                               MULTI_NODE_READER_ONLY))
     for node in (replica, other):
+        if node == other:
+            # single-node access: published to the replica's node, so not to a second node
+            # (CSI: FAILED_PRECONDITION), and nothing is created there
+            with pytest.raises(grpc.RpcError) as err:
+                env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+                    volume_id="pvc-pub", node_id=node, volume_capability=MOUNT))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert replica in err.value.details() and "single-node" in err.value.details()
+            assert other not in [r["node_name"] for r in env.client.get(
+                "/v1/resource-definitions/pvc-pub/resources", deadline=_dl())]
         ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
-            volume_id="pvc-pub", node_id=node, volume_capability=MOUNT)).publish_context
+            volume_id="pvc-pub", node_id=node, readonly=True,
+            volume_capability=MOUNT if node == replica else many)).publish_context
         assert ctx["linstor.csi.linbit.com/uses-publish-context"] == "true"
         assert ctx["linstor.csi.linbit.com/fs-type"] == "ext4"
         assert ctx["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
