@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.k8s.cluster import wait_for
+import yaml
+
+from tests.k8s.cluster import REPO, wait_for
 from tests.k8s.conftest import Kube
 from tests.k8s.test_stories import (
     NS,
@@ -22,6 +24,7 @@ from tests.k8s.test_stories import (
 )
 
 TWO = "DrbdOptions/Net/allow-two-primaries"
+EXAMPLE = REPO / "deploy" / "examples" / "kubevirt-rwx-block.yaml"
 
 
 def rwx_block_claim(kube: Kube, name: str, sc: str) -> str:
@@ -78,7 +81,9 @@ def detached(kube: Kube, pv: str, node: str, *, failed: bool = False) -> None:
 def test_live_migration_shares_the_disk_between_one_vms_pods_only(sim_kube: Kube) -> None:
     kube = sim_kube
     before = kube.rds()
-    sc = storage_class(kube, _name("sc-vm"), {"placementCount": "2"})
+    example = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] ==
+                   "StorageClass")
+    sc = storage_class(kube, _name("sc-vm"), example["parameters"])  # Immediate: no kubelet
     claim = rwx_block_claim(kube, _name("disk"), sc)
     c = bound(kube, claim)
     pv, rd = c.spec.volume_name, kube.cluster.core.read_persistent_volume(
