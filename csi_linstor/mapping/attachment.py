@@ -9,6 +9,7 @@ import time
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import CsiError, FailedPrecondition, NotFound, Unavailable
 from csi_linstor.linstor import consts, queries
+from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import ids
@@ -18,6 +19,17 @@ from csi_linstor.mapping.volume_model import BAD_RESOURCE_FLAGS, VolumeLookups, 
 
 STATE_WAIT_SECONDS = 5.0  # a new resource's first state report from its satellite
 STATE_POLL_SECONDS = 0.2
+
+
+def require_node(client: LinstorClient, node: str, deadline: Deadline) -> None:
+    """NOT_FOUND naming ``node`` when LINSTOR has no such node (checked before a refusal that
+    would otherwise hide it)."""
+    try:
+        queries.node(client, node, deadline)
+    except CsiError as err:
+        if err.code == NotFound.code:
+            raise NotFound(f"node {node} does not exist in LINSTOR") from err
+        raise
 
 
 class Attachment(VolumeLookups):
@@ -116,12 +128,7 @@ class Attachment(VolumeLookups):
             time.sleep(STATE_POLL_SECONDS)
 
     def _require_node(self, node: str, deadline: Deadline) -> None:
-        try:
-            queries.node(self.client, node, deadline)
-        except CsiError as err:
-            if err.code == NotFound.code:
-                raise NotFound(f"node {node} does not exist in LINSTOR") from err
-            raise
+        require_node(self.client, node, deadline)
 
     def _make_available(self, rd: str, node: str, deadline: Deadline) -> None:
         try:

@@ -34,10 +34,10 @@ import logging
 from collections.abc import Callable
 
 from csi_linstor.deadline import Deadline
-from csi_linstor.errors import CsiError, FailedPrecondition, NotFound
-from csi_linstor.linstor import queries
+from csi_linstor.errors import FailedPrecondition
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import Resource
+from csi_linstor.mapping.attachment import require_node
 from csi_linstor.mapping.attachment_records import PROP_TWO_PRIMARIES_HINT, recorded
 from csi_linstor.mapping.volume_model import PROP_PVC_NAME, PROP_PVC_NAMESPACE
 
@@ -76,7 +76,7 @@ class MultiAttach:
         others = attached_elsewhere(resources, node)
         if not others:
             return {}
-        self._require_node(node, deadline)  # an unknown node is NOT_FOUND before any refusal
+        require_node(self.client, node, deadline)  # an unknown node is NOT_FOUND before any refusal
         where = ", ".join(others)
         if not multi_node:
             raise FailedPrecondition(
@@ -110,14 +110,6 @@ class MultiAttach:
                 self.client.put(f"/v1/resource-definitions/{rd}/resources/{res.node_name}",
                                 deadline=deadline, body={"override_props": {PROP_MARKER: "yes"}})
         return {PROP_MARKER: "yes"}
-
-    def _require_node(self, node: str, deadline: Deadline) -> None:
-        try:
-            queries.node(self.client, node, deadline)
-        except CsiError as err:
-            if err.code == NotFound.code:
-                raise NotFound(f"node {node} does not exist in LINSTOR") from err
-            raise
 
     def after_unpublish(self, rd: str, rd_props: dict[str, str],
                         remaining: list[Resource], deadline: Deadline) -> None:
