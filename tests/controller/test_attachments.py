@@ -184,3 +184,25 @@ def test_a_record_left_on_a_tiebreaker_does_not_count(limited):
     unpublish(env, "pvc-tb", "node-3")
     publish(env, "pvc-x1", "node-3")
     publish(env, "pvc-x2", "node-3")  # the tiebreaker's record is not one of the 2
+
+
+def test_linstor_takes_the_two_primaries_properties_and_the_rd_keeps_working(env):
+    """RWX block (test_rwx_block.py, simulator: two nodes) writes these properties; real
+    LINSTOR validates DrbdOptions keys and values, so check it accepts them, keeps them on the
+    resource definition, drops them again, and still serves the volume."""
+    from csi_linstor.mapping.multiattach import PROP_MARKER, PROP_TWO_PRIMARIES
+
+    env.ctl.CreateVolume(create_req("pvc-2p", params=env.params(placementCount="1")))
+    node = env.nodes[0]
+    env.client.put("/v1/resource-definitions/pvc-2p", deadline=_dl(),
+                   body={"override_props": {PROP_TWO_PRIMARIES: "yes", PROP_MARKER: "yes"}})
+    props = env.client.get("/v1/resource-definitions/pvc-2p", deadline=_dl())["props"]
+    assert props[PROP_TWO_PRIMARIES] == "yes" and props[PROP_MARKER] == "yes"
+    env.client.put("/v1/resource-definitions/pvc-2p", deadline=_dl(),
+                   body={"delete_props": [PROP_TWO_PRIMARIES, PROP_MARKER]})
+    props = env.client.get("/v1/resource-definitions/pvc-2p", deadline=_dl())["props"]
+    assert PROP_TWO_PRIMARIES not in props and PROP_MARKER not in props
+    publish(env, "pvc-2p", node)
+    unpublish(env, "pvc-2p", node)
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-2p"))
+    assert "pvc-2p" not in env.rds()
