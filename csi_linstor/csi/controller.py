@@ -229,8 +229,12 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             self.attachments.forget(request.volume_id, [
                 r for r in resources if not r.is_diskless or r.is_tiebreaker], call.deadline)
         self.volumes.unpublish(request.volume_id, node, call.deadline, resources=resources)
-        if resources and any(r.props.get(PROP_TWO_PRIMARIES_MARKER) for r in resources):
-            # attached while two DRBD primaries were allowed: back to one?
+        if resources is not None and (
+                any(r.props.get(PROP_TWO_PRIMARIES_MARKER) for r in resources)
+                or not any(attachments.recorded(r) for r in resources)):
+            # attached while two DRBD primaries were allowed, or an attach that never finished
+            # (a publish that allowed two primaries may have stopped before its record): back
+            # to one primary? An ordinary unpublish (its record found, no marker) costs nothing
             vol = self.volumes.find(request.volume_id, call.deadline)
             if vol is not None:
                 self.multiattach.after_unpublish(

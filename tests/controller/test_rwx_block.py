@@ -179,3 +179,18 @@ def test_a_volume_without_drbd_is_never_shared(env):
     publish(env, "pvc-raw", on[0], reader)
     msg = refused(env, "pvc-raw", on[1], reader)
     assert "no DRBD layer" in msg and on[0] in msg
+
+
+def test_an_abandoned_second_attach_does_not_leave_two_primaries_allowed(env):
+    """A publish that allowed two primaries and then stopped (a crash before LINSTOR attached
+    the volume there, or a refusal after) leaves no record on that node; the unpublish the CO
+    sends for it takes two primaries away again."""
+    env.ctl.CreateVolume(create_req("pvc-ab", cap=RWX, params={"placementCount": "2"}))
+    publish(env, "pvc-ab", "node-1")
+    # what the interrupted publish to node-3 had done: the properties, nothing else
+    env.client.put("/v1/resource-definitions/pvc-ab", deadline=_dl(),
+                   body={"override_props": {TWO: "yes", MARK: "yes"}})
+    unpublish(env, "pvc-ab", "node-3")
+    props = rd_props(env, "pvc-ab")
+    assert TWO not in props and MARK not in props
+    unpublish(env, "pvc-ab", "node-1")
