@@ -160,21 +160,161 @@ def split_key(key: str) -> tuple[str, str]:
     return namespace, raw
 
 
+@dataclass
+class _Parsed:
+    """What the per-key parsers of ``parse_volume_parameters`` collect."""
+
+    property_namespace: str
+    values: dict[str, Any] = field(default_factory=dict)
+    go_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    remote_access: RemoteAccessPolicy | None = None
+    explicit_count: bool = False
+
+
+def _placement_count(key: str, value: str, out: _Parsed) -> None:
+    text = value.strip() or "1"
+    try:
+        count = int(text, 10)
+    except ValueError as err:
+        raise InvalidArgument(f"parameter {key}: {value!r} is not an integer") from err
+    if not 0 <= count <= 32:
+        raise InvalidArgument(f"parameter {key}: {count} replicas is out of range 0-32 "
+                              "(0: the resource group's place_count decides)")
+    out.values["placement_count"] = count
+    out.explicit_count = True
+
+
+def _storage_pool(key: str, value: str, out: _Parsed) -> None:
+    pools = split_list(value)
+    if not pools:
+        raise InvalidArgument(f"parameter {key}: names no storage pool")
+    _check_names(key, pools, is_valid_pool_name, "storage pool")
+    out.values["storage_pools"] = pools
+    out.go_lists["storage_pool_list"] = _go_list(value)
+
+
+def _diskless_storage_pool(key: str, value: str, out: _Parsed) -> None:
+    if not value.strip():
+        raise InvalidArgument(f"parameter {key}: is empty")
+    _check_names(key, (value.strip(),), is_valid_pool_name, "storage pool")
+    out.values["diskless_storage_pool"] = value.strip()
+
+
+def _layer_list(key: str, value: str, out: _Parsed) -> None:
+    layers = []
+    for item in split_list(value):
+        if item.upper() not in LAYERS:
+            raise InvalidArgument(f"parameter {key}: unknown layer {item!r}; known layers: "
+                                  f"{' '.join(x.lower() for x in LAYERS)}")
+        layers.append(item.upper())
+    if not layers:
+        raise InvalidArgument(f"parameter {key}: names no layer")
+    out.values["layer_list"] = tuple(layers)
+
+
+def _topology_keys(field_name: str) -> Any:
+    """replicasOnSame / replicasOnDifferent: topology keys under the property namespace."""
+    def parse(key: str, value: str, out: _Parsed) -> None:
+        out.values[field_name] = _with_prefix(out.property_namespace, split_list(value))
+        out.go_lists[field_name] = _go_list(value, out.property_namespace)
+    return parse
+
+
+def _regex(key: str, value: str, out: _Parsed) -> None:
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise InvalidArgument(f"parameter {key}: {value!r} is not a regex: {err}") from err
+    out.values["do_not_place_with_regex"] = value
+
+
+def _nodes(field_name: str) -> Any:
+    def parse(key: str, value: str, out: _Parsed) -> None:
+        out.values[field_name] = _check_names(key, split_list(value), is_valid_node_name, "node")
+    return parse
+
+
+def _placement_policy(key: str, value: str, out: _Parsed) -> None:
+    match = [p for p in PLACEMENT_POLICIES if p.lower() == value.strip().lower()]
+    if not match:
+        raise InvalidArgument(f"parameter {key}: {value!r} is not one of "
+                              f"{', '.join(PLACEMENT_POLICIES)}")
+    if match[0] == "Balanced":
+        raise InvalidArgument(f"parameter {key}: Balanced needs Kubernetes API access, "
+                              "which this driver does not use; use AutoPlaceTopology")
+    out.values["placement_policy"] = match[0]
+
+
+def _remote_access(key: str, value: str, out: _Parsed) -> None:
+    out.remote_access = parse_remote_access(key, value)
+
+
+def _boolean(field_name: str) -> Any:
+    def parse(key: str, value: str, out: _Parsed) -> None:
+        out.values[field_name] = _parse_bool(key, value)
+    return parse
+
+
+def _text(field_name: str) -> Any:
+    def parse(key: str, value: str, out: _Parsed) -> None:
+        out.values[field_name] = value
+    return parse
+
+
+def _resource_group(key: str, value: str, out: _Parsed) -> None:
+    if value.strip():
+        out.values["resource_group"] = value.strip()
+
+
+def _over_provision(key: str, value: str, out: _Parsed) -> None:
+    try:
+        ratio = float(value)
+    except ValueError as err:
+        raise InvalidArgument(f"parameter {key}: {value!r} is not a number") from err
+    if not ratio > 0 or ratio != ratio or ratio == float("inf"):
+        raise InvalidArgument(f"parameter {key}: must be a positive number, got {value!r}")
+    out.values["over_provision"] = ratio
+
+
+def _x_replicas(key: str, value: str, out: _Parsed) -> None:
+    out.values["x_replicas_on_different"] = _parse_x_replicas(key, value, out.property_namespace)
+
+
+# lower-cased key (autoPlace is placementCount's other name) -> its parser
+_PARSERS = {
+    "placementcount": _placement_count,
+    "storagepool": _storage_pool,
+    "disklessstoragepool": _diskless_storage_pool,
+    "layerlist": _layer_list,
+    "replicasonsame": _topology_keys("replicas_on_same"),
+    "replicasondifferent": _topology_keys("replicas_on_different"),
+    "xreplicasondifferent": _x_replicas,
+    "donotplacewithregex": _regex,
+    "disklessonremaining": _boolean("diskless_on_remaining"),
+    "nodelist": _nodes("node_list"),
+    "clientlist": _nodes("client_list"),
+    "placementpolicy": _placement_policy,
+    "allowremotevolumeaccess": _remote_access,
+    "encryption": _boolean("encryption"),
+    "fsopts": _text("fs_opts"),
+    "mountopts": _text("mount_opts"),
+    "postmountxfsopts": _text("post_mount_xfs_opts"),
+    "resourcegroup": _resource_group,
+    "usepvcname": _boolean("use_pvc_name"),
+    "overprovision": _over_provision,
+}
+
+
 def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: str = "Aux",
                             default_remote_access: str = "true") -> VolumeParameters:
     """Parse CreateVolume/GetCapacity ``parameters`` into a VolumeParameters.
 
     Raises InvalidArgument naming the offending key.
     """
-    values: dict[str, Any] = {}
-    go_lists: dict[str, tuple[str, ...]] = {}
+    out = _Parsed(property_namespace)
     seen: dict[str, str] = {}
     properties: dict[str, str] = {}
     warnings: list[str] = []
-    explicit_count = False
-    remote_access: RemoteAccessPolicy | None = None
-    pvc_name = params.get(PVC_NAME_KEY, "")
-    pvc_namespace = params.get(PVC_NAMESPACE_KEY, "")
     fstype = params.get(FSTYPE_KEY)
     if fstype and fstype not in SUPPORTED_FS:
         # The provisioner normally moves it into the capability's fs_type; when it is passed
@@ -183,7 +323,7 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
                               f"the node plugin formats, grows and checks only "
                               f"{', '.join(SUPPORTED_FS)}")
 
-    values["qos"] = qos.parse(params)  # issue 17 hook: the qos.linbit.com/* group
+    out.values["qos"] = qos.parse(params)  # issue 17 hook: the qos.linbit.com/* group
     for key in sorted(params):
         value = params[key]
         namespace, raw = split_key(key)
@@ -199,13 +339,12 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
             continue  # another component's parameter (csi.storage.k8s.io/*, qos.linbit.com/*...)
         name = KEYS.get(raw.lower())
         if name is None:
+            known = sorted(set(KEYS.values()) - {KEYS[k] for k in _IGNORED_KEYS
+                                                 if k.startswith("nfs")})
             raise InvalidArgument(
-                f"unknown parameter {key!r}: this driver knows "
-                f"{', '.join(sorted(set(KEYS.values()) - {'nfsConfigTemplate', 'nfsServiceName', 'nfsSquash', 'nfsRecoveryVolumeSize'}))}"
-                f", {PROPERTY_NAMESPACE}/<LINSTOR property> and DrbdOptions/<option>")
-        canonical = name.lower()
-        if canonical in ("autoplace", "placementcount"):
-            canonical = "placementcount"
+                f"unknown parameter {key!r}: this driver knows {', '.join(known)}, "
+                f"{PROPERTY_NAMESPACE}/<LINSTOR property> and DrbdOptions/<option>")
+        canonical = "placementcount" if name.lower() == "autoplace" else name.lower()
         if canonical in seen:
             raise InvalidArgument(f"parameters {seen[canonical]!r} and {key!r} both set {name}; "
                                   "set it once")
@@ -214,97 +353,15 @@ def parse_volume_parameters(params: Mapping[str, str], *, property_namespace: st
             warnings.append(_IGNORED_KEYS[canonical])
             log.warning("StorageClass parameter %s: %s", key, _IGNORED_KEYS[canonical])
             continue
-        if canonical == "placementcount":
-            text = value.strip() or "1"
-            try:
-                count = int(text, 10)
-            except ValueError as err:
-                raise InvalidArgument(f"parameter {key}: {value!r} is not an integer") from err
-            if not 0 <= count <= 32:
-                raise InvalidArgument(f"parameter {key}: {count} replicas is out of range 0-32 "
-                                      "(0: the resource group's place_count decides)")
-            values["placement_count"] = count
-            explicit_count = True
-        elif canonical == "storagepool":
-            pools = split_list(value)
-            if not pools:
-                raise InvalidArgument(f"parameter {key}: names no storage pool")
-            _check_names(key, pools, is_valid_pool_name, "storage pool")
-            values["storage_pools"] = pools
-            go_lists["storage_pool_list"] = _go_list(value)
-        elif canonical == "disklessstoragepool":
-            if not value.strip():
-                raise InvalidArgument(f"parameter {key}: is empty")
-            _check_names(key, (value.strip(),), is_valid_pool_name, "storage pool")
-            values["diskless_storage_pool"] = value.strip()
-        elif canonical == "layerlist":
-            layers = []
-            for item in split_list(value):
-                if item.upper() not in LAYERS:
-                    raise InvalidArgument(f"parameter {key}: unknown layer {item!r}; known layers: "
-                                          f"{' '.join(x.lower() for x in LAYERS)}")
-                layers.append(item.upper())
-            if not layers:
-                raise InvalidArgument(f"parameter {key}: names no layer")
-            values["layer_list"] = tuple(layers)
-        elif canonical == "replicasonsame":
-            values["replicas_on_same"] = _with_prefix(property_namespace, split_list(value))
-            go_lists["replicas_on_same"] = _go_list(value, property_namespace)
-        elif canonical == "replicasondifferent":
-            values["replicas_on_different"] = _with_prefix(property_namespace, split_list(value))
-            go_lists["replicas_on_different"] = _go_list(value, property_namespace)
-        elif canonical == "xreplicasondifferent":
-            values["x_replicas_on_different"] = _parse_x_replicas(key, value, property_namespace)
-        elif canonical == "donotplacewithregex":
-            try:
-                re.compile(value)
-            except re.error as err:
-                raise InvalidArgument(f"parameter {key}: {value!r} is not a regex: {err}") from err
-            values["do_not_place_with_regex"] = value
-        elif canonical == "disklessonremaining":
-            values["diskless_on_remaining"] = _parse_bool(key, value)
-        elif canonical == "nodelist":
-            values["node_list"] = _check_names(key, split_list(value), is_valid_node_name, "node")
-        elif canonical == "clientlist":
-            values["client_list"] = _check_names(key, split_list(value), is_valid_node_name,
-                                                 "node")
-        elif canonical == "placementpolicy":
-            match = [p for p in PLACEMENT_POLICIES if p.lower() == value.strip().lower()]
-            if not match:
-                raise InvalidArgument(f"parameter {key}: {value!r} is not one of "
-                                      f"{', '.join(PLACEMENT_POLICIES)}")
-            if match[0] == "Balanced":
-                raise InvalidArgument(f"parameter {key}: Balanced needs Kubernetes API access, "
-                                      "which this driver does not use; use AutoPlaceTopology")
-            values["placement_policy"] = match[0]
-        elif canonical == "allowremotevolumeaccess":
-            remote_access = parse_remote_access(key, value)
-        elif canonical == "encryption":
-            values["encryption"] = _parse_bool(key, value)
-        elif canonical == "fsopts":
-            values["fs_opts"] = value
-        elif canonical == "mountopts":
-            values["mount_opts"] = value
-        elif canonical == "postmountxfsopts":
-            values["post_mount_xfs_opts"] = value
-        elif canonical == "resourcegroup":
-            if value.strip():
-                values["resource_group"] = value.strip()
-        elif canonical == "usepvcname":
-            values["use_pvc_name"] = _parse_bool(key, value)
-        elif canonical == "overprovision":
-            try:
-                ratio = float(value)
-            except ValueError as err:
-                raise InvalidArgument(f"parameter {key}: {value!r} is not a number") from err
-            if not ratio > 0 or ratio != ratio or ratio == float("inf"):
-                raise InvalidArgument(f"parameter {key}: must be a positive number, got {value!r}")
-            values["over_provision"] = ratio
+        _PARSERS[canonical](key, value, out)
 
-    p = VolumeParameters(properties=tuple(sorted(properties.items())), pvc_name=pvc_name,
-                         pvc_namespace=pvc_namespace, warnings=tuple(warnings),
-                         go_lists=tuple(sorted(go_lists.items())), **values)
-    return _settle(p, values, remote_access, explicit_count, default_remote_access, warnings)
+    p = VolumeParameters(properties=tuple(sorted(properties.items())),
+                         pvc_name=params.get(PVC_NAME_KEY, ""),
+                         pvc_namespace=params.get(PVC_NAMESPACE_KEY, ""),
+                         warnings=tuple(warnings),
+                         go_lists=tuple(sorted(out.go_lists.items())), **out.values)
+    return _settle(p, out.values, out.remote_access, out.explicit_count, default_remote_access,
+                   warnings)
 
 
 def _settle(p: VolumeParameters, values: dict[str, Any], remote_access: RemoteAccessPolicy | None,
