@@ -3,8 +3,6 @@ with a test CA and client certificates, bearer tokens, redirects."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from csi_linstor.linstor import consts
 from csi_linstor.linstor.client import LinstorClient, normalize_url
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable
 from csi_linstor.sim import SimConfig, Simulator
+from tests.netfakes import MuteController, dead_port
 from tests.pki import make_pki
 
 # -- ret_code decoding ----------------------------------------------------------------------
@@ -114,16 +113,8 @@ def test_slow_controller_gives_a_timeout_not_a_hang(sim) -> None:
     sim.reset_faults()
 
 
-def _dead_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now: connection refused
-    return port
-
-
 def test_failover_to_the_next_controller(sim) -> None:
-    client = LinstorClient([f"http://127.0.0.1:{_dead_port()}", sim.url])
+    client = LinstorClient([f"http://127.0.0.1:{dead_port()}", sim.url])
     nodes = client.get("/v1/nodes", deadline=Deadline(5))
     assert {n["name"] for n in nodes} == {"node-1", "node-2", "node-3"}
     # a POST also fails over when the connection was refused (the request never left)
@@ -132,7 +123,7 @@ def test_failover_to_the_next_controller(sim) -> None:
 
 
 def test_all_controllers_down_is_unavailable_and_names_them() -> None:
-    a, b = _dead_port(), _dead_port()
+    a, b = dead_port(), dead_port()
     client = LinstorClient([f"http://127.0.0.1:{a}", f"http://127.0.0.1:{b}"])
     with pytest.raises(LinstorUnavailable) as err:
         client.get("/v1/nodes", deadline=Deadline(5))
@@ -140,39 +131,16 @@ def test_all_controllers_down_is_unavailable_and_names_them() -> None:
     assert err.value.code is grpc.StatusCode.UNAVAILABLE
 
 
-class _Dropper(threading.Thread):
-    """Accepts connections, reads the request, closes without answering; counts requests."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.requests = 0
-
-    def run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            self.requests += 1
-            conn.close()
-
-
 def test_post_is_never_resent_after_the_request_left(sim) -> None:
-    dropper = _Dropper()
-    dropper.start()
-    client = LinstorClient([f"http://127.0.0.1:{dropper.port}", sim.url])
+    dropper = MuteController()
+    client = LinstorClient([dropper.url, sim.url])
     with pytest.raises(LinstorUnavailable, match="may or may not have been applied"):
         client.post("/v1/resource-groups", deadline=Deadline(5), body={"name": "once"})
     assert dropper.requests == 1
     assert sim.request_counts().get("POST /v1/resource-groups", 0) == 0
     with pytest.raises(LinstorError):  # it was not sent to the second controller either
         client.get("/v1/resource-groups/once", deadline=Deadline(5))
-    dropper.sock.close()
+    dropper.close()
 
 
 # -- TLS and bearer tokens ------------------------------------------------------------------

@@ -11,7 +11,6 @@ test_real_faults.py.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from tests.faults.conftest import (
     until_ok,
     wait_for,
 )
+from tests.netfakes import MuteController, dead_port
 
 VOL = "pvc-fault"
 TWO = {"placementCount": "2"}
@@ -225,37 +225,6 @@ def test_a_500_without_a_known_code(sim: Simulator, driver: Driver, case: Case) 
 
 # -- connection refused, reset; failover -------------------------------------------------------
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again: connections are refused
-
-
-class _Resetter(threading.Thread):
-    """A "controller" that reads each request and resets the connection (RST, no reply)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.requests = 0
-
-    def run(self) -> None:
-        import struct
-
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            self.requests += 1
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-
 def _lifecycle(driver: Driver, sim: Simulator) -> None:
     """Create, publish, expand, snapshot, delete: every RPC through ``driver``."""
     driver.ctl.CreateVolume(create_req(VOL, TWO))
@@ -268,7 +237,7 @@ def _lifecycle(driver: Driver, sim: Simulator) -> None:
 
 def test_refused_first_controller_fails_over_then_all_down_is_unavailable(
         sim: Simulator) -> None:
-    dead = f"http://127.0.0.1:{_dead_port()}"
+    dead = f"http://127.0.0.1:{dead_port()}"
     driver = start_driver([dead, sim.url or ""])
     try:
         _lifecycle(driver, sim)  # every RPC works through the second URL
@@ -291,8 +260,7 @@ def test_reset_first_controller_fails_over(sim: Simulator) -> None:
     """The first URL resets every connection: reads move to the second URL, which is then
     tried first, so every RPC works. (A write whose connection broke is never sent to another
     controller: tests/client/test_client.py::test_post_is_never_resent_after_the_request_left.)"""
-    resetter = _Resetter()
-    resetter.start()
+    resetter = MuteController(reset=True)
     driver = start_driver([resetter.url, sim.url or ""])
     try:
         _lifecycle(driver, sim)
@@ -306,7 +274,7 @@ def test_reset_first_controller_fails_over(sim: Simulator) -> None:
         finally:
             resetter_only.close()
     finally:
-        resetter.sock.close()
+        resetter.close()
         driver.close()
 
 
