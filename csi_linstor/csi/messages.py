@@ -9,6 +9,19 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from csi_linstor._gen import csi_pb2
+from csi_linstor.csi.context_keys import (  # noqa: F401 (re-exported)
+    CTX_FS_OPTS,
+    CTX_MOUNT_OPTS,
+    CTX_PREFIX,
+    CTX_REMOTE,
+    CTX_USES,
+    CTX_XFS_OPTS,
+    PUB_ACCESS,
+    PUB_DEVICE,
+    PUB_FS,
+    PUB_MAY_FORMAT,
+    PUB_USES,
+)
 from csi_linstor.errors import Aborted, InvalidArgument
 from csi_linstor.mapping.snapshots import SnapshotInfo
 from csi_linstor.mapping.volume_model import FS_TYPES, Volume
@@ -18,20 +31,6 @@ DRBD_MAX_BYTES = (1 << 40) * 1024
 
 Cap = csi_pb2.ControllerServiceCapability.RPC
 Mode = csi_pb2.VolumeCapability.AccessMode
-
-CTX_PREFIX = "linstor.csi.linbit.com/"
-CTX_USES = CTX_PREFIX + "uses-volume-context"
-CTX_MOUNT_OPTS = CTX_PREFIX + "mount-options"
-CTX_XFS_OPTS = CTX_PREFIX + "post-mount-xfs-opts"
-CTX_REMOTE = CTX_PREFIX + "remote-access-policy"
-CTX_FS_OPTS = CTX_PREFIX + "fs-opts"
-PUB_USES = CTX_PREFIX + "uses-publish-context"
-PUB_DEVICE = CTX_PREFIX + "device-path"
-PUB_FS = CTX_PREFIX + "fs-type"
-# The access type the controller checked against the one the volume was created with: the node
-# formats only a volume published as "mount" (or, without this key, one LINSTOR says is not block).
-PUB_ACCESS = CTX_PREFIX + "access-type"
-PUB_MAY_FORMAT = CTX_PREFIX + "may-format"
 
 CAPABILITIES = (
     Cap.CREATE_DELETE_VOLUME, Cap.PUBLISH_UNPUBLISH_VOLUME, Cap.LIST_VOLUMES, Cap.GET_CAPACITY,

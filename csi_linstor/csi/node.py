@@ -15,6 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
+from csi_linstor.csi.context_keys import (
+    CTX_FS_OPTS,
+    CTX_MOUNT_OPTS,
+    CTX_XFS_OPTS,
+    PUB_ACCESS,
+    PUB_DEVICE,
+    PUB_FS,
+    PUB_MAY_FORMAT,
+)
 from csi_linstor.deadline import Deadline
 from csi_linstor.drbd import Drbd
 from csi_linstor.errors import (
@@ -34,16 +43,16 @@ from csi_linstor.rpc import Call, Runtime, rpc
 
 log = logging.getLogger("csi_linstor.node")
 
-PREFIX = "linstor.csi.linbit.com/"
-KEY_DEVICE_PATH = PREFIX + "device-path"
-KEY_FS_TYPE = PREFIX + "fs-type"
-KEY_MOUNT_OPTIONS = PREFIX + "mount-options"
-KEY_FS_OPTS = PREFIX + "fs-opts"
-KEY_POST_MOUNT_XFS_OPTS = PREFIX + "post-mount-xfs-opts"
+# The context keys ControllerPublish/CreateVolume write (csi/messages.py, the one definition).
+KEY_DEVICE_PATH = PUB_DEVICE
+KEY_FS_TYPE = PUB_FS
+KEY_MOUNT_OPTIONS = CTX_MOUNT_OPTS
+KEY_FS_OPTS = CTX_FS_OPTS
+KEY_POST_MOUNT_XFS_OPTS = CTX_XFS_OPTS
 # Set by ControllerPublish after checking the capability against the volume's created access type.
-KEY_ACCESS_TYPE = PREFIX + "access-type"
+KEY_ACCESS_TYPE = PUB_ACCESS
 # "false": the controller says the volume must not be formatted (cloned/restored from raw block)
-KEY_MAY_FORMAT = PREFIX + "may-format"
+KEY_MAY_FORMAT = PUB_MAY_FORMAT
 
 Mode = csi_pb2.VolumeCapability.AccessMode
 READ_ONLY_MODES = (Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY)
