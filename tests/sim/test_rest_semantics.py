@@ -601,3 +601,35 @@ def test_a_new_volume_number_skips_numbers_held_by_snapshots(api: Api) -> None:
     assert refs and refs[0]["VlmNr"] == "2"
     assert sorted(v["volume_number"] for v in api.get(
         "/v1/resource-definitions/vn/volume-definitions").json()) == [1, 2]
+
+
+def test_the_resource_view_leaves_out_resources_without_volumes(api: Api) -> None:
+    # CtrlVlmListApiCallHandler: only resources with at least one volume are in the view
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "nv"}})
+    api.post("/v1/resource-definitions/nv/volume-definitions",
+             {"volume_definition": {"size_kib": 1024}})
+    api.post("/v1/resource-definitions/nv/autoplace", {"select_filter": {"place_count": 1}})
+    assert len(api.get("/v1/view/resources", params={"resources": "nv"}).json()) == 1
+    api.delete("/v1/resource-definitions/nv/volume-definitions/0")
+    assert api.get("/v1/view/resources", params={"resources": "nv"}).json() == []
+    assert len(api.get("/v1/resource-definitions/nv/resources").json()) == 1
+
+
+def test_a_restore_copies_the_snapshot_volume_definition_props(api: Api) -> None:
+    # CtrlSnapshotRestoreApiCallHandler.restoreOnNode: into a target without resources, each
+    # snapshot volume definition's props are copied onto the target's volume definition
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "vp"}})
+    api.post("/v1/resource-definitions/vp/volume-definitions",
+             {"volume_definition": {"size_kib": 1024, "props": {"Aux/tag": "m0"}}})
+    api.post("/v1/resource-definitions/vp/autoplace", {"select_filter": {"place_count": 1}})
+    api.post("/v1/resource-definitions/vp/snapshots", {"name": "s1"})
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "vp2"}})
+    api.post("/v1/resource-definitions/vp/snapshot-restore-volume-definition/s1",
+             {"to_resource": "vp2"})
+    vd = api.get("/v1/resource-definitions/vp2/volume-definitions/0").json()
+    assert "Aux/tag" not in vd.get("props", {})  # the VD restore copies no props
+    r = api.post("/v1/resource-definitions/vp/snapshot-restore-resource/s1",
+                 {"to_resource": "vp2"})
+    assert r.status_code == 200, r.text
+    vd = api.get("/v1/resource-definitions/vp2/volume-definitions/0").json()
+    assert vd["props"]["Aux/tag"] == "m0"
