@@ -131,6 +131,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             elif kind == "volume":
                 if not src.volume.volume_id:
                     raise InvalidArgument("volume_content_source.volume.volume_id is empty")
+                if ids.parse_member_volume_id(src.volume.volume_id) is not None:
+                    raise InvalidArgument(
+                        f"source volume {src.volume.volume_id} is a consistency-group member; "
+                        "LINSTOR clones whole resources, so one member is not cloned: take a "
+                        "VolumeGroupSnapshot of the group and restore from it")
                 if not ids.is_valid_name(src.volume.volume_id):
                     raise NotFound(f"source volume {src.volume.volume_id} does not exist")
                 source = Source("volume", src.volume.volume_id)

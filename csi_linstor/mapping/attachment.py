@@ -176,12 +176,14 @@ class Attachment(VolumeLookups):
                   resources: list[Resource] | None = None) -> None:
         """Remove diskless attachments (never a diskful replica); missing → OK.
 
-        A member of a LINBIT consistency group shares one resource with the other members:
-        its diskless attachment is removed unless another member still uses it on that node
-        (LINSTOR refuses: in use), in which case the last member's unpublish removes it.
+        A consistency-group member shares one resource with the other members: its diskless
+        attachment is removed unless another member is still published there (its attachment
+        record) or uses it (LINSTOR refuses: in use, for groups made by LINBIT's driver, which
+        records nothing), in which case the last member's unpublish removes it.
         """
         if node is not None and not ids.is_valid_node_name(node):
             return  # a node that cannot exist has nothing attached
+        volume_id = rd
         shared = False
         if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
             member = self.consistency_group_member(rd, deadline)
@@ -195,9 +197,10 @@ class Attachment(VolumeLookups):
             if not res.is_diskless or res.is_tiebreaker:
                 continue
             name = res.node_name
-            if shared and attached_volumes(res):
+            others = attached_volumes(res) - {volume_id.upper()}
+            if shared and others:
                 log.info("consistency group %s stays attached on %s for the members still "
-                         "published there: %s", rd, name, ", ".join(sorted(attached_volumes(res))))
+                         "published there: %s", rd, name, ", ".join(sorted(others)))
                 continue
             try:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{name}",

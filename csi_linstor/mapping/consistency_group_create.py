@@ -29,8 +29,10 @@ FAILED_PRECONDITION); the last member deletes the RD, or, when snapshots of the 
 retires it like any volume's RD (``Aux/csi-deleted``; the last snapshot's delete collects it)
 until a new member revives it.
 
-Refused with INVALID_ARGUMENT: a clone or a restore into a group, a resource-group mismatch with
-the group's RD, and multi-node access modes (two primaries would apply to every member).
+A member restored from a group snapshot: consistency_group_restore.py.
+
+Refused with INVALID_ARGUMENT: a clone into a group, a resource-group mismatch with the group's
+RD, and multi-node access modes (two primaries would apply to every member).
 """
 
 from __future__ import annotations
@@ -112,24 +114,28 @@ class ConsistencyGroupCreate(VolumeLookups):
                 f"volume {spec.name} asks to join consistency group {key} as a clone of "
                 f"{spec.source.id}; a clone cannot join a consistency group (LINSTOR clones "
                 "whole resources): create it without the label, or snapshot the group")
-        if spec.source is not None:
-            raise InvalidArgument(
-                f"volume {spec.name} asks to join consistency group {key} restored from "
-                f"{spec.source.id}; restoring into a consistency group is not supported by this "
-                "driver yet: restore it without the consistency-group label")
         self.require_supported(deadline)
         if spec.params.placement_count == 0 and not spec.params.manual \
                 and spec.mutable_count is None:
             spec.params = self._group_count(spec.params, deadline)  # type: ignore[attr-defined]
         p = spec.params
-        kib = allocation_kib(spec.required_bytes, spec.limit_bytes,
+        kib = allocation_kib(spec.required_bytes, 0 if spec.source else spec.limit_bytes,
                              MIN_SIZE.get(spec.fs_type or "block", 2 * MIB))
         rd = ids.consistency_group_rd(namespace, group)
         spec = replace(spec, rd=rd)
         self.ensure_resource_group(p, deadline)  # type: ignore[attr-defined]
         with _group_lock(rd):
-            item = self._ensure_group_rd(rd, key, spec, deadline)
-            vnr = self._claim_number(item, spec, kib, deadline, call_log)
+            if spec.source is not None:  # a member of a group snapshot
+                vnr = self.restore_member(spec, key, kib, deadline,  # type: ignore[attr-defined]
+                                          call_log)
+                item = self._group_rd(rd, deadline)
+                vd = item.volume_definition(vnr) if item is not None else None
+                if vd is None:
+                    raise Aborted(f"the restore of {spec.name} into {rd} vanished; retry")
+                self._check_member(spec, vd)
+            else:
+                item = self._ensure_group_rd(rd, key, spec, deadline)
+                vnr = self._claim_number(item, spec, kib, deadline, call_log)
             resources = self.resources(rd, deadline)
             if not [r for r in resources if not r.is_diskless and not r.deleting]:
                 try:
@@ -145,13 +151,15 @@ class ConsistencyGroupCreate(VolumeLookups):
                           "being created; retry")
         return vol
 
-    def _ensure_group_rd(self, rd: str, key: str, spec: CreateSpec,
-                         deadline: Deadline) -> ResourceDefinition:
+    def _ensure_group_rd(self, rd: str, key: str, spec: CreateSpec, deadline: Deadline,
+                         extra: dict[str, str] | None = None) -> ResourceDefinition:
+        """The group's RD (created with ``extra`` props when missing), checked to be this
+        group's, in the class's resource group, not being deleted; revived when retired."""
         p = spec.params
         item = self._group_rd(rd, deadline)
         if item is None:
             body: dict[str, Any] = {"name": rd, "resource_group_name": p.resource_group,
-                                    "props": {PROP_CONSISTENCY_GROUP: key}}
+                                    "props": {PROP_CONSISTENCY_GROUP: key, **(extra or {})}}
             if p.layer_list:
                 body["layer_data"] = [{"type": layer} for layer in p.layer_list]
             try:
@@ -254,7 +262,12 @@ class ConsistencyGroupCreate(VolumeLookups):
         if item.volume_definition(vnr) is not None:
             self._drop_vd(rd, vnr, deadline)
             item = self._group_rd(rd, deadline)
-        if item is not None and not item.volume_definitions:
+        if item is not None and not any(vd.props.get(PROP_NAME)
+                                        for vd in item.volume_definitions):
+            # the last member: the untagged VDs left are a restore's volumes no claim took;
+            # they go first, so an RD kept for snapshots is always empty
+            for vd in item.volume_definitions:
+                self._drop_vd(rd, vd.volume_number or 0, deadline)
             self._drop_group_rd(rd, deadline)
 
     def _drop_vd(self, rd: str, vnr: int, deadline: Deadline) -> None:
@@ -283,8 +296,22 @@ class ConsistencyGroupCreate(VolumeLookups):
                                          f"{err.message}") from err
             if not err.has(consts.FAIL_EXISTS_SNAPSHOT_DFN):
                 raise
-        # snapshots of the group remain: keep the RD for them, hidden (like any volume's)
-        self._retire(rd, deadline)  # type: ignore[attr-defined]
+        # snapshots of the group remain: keep the RD for them, hidden (like any volume's), and
+        # without replicas. Its resources are read per RD: real LINSTOR's /v1/view/resources
+        # leaves out resources that have no volumes (seen on 1.33.3), and these have none now.
+        self.client.put(f"/v1/resource-definitions/{rd}", deadline=deadline,
+                        body={"override_props": {PROP_DELETED: "true"}})
+        for res in sorted(queries.resources(self.client, rd, deadline),
+                          key=lambda r: not r.is_diskless):
+            try:
+                self.client.delete(f"/v1/resource-definitions/{rd}/resources/{res.node_name}",
+                                   deadline=deadline, params={"keep_tiebreaker": "false"})
+            except LinstorError as err:
+                if err.has(consts.FAIL_IN_USE):
+                    raise FailedPrecondition(f"consistency group {rd} is in use on "
+                                             f"{res.node_name}: {err.message}") from err
+                if not err.is_not_found():
+                    raise
 
     # -- expand -------------------------------------------------------------------------------
 

@@ -207,3 +207,8 @@ def volume_rd(volume_id: str) -> tuple[str, int | None]:
     """``(resource, volume number)`` of a consistency-group member id, else ``(volume_id, None)``."""
     member = parse_member_volume_id(volume_id)
     return member if member is not None else (volume_id, None)
+
+
+def member_snapshot_id(rd: str, vnr: int, snapshot: str) -> str:
+    """LINBIT's id of member ``vnr``'s part of a consistency-group snapshot."""
+    return f"InCluster:///{rd}/{vnr}/{snapshot}"

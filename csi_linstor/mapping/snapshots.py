@@ -101,13 +101,8 @@ def expand(infos: Sequence[SnapshotInfo]) -> list[SnapshotInfo]:
         for vnr, size in sorted(info.members.items()):
             out.append(replace(info, size_bytes=size, members=None,
                                source=ids.member_volume_id(info.resource, vnr),
-                               handle=member_snapshot_id(info.resource, vnr, info.name)))
+                               handle=ids.member_snapshot_id(info.resource, vnr, info.name)))
     return out
-
-
-def member_snapshot_id(rd: str, vnr: int, snapshot: str) -> str:
-    """LINBIT's id of member ``vnr``'s part of a consistency-group snapshot."""
-    return f"InCluster:///{rd}/{vnr}/{snapshot}"
 
 
 class Snapshots:

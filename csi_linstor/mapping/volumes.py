@@ -10,6 +10,7 @@ calls for everything about a CSI volume.
 - attachment: publish/unpublish and the remote-access policy;
 - consistency_groups: membership checks;
 - consistency_group_create: create, delete and grow members of this driver's groups;
+- consistency_group_restore: members restored from a group snapshot;
 - resizing: expand, modify, condition.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from csi_linstor.mapping.attachment import Attachment
 from csi_linstor.mapping.clone import Cloning
 from csi_linstor.mapping.consistency_group_create import ConsistencyGroupCreate
+from csi_linstor.mapping.consistency_group_restore import ConsistencyGroupRestore
 from csi_linstor.mapping.consistency_groups import ConsistencyGroups
 from csi_linstor.mapping.placement import Placement
 from csi_linstor.mapping.provisioning import Provisioning
@@ -35,7 +37,7 @@ from csi_linstor.mapping.volume_model import (
 
 
 class Volumes(Provisioning, Placement, Restoring, Cloning, Attachment, ConsistencyGroups,
-              ConsistencyGroupCreate, Resizing):
+              ConsistencyGroupCreate, ConsistencyGroupRestore, Resizing):
     """Every volume operation; the constructor is ``VolumeLookups.__init__``."""
 
 

@@ -24,7 +24,8 @@ from tests.controller.conftest import (
 
 NS = "vms"
 RD = ids.consistency_group_rd(NS, "vm1")
-LABELS = {(NS, "disk-a"): "vm1", (NS, "disk-b"): "vm1", (NS, "disk-c"): "vm2"}
+LABELS = {(NS, "disk-a"): "vm1", (NS, "disk-b"): "vm1", (NS, "disk-c"): "vm2",
+          (NS, "r-a"): "vm3", (NS, "r-b"): "vm3", (NS, "r-x"): "vm1"}
 
 
 def _dl() -> Deadline:
@@ -121,6 +122,10 @@ def test_group_refusals(env):
     clone.volume_content_source.volume.volume_id = "pvc-x"
     code, msg = _code(env.ctl.CreateVolume, clone)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "clone" in msg
+    clone = create_req("pvc-copy", params=env.params())  # a member as an ordinary clone's source
+    clone.volume_content_source.volume.volume_id = f"{RD}/0"
+    code, msg = _code(env.ctl.CreateVolume, clone)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "VolumeGroupSnapshot" in msg
     rwx = csi_pb2.VolumeCapability(
         block=csi_pb2.VolumeCapability.BlockVolume(),
         access_mode=csi_pb2.VolumeCapability.AccessMode(
@@ -282,23 +287,61 @@ def test_a_group_snapshot_of_every_member_is_one_linstor_snapshot(env):
     code, msg = _code(env.ctl.DeleteSnapshot, csi_pb2.DeleteSnapshotRequest(
         snapshot_id=f"InCluster:///{RD}/0/gs-1"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "VolumeGroupSnapshot" in msg
-    restore = _claim(env, "restored")
-    restore.volume_content_source.snapshot.snapshot_id = f"InCluster:///{RD}/0/gs-1"
-    code, msg = _code(env.ctl.CreateVolume, restore)
+    code, msg = _code(env.ctl.CreateVolume, _restore(env, "unlabelled", 0))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "not supported" in msg
+    # restored into a new group: each claim takes its member's volume number
+    vm3 = ids.consistency_group_rd(NS, "vm3")
+    rb = env.ctl.CreateVolume(_restore(env, "r-b", 1, size=2 * GIB)).volume
+    assert (rb.volume_id, rb.capacity_bytes) == (f"{vm3}/1", 2 * GIB)
+    assert sorted(_vds(env, vm3)) == [0, 1]  # LINSTOR restores the whole snapshot
+    assert f"{vm3}/0" not in _listed(env)  # volume 0 is not a volume until a claim takes it
+    assert env.ctl.CreateVolume(_restore(env, "r-b", 1, size=2 * GIB)).volume.volume_id \
+        == rb.volume_id  # a retry
+    ra = env.ctl.CreateVolume(_restore(env, "r-a", 0, size=2 * GIB)).volume
+    assert (ra.volume_id, ra.capacity_bytes) == (f"{vm3}/0", 2 * GIB)  # grown as asked
+    assert _listed(env)[ra.volume_id] == 2 * GIB and _listed(env)[rb.volume_id] == 2 * GIB
+    # not into a group holding other volumes, and a group member only from a member snapshot
+    code, msg = _code(env.ctl.CreateVolume, _restore(env, "r-x", 0))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "new consistency-group label" in msg
+    env.ctl.CreateSnapshot(csi_pb2.CreateSnapshotRequest(name="plain-snap",
+                                                         source_volume_id=plain))
+    other = _claim(env, "r-x")
+    other.volume_content_source.snapshot.snapshot_id = f"InCluster:///{plain}/plain-snap"
+    code, msg = _code(env.ctl.CreateVolume, other)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "only from a member" in msg
+    env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(
+        snapshot_id=f"InCluster:///{plain}/plain-snap"))
+    for vid in (ra.volume_id, rb.volume_id):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
+    assert vm3 not in env.rds()
     # the members go; the resource stays, hidden, for the snapshot
     for vid in (a, b):
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
     assert RD in env.rds()
-    listed = [e.volume.volume_id for e in env.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries]
-    assert listed == [plain]
+    assert list(_listed(env)) == [plain]
     # a new member revives it, with a number the snapshot does not hold
     c = env.ctl.CreateVolume(_claim(env, "disk-b")).volume.volume_id  # name reused
     assert c == f"{RD}/2"
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=c))
+    # emptied again, the group itself takes a restore of its own snapshot (a VM brought back)
+    rx = env.ctl.CreateVolume(_restore(env, "r-x", 1, size=2 * GIB)).volume.volume_id
+    assert rx == f"{RD}/1" and list(_listed(env)) == [rx, plain]
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=rx))
+    assert _vds(env) == {}  # the volume no claim took went with the last member
     env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
         group_snapshot_id=gid, snapshot_ids=list(members)))
     assert env.snapshots() == [] and env.rds() == [plain]  # collected with its snapshot
     env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
         group_snapshot_id=gid))  # gone: OK
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=plain))
+
+
+def _restore(env, claim: str, vnr: int, size: int = GIB, snapshot: str = "gs-1"):
+    req = _claim(env, claim, size=size)
+    req.volume_content_source.snapshot.snapshot_id = f"InCluster:///{RD}/{vnr}/{snapshot}"
+    return req
+
+
+def _listed(env) -> dict[str, int]:
+    return {e.volume.volume_id: e.volume.capacity_bytes
+            for e in env.ctl.ListVolumes(csi_pb2.ListVolumesRequest()).entries}

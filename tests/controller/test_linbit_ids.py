@@ -60,6 +60,12 @@ def test_linbit_consistency_group_members_are_published_and_deleted_one_by_one(e
     env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
         volume_id=f"{CG}/1", node_id=free))
     assert free not in _nodes(env, CG)
+    ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id=CG, node_id=free, volume_capability=MOUNT)).publish_context  # LINBIT's "/0"
+    assert ctx["linstor.csi.linbit.com/device-path"] == dev[0]
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id=CG, node_id=free))
+    assert free not in _nodes(env, CG)
     # DeleteVolume of a member deletes its volume definition only, never the whole resource
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=f"{CG}/1"))
     vds = env.client.get(f"/v1/resource-definitions/{CG}/volume-definitions", deadline=_dl())
