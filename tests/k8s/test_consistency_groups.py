@@ -1,7 +1,8 @@
 """Consistency groups through a real kube-apiserver and the chart (consistencyGroups=true, so the
 controller runs with --enable-consistency-groups and reads claims' labels with the chart's RBAC):
-claims labelled with one group are volume numbers of one LINSTOR resource, and a
-VolumeGroupSnapshot of them is one LINSTOR snapshot (issue 17 item 5)."""
+claims labelled with one group are volume numbers of one LINSTOR resource, a
+VolumeGroupSnapshot of them is one LINSTOR snapshot, and its member snapshots restore as a new
+group, each claim with its member's number (issue 17 item 5)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,27 @@ def test_labelled_claims_are_one_resource_and_one_group_snapshot(kube: Kube) -> 
                      if (c.get("spec") or {}).get("volumeSnapshotRef", {}).get("namespace") == NS
                      and rd in (c.get("status") or {}).get("snapshotHandle", ""))
     assert handles == [f"InCluster:///{rd}/{n}/{snaps[0]['name']}" for n in (0, 1)], handles
+
+    # restore the VM's disks as a new group: each claim takes its member's volume number
+    members = {(v.get("spec") or {}).get("source", {}).get("persistentVolumeClaimName"):
+               v["metadata"]["name"] for v in kube.cluster.custom.list_namespaced_custom_object(
+                   "snapshot.storage.k8s.io", "v1", NS, "volumesnapshots")["items"]
+               if any(o.get("kind") == "VolumeGroupSnapshot" and o.get("name") == grp
+                      for o in v["metadata"].get("ownerReferences") or [])}
+    assert sorted(members) == sorted(claims), members
+    restored_group = _name("vm-restored")
+    restored = {}
+    for c in claims:
+        restored[c] = pvc(kube, _name("restored"), sc, labels={LABEL: restored_group},
+                          source={"apiGroup": "snapshot.storage.k8s.io",
+                                  "kind": "VolumeSnapshot", "name": members[c]})
+    rrd = ids.consistency_group_rd(NS, restored_group)
+    for c, r in restored.items():
+        assert volume_id(kube, bound(kube, r, 90)) == \
+            volume_id(kube, bound(kube, c)).replace(rd, rrd), "the member's own number"
+    for r in restored.values():
+        delete_claim(kube, r)
+    wait_for(lambda: rrd not in kube.rds(), 90, "the restored group deleted with its claims")
 
     kube.cluster.custom.delete_namespaced_custom_object(*GROUP, NS, "volumegroupsnapshots", grp)
     wait_for(lambda: not kube.linstor("/v1/view/snapshots", resources=rd), 90,
