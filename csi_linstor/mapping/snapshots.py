@@ -91,8 +91,10 @@ def snapshot_info(snap: Snapshot) -> SnapshotInfo:
                         props=dict(snap.definition_props), members=members)
 
 
-def expand(infos: Sequence[SnapshotInfo]) -> list[SnapshotInfo]:
-    """One CSI snapshot per member of each consistency group's snapshot; others as they are."""
+def expand(infos: Sequence[SnapshotInfo],
+           named: dict[tuple[str, int], str] | None = None) -> list[SnapshotInfo]:
+    """One CSI snapshot per member of each consistency group's snapshot; others as they are.
+    ``named``: (RD upper, vnr) -> the id the caller knows the member by (LINBIT's bare form)."""
     out = []
     for info in infos:
         if info.members is None:
@@ -100,7 +102,8 @@ def expand(infos: Sequence[SnapshotInfo]) -> list[SnapshotInfo]:
             continue
         for vnr, size in sorted(info.members.items()):
             out.append(replace(info, size_bytes=size, members=None,
-                               source=ids.member_volume_id(info.resource, vnr),
+                               source=(named or {}).get((info.resource.upper(), vnr))
+                               or ids.member_volume_id(info.resource, vnr),
                                handle=ids.member_snapshot_id(info.resource, vnr, info.name)))
     return out
 
@@ -305,7 +308,8 @@ class Snapshots:
     def create_group(self, name: str, sources: list[str], deadline: Deadline
                      ) -> tuple[str, list[SnapshotInfo]]:
         self.volumes.require_supported(deadline)
-        group_rd = self._consistency_group_source(sources, deadline)
+        named: dict[tuple[str, int], str] = {}
+        group_rd = self._consistency_group_source(sources, deadline, named)
         if group_rd is not None:
             sources = [group_rd]  # one LINSTOR snapshot holds every member
         snap = ids.snapshot_name(name)
@@ -322,7 +326,7 @@ class Snapshots:
             if have != want or any(i.group_id != gid for i in found):
                 raise AlreadyExists(f"group snapshot {name} exists with other source volumes "
                                     f"({', '.join(sorted(i.resource for i in found))})")
-            return gid, expand(sorted(found, key=lambda i: i.resource))
+            return gid, expand(sorted(found, key=lambda i: i.resource), named)
         for source in sources:
             if not ids.is_valid_name(source):
                 raise NotFound(f"source volume {source} does not exist")
@@ -335,9 +339,10 @@ class Snapshots:
         except LinstorError as err:
             raise self._create_error(err, sources, deadline) from err
         found = self.by_name(snap, deadline, resources=valid)
-        return gid, expand(sorted(found, key=lambda i: i.resource))
+        return gid, expand(sorted(found, key=lambda i: i.resource), named)
 
-    def _consistency_group_source(self, sources: list[str], deadline: Deadline) -> str | None:
+    def _consistency_group_source(self, sources: list[str], deadline: Deadline,
+                                  named: dict[tuple[str, int], str]) -> str | None:
         """The group RD when ``sources`` are consistency-group members: then they must be every
         member of one group (INVALID_ARGUMENT otherwise: a snapshot of part of a group would be
         the whole resource, and other volumes cannot share its LINSTOR snapshot)."""
@@ -351,6 +356,7 @@ class Snapshots:
                 raise NotFound(f"source volume {source} does not exist")
             if member is not None:
                 found.append(member)
+                named[(member[0].upper(), member[1])] = source
         if not found:
             return None
         if len(found) != len(sources) or len({m[0].upper() for m in found}) != 1:

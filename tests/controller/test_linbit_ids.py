@@ -142,3 +142,25 @@ def test_group_snapshot_id_that_is_a_bare_snapshot_name_is_resolved(env):
     assert code == grpc.StatusCode.NOT_FOUND
     for name in ("pvc-g1", "pvc-g2"):
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=name))
+
+
+def test_linbit_consistency_group_members_grow_and_snapshot_as_a_group(env):
+    _make_consistency_group(env)
+    grown = env.ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+        volume_id=f"{CG}/1", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB)))
+    assert grown.capacity_bytes == 2 * GIB
+    sizes = {vd["volume_number"]: vd["size_kib"] for vd in env.client.get(
+        f"/v1/resource-definitions/{CG}/volume-definitions", deadline=_dl())}
+    assert sizes == {0: GIB // 1024, 1: 2 * GIB // 1024}
+    got = env.group.CreateVolumeGroupSnapshot(csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="gs-linbit", source_volume_ids=[CG, f"{CG}/1"])).group_snapshot  # its id forms
+    assert env.snapshots() == [f"{CG}/gs-linbit"]
+    assert sorted((s.snapshot_id, s.source_volume_id, s.size_bytes) for s in got.snapshots) == [
+        (f"InCluster:///{CG}/0/gs-linbit", CG, GIB),  # the source id as the CO knows it
+        (f"InCluster:///{CG}/1/gs-linbit", f"{CG}/1", 2 * GIB)]
+    env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
+        group_snapshot_id=got.group_snapshot_id))
+    assert env.snapshots() == []
+    for vid in (f"{CG}/1", CG):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
+    assert CG not in env.rds()
