@@ -50,6 +50,7 @@ from csi_linstor.mapping.volume_model import (
     PROP_CONSISTENCY_GROUP,
     PROP_DELETED,
     PROP_DONE,
+    PROP_FROM_BLOCK,
     PROP_FS,
     PROP_NAME,
     PROP_PVC_NAME,
@@ -62,7 +63,7 @@ from csi_linstor.mapping.volume_model import (
 
 # what CreateVolume writes on a member's volume definition (consistency_group_create)
 MEMBER_PROPS = (PROP_NAME, PROP_DONE, PROP_ACCESS, PROP_FS, PROP_PVC_NAME, PROP_PVC_NAMESPACE,
-                PROP_SOURCE)
+                PROP_SOURCE, PROP_FROM_BLOCK)
 PROP_RESTORED_FROM = "Aux/csi-restored-from"  # "<source rd>/<snapshot>" on a restored group's RD
 
 
@@ -147,6 +148,12 @@ class ConsistencyGroupRestore(VolumeLookups):
                                 f"{origin}, is already restored as {owner}")
         if owner is None:
             props = {**self._member_props(spec), PROP_SOURCE: spec.source.render()}  # type: ignore[attr-defined,union-attr]
+            origin_vd = next((v.volume_definition_props for v in snap.volume_definitions
+                              if (v.volume_number or 0) == vnr), {})
+            if spec.access_type == "mount" and (origin_vd.get(PROP_ACCESS) == "block" or
+                                                origin_vd.get(PROP_FROM_BLOCK) == "true"):
+                props[PROP_FROM_BLOCK] = "true"  # raw data: mounted if it has a filesystem,
+                # never formatted (as restore.py does for whole volumes)
             self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/{vnr}",
                             deadline=deadline, body={"override_props": props})
         if kib > vd.size_kib:

@@ -256,7 +256,7 @@ def test_members_publish_to_one_node_as_one_attachment_with_their_own_devices(en
 
 def test_a_group_snapshot_of_every_member_is_one_linstor_snapshot(env):
     a = env.ctl.CreateVolume(_claim(env, "disk-a")).volume.volume_id
-    b = env.ctl.CreateVolume(_claim(env, "disk-b", size=2 * GIB)).volume.volume_id
+    b = env.ctl.CreateVolume(_claim(env, "disk-b", size=2 * GIB, cap=BLOCK)).volume.volume_id
     plain = env.ctl.CreateVolume(_claim(env, "plain")).volume.volume_id
     req = csi_pb2.CreateVolumeGroupSnapshotRequest(name="gs-1", source_volume_ids=[b, a])
     got = env.group.CreateVolumeGroupSnapshot(req).group_snapshot
@@ -294,6 +294,8 @@ def test_a_group_snapshot_of_every_member_is_one_linstor_snapshot(env):
     rb = env.ctl.CreateVolume(_restore(env, "r-b", 1, size=2 * GIB)).volume
     assert (rb.volume_id, rb.capacity_bytes) == (f"{vm3}/1", 2 * GIB)
     assert sorted(_vds(env, vm3)) == [0, 1]  # LINSTOR restores the whole snapshot
+    # member 1 was raw block: as a filesystem it is mounted if it has one, never formatted
+    assert _vds(env, vm3)[1]["props"]["Aux/csi-from-raw-block"] == "true"
     assert f"{vm3}/0" not in _listed(env)  # volume 0 is not a volume until a claim takes it
     assert env.ctl.CreateVolume(_restore(env, "r-b", 1, size=2 * GIB)).volume.volume_id \
         == rb.volume_id  # a retry
