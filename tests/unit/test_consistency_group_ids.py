@@ -93,3 +93,33 @@ def test_the_attach_limit_counts_members_one_by_one():
     # re-publishing a recorded member is idempotent and not counted again
     with Attachments(client, 2).attach("cg-x1/0", "n1", False, Deadline(10)):  # type: ignore[arg-type]
         pass
+
+
+class _Api:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.paths: list[str] = []
+
+    def get(self, path: str, deadline: Deadline) -> Any:
+        self.paths.append(path)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_the_group_label_of_a_claim_and_what_a_failure_means():
+    from csi_linstor.errors import FailedPrecondition, Unavailable
+    from csi_linstor.kube.api import KubeConfigError, KubeError
+    from csi_linstor.kube.consistency_groups import LABEL, GroupLabel
+
+    api = _Api({"metadata": {"labels": {LABEL: "vm1", "app": "x"}}})
+    assert GroupLabel(lambda: api)("ns 1", "disk/a", Deadline(5)) == "vm1"  # type: ignore[arg-type]
+    assert api.paths == ["/api/v1/namespaces/ns%201/persistentvolumeclaims/disk%2Fa"]
+    for answer in ({"metadata": {"labels": {"app": "x"}}}, {"metadata": {}},
+                   {"metadata": {"labels": {LABEL: ""}}}):
+        assert GroupLabel(lambda a=answer: _Api(a))("ns", "c", Deadline(5)) is None  # type: ignore[misc]
+    for answer, error, words in ((None, FailedPrecondition, "does not exist"),
+                                 (KubeConfigError("no config"), FailedPrecondition, "--kubeconfig"),
+                                 (KubeError("403 forbidden", 403), Unavailable, "403")):
+        with pytest.raises(error, match=words):
+            GroupLabel(lambda a=answer: _Api(a))("ns", "c", Deadline(5))  # type: ignore[misc]
