@@ -37,6 +37,7 @@ from csi_linstor.csi.messages import (
 )
 from csi_linstor.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from csi_linstor.kube.api import LazyKubeApi
+from csi_linstor.kube.consistency_groups import GroupLabel
 from csi_linstor.kube.kubevirt import KubeVirtCheck
 from csi_linstor.linstor import paged
 from csi_linstor.linstor.models import Resource
@@ -79,6 +80,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         if getattr(config, "rwx_block_validation", True):
             check = KubeVirtCheck(LazyKubeApi(getattr(config, "kubeconfig", None)))
         self.multiattach = MultiAttach(linstor, check)
+        # issue 17: consistency groups (a claim's label; tests replace group_label)
+        self.group_label: Any = None
+        if getattr(config, "enable_consistency_groups", False):
+            self.group_label = GroupLabel(LazyKubeApi(getattr(config, "kubeconfig", None)))
         self.group_controller = GroupControllerServicer(runtime, self.snapshots)
 
     def _params(self, parameters: Any) -> VolumeParameters:
@@ -126,6 +131,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             elif kind == "volume":
                 if not src.volume.volume_id:
                     raise InvalidArgument("volume_content_source.volume.volume_id is empty")
+                if ids.parse_member_volume_id(src.volume.volume_id) is not None:
+                    raise InvalidArgument(
+                        f"source volume {src.volume.volume_id} is a consistency-group member; "
+                        "LINSTOR clones whole resources, so one member is not cloned: take a "
+                        "VolumeGroupSnapshot of the group and restore from it")
                 if not ids.is_valid_name(src.volume.volume_id):
                     raise NotFound(f"source volume {src.volume.volume_id} does not exist")
                 source = Source("volume", src.volume.volume_id)
@@ -148,13 +158,35 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             mutable_props=dict(mutable.properties))
         for warning in p.warnings:
             call.log.warning("CreateVolume %s: %s", request.name, warning)
-        vol = self.volumes.create(spec, call.deadline, call.log)
+        group = self._consistency_group(p, request, call)
+        if group is not None:
+            vol = self.volumes.create_member(spec, p.pvc_namespace, group, call.deadline,
+                                             call.log)
+            rd = ids.volume_rd(vol.id)[0]
+        else:
+            vol = self.volumes.create(spec, call.deadline, call.log)
         topology = self.volumes.accessible_topology(rd, p.remote_access, call.deadline)
         return csi_pb2.CreateVolumeResponse(volume=csi_pb2.Volume(
             capacity_bytes=vol.capacity_bytes, volume_id=vol.id,
             volume_context=self._volume_context(p),
             content_source=request.volume_content_source if source else None,
             accessible_topology=self._topology(topology)))
+
+    def _consistency_group(self, p: VolumeParameters, request: csi_pb2.CreateVolumeRequest,
+                           call: Call) -> str | None:
+        """The claim's consistency group (issue 17), None without the flag, claim or label."""
+        if self.group_label is None or not p.pvc_name or not p.pvc_namespace:
+            return None
+        group: str | None = self.group_label(p.pvc_namespace, p.pvc_name, call.deadline)
+        if group is None:
+            return None
+        modes = {c.access_mode.mode for c in request.volume_capabilities}
+        if modes & set(MULTI_NODE):
+            raise InvalidArgument(
+                f"claim {p.pvc_namespace}/{p.pvc_name} is in consistency group {group} and asks "
+                "for a multi-node access mode; a group's members are one LINSTOR resource, "
+                "attached to one node at a time: use ReadWriteOnce, or drop the label")
+        return group
 
     @rpc(required=("volume_id",), lock=lambda r: f"vol:{r.volume_id}")
     def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest,
@@ -177,8 +209,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                            "node name (RFC 1123 host name); NodeGetInfo reports the LINSTOR node "
                            "name")
         # The RD's props: the access type (mount publishes) and the IO QoS limits (issue 17).
-        vol = self.volumes.find(request.volume_id, call.deadline) \
-            if ids.is_valid_name(request.volume_id) else None
+        vol = self.volumes.find(request.volume_id, call.deadline)  # a group member too
+        member = ids.parse_member_volume_id(request.volume_id) is not None
         if access == "mount":
             # A raw block volume holds data without a signature that a filesystem publish would
             # format (e.g. a re-created PV).
@@ -197,7 +229,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         with self.attachments.attach(request.volume_id, request.node_id, request.readonly,
                                      call.deadline) as record:
             resources = None
-            if vol is not None:
+            if vol is not None and not member:
                 # who else has it attached: single-node modes, RWX block's two primaries
                 resources = self.volumes.resources(request.volume_id, call.deadline)
                 mode = request.volume_capability.access_mode.mode
@@ -221,20 +253,24 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                                   call: Call) -> csi_pb2.ControllerUnpublishVolumeResponse:
         node = request.node_id or None
         resources = None
-        if ids.is_valid_name(request.volume_id) and \
-                (node is None or ids.is_valid_node_name(node)):
+        rd, vnr = ids.volume_rd(request.volume_id)
+        if ids.is_valid_name(rd) and (node is None or ids.is_valid_node_name(node)):
             # issue 17 hook: what unpublish keeps (diskful replicas, tiebreakers) loses only its
-            # attachment record; a removed diskless attachment takes its record with it
-            resources = self.volumes.resources(request.volume_id, call.deadline, node=node)
+            # attachment record; a removed diskless attachment takes its record with it. A
+            # group member's record goes from every resource: the shared diskless attachment
+            # stays while another member's record is on it.
+            resources = self.volumes.resources(rd, call.deadline, node=node)
             self.attachments.forget(request.volume_id, [
-                r for r in resources if not r.is_diskless or r.is_tiebreaker], call.deadline)
+                r for r in resources if not r.is_diskless or r.is_tiebreaker or vnr is not None],
+                call.deadline)
         self.volumes.unpublish(request.volume_id, node, call.deadline, resources=resources)
-        if resources is not None and (
+        if resources is not None and vnr is None and (
                 any(r.props.get(PROP_TWO_PRIMARIES_MARKER) for r in resources)
                 or not any(attachments.recorded(r) for r in resources)):
             # attached while two DRBD primaries were allowed, or an attach that never finished
             # (a publish that allowed two primaries may have stopped before its record): back
-            # to one primary? An ordinary unpublish (its record found, no marker) costs nothing
+            # to one primary? An ordinary unpublish (its record found, no marker) costs nothing.
+            # Group members are never multi-node (CreateVolume refuses those modes).
             vol = self.volumes.find(request.volume_id, call.deadline)
             if vol is not None:
                 self.multiattach.after_unpublish(
@@ -278,17 +314,17 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         by_rd: dict[str, list[Resource]] = {}
         if page:
             # issue 19: only the page's resources (csi_linstor/linstor/paged.py)
-            for res in paged.resources_of(self.linstor, [v.id for v in page], len(vols),
-                                          call.deadline):
+            rds = list(dict.fromkeys(ids.volume_rd(v.id)[0] for v in page))  # groups: once
+            for res in paged.resources_of(self.linstor, rds, len(vols), call.deadline):
                 by_rd.setdefault(res.name.upper(), []).append(res)
         entries = []
         for vol in page:
-            abnormal, message = Volumes.condition(by_rd.get(vol.id.upper(), []))
+            mine = by_rd.get(ids.volume_rd(vol.id)[0].upper(), [])
+            abnormal, message = Volumes.condition(mine)
             entries.append(csi_pb2.ListVolumesResponse.Entry(
                 volume=csi_pb2.Volume(volume_id=vol.id, capacity_bytes=vol.capacity_bytes),
                 status=csi_pb2.ListVolumesResponse.VolumeStatus(
-                    published_node_ids=attachments.published_nodes(
-                        by_rd.get(vol.id.upper(), [])),
+                    published_node_ids=attachments.published_nodes(mine, vol.id),
                     volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal,
                                                              message=message))))
         return csi_pb2.ListVolumesResponse(entries=entries, next_token=token)
@@ -299,12 +335,12 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         vol = self.volumes.find(request.volume_id, call.deadline)
         if vol is None or not vol.complete:
             raise NotFound(f"volume {request.volume_id} does not exist")
-        resources = self.volumes.resources(vol.id, call.deadline)
+        resources = self.volumes.resources(ids.volume_rd(vol.id)[0], call.deadline)
         abnormal, message = Volumes.condition(resources)
         return csi_pb2.ControllerGetVolumeResponse(
             volume=csi_pb2.Volume(volume_id=vol.id, capacity_bytes=vol.capacity_bytes),
             status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
-                published_node_ids=attachments.published_nodes(resources),
+                published_node_ids=attachments.published_nodes(resources, vol.id),
                 volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal, message=message)))
 
     @rpc()
@@ -327,10 +363,14 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         if rng.required_bytes < 0 or rng.limit_bytes < 0:
             raise InvalidArgument(f"capacity_range must not be negative (required_bytes "
                                   f"{rng.required_bytes}, limit_bytes {rng.limit_bytes})")
-        if not ids.is_valid_name(request.volume_id):
+        if ids.parse_member_volume_id(request.volume_id) is not None:  # a group member
+            vol = self.volumes.expand_member(request.volume_id, rng.required_bytes,
+                                             rng.limit_bytes, call.deadline)
+        elif not ids.is_valid_name(request.volume_id):
             raise NotFound(f"volume {request.volume_id} does not exist")
-        vol = self.volumes.expand(request.volume_id, request.capacity_range.required_bytes,
-                                  request.capacity_range.limit_bytes, call.deadline)
+        else:
+            vol = self.volumes.expand(request.volume_id, request.capacity_range.required_bytes,
+                                      request.capacity_range.limit_bytes, call.deadline)
         block = vol.access_type == "block"
         if request.HasField("volume_capability"):
             block = request.volume_capability.WhichOneof("access_type") == "block"
@@ -341,7 +381,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def ControllerModifyVolume(self, request: csi_pb2.ControllerModifyVolumeRequest,
                                call: Call) -> csi_pb2.ControllerModifyVolumeResponse:
         mutable = parse_mutable_parameters(dict(request.mutable_parameters))
-        if not ids.is_valid_name(request.volume_id):
+        if not ids.is_valid_name(request.volume_id) and \
+                ids.parse_member_volume_id(request.volume_id) is None:
             raise NotFound(f"volume {request.volume_id} does not exist")
         self.volumes.modify(request.volume_id, mutable.placement_count, dict(mutable.properties),
                             call.deadline)
@@ -361,6 +402,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 size_bytes=remote.size_bytes, snapshot_id=remote.id,
                 source_volume_id=request.source_volume_id,
                 creation_time=_timestamp(remote.created_ms), ready_to_use=remote.ready))
+        if ids.may_be_consistency_group(request.source_volume_id):
+            self.volumes.refuse_consistency_group(
+                request.source_volume_id, "snapshotted alone", call.deadline,
+                "take a VolumeGroupSnapshot of every claim of the group (selector "
+                "linstor.csi.linbit.com/consistency-group=<group>): one LINSTOR snapshot of all")
         info = self.snapshots.create(request.name, request.source_volume_id, call.deadline)
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(info))
 
@@ -378,7 +424,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             info = self.snapshots.get(request.snapshot_id, call.deadline)
             items = [info] if info is not None else []
             if info is not None and request.source_volume_id and \
-                    info.resource.upper() != request.source_volume_id.upper():
+                    info.source_volume_id.upper() != request.source_volume_id.upper():
                 items = []
         elif request.source_volume_id:
             items = self.snapshots.list(call.deadline, source=request.source_volume_id)

@@ -103,7 +103,7 @@ def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
 
 def snapshot_message(info: SnapshotInfo, group_id: str = "") -> csi_pb2.Snapshot:
     return csi_pb2.Snapshot(size_bytes=info.size_bytes, snapshot_id=info.id,
-                            source_volume_id=info.resource,
+                            source_volume_id=info.source_volume_id,
                             creation_time=_timestamp(info.created_ms),
                             ready_to_use=info.ready, group_snapshot_id=group_id or info.group_id)
 

@@ -416,6 +416,7 @@ class SnapshotVolumeDefinition(Model):
     SCHEMA: ClassVar[str] = "SnapshotVolumeDefinition"
     volume_number: int | None = None
     size_kib: int = 0
+    volume_definition_props: Mapping[str, str] = _map()  # the VD's, copied at the snapshot
 
 
 @MODEL

@@ -22,6 +22,7 @@ from csi_linstor.linstor.models import (
     Snapshot,
     StoragePool,
     Volume,
+    VolumeDefinition,
 )
 
 
@@ -77,6 +78,13 @@ def resources(client: LinstorClient, rd: str, deadline: Deadline) -> list[Resour
     """``GET /v1/resource-definitions/{rd}/resources``."""
     return Resource.list_from_json(client.get(f"/v1/resource-definitions/{rd}/resources",
                                               deadline=deadline))
+
+
+def volume_definition(client: LinstorClient, rd: str, vnr: int,
+                      deadline: Deadline) -> VolumeDefinition:
+    """``GET /v1/resource-definitions/{rd}/volume-definitions/{vnr}``."""
+    return VolumeDefinition.from_json(client.get(
+        f"/v1/resource-definitions/{rd}/volume-definitions/{vnr}", deadline=deadline))
 
 
 def volume(client: LinstorClient, rd: str, node: str, vnr: int, deadline: Deadline) -> Volume:

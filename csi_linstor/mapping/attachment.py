@@ -13,6 +13,7 @@ from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import ids
+from csi_linstor.mapping.attachment_records import attached_volumes
 from csi_linstor.mapping.remote_access import RemoteAccessPolicy, prune_patterns
 from csi_linstor.mapping.topology import NodeIndex
 from csi_linstor.mapping.volume_model import BAD_RESOURCE_FLAGS, VolumeLookups, log, remote_capable
@@ -60,14 +61,15 @@ class Attachment(VolumeLookups):
             # Checked before any call: the name becomes a REST path component.
             raise NotFound(f"node {node!r} does not exist: it is not a valid LINSTOR node name "
                            "(RFC 1123 host name); NodeGetInfo reports the LINSTOR node name")
-        self.refuse_consistency_group(rd, "attached", deadline)
+        volume_id = rd
+        rd, vnr = self.attach_target(volume_id, deadline)
         self.require_supported(deadline)
         if resources is None:
             resources = self.resources(rd, deadline)
         if not resources:
-            vol = self.find(rd, deadline)
+            vol = self.find(volume_id, deadline)
             if vol is None:
-                raise NotFound(f"volume {rd} does not exist")
+                raise NotFound(f"volume {volume_id} does not exist")
             raise FailedPrecondition(f"volume {rd} has no replica in LINSTOR; it cannot be "
                                      "attached (check `linstor resource list -r {rd}`)")
         mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
@@ -77,10 +79,10 @@ class Attachment(VolumeLookups):
             resources = self._await_state(rd, node, deadline)
             mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
         if mine is not None and not mine.deleting and not mine.is_tiebreaker:
-            path = mine.device_path(0)
+            path = mine.device_path(vnr)
             if path:
                 return path
-            return self._volume_device_path(rd, node, deadline)
+            return self._volume_device_path(rd, node, deadline, vnr)
         if not remote_capable(resources):
             self._require_node(node, deadline)  # an unknown node is NOT_FOUND first
             on = ", ".join(r.node_name for r in resources if not r.is_diskless)
@@ -103,10 +105,24 @@ class Attachment(VolumeLookups):
                     f"{policy.render().strip()}); replicas are on {on}")
         self._make_available(rd, node, deadline)
         for res in resources:
-            path = res.device_path(0)
+            path = res.device_path(vnr)
             if path and res.top_layer == "DRBD":
                 return path  # DRBD device paths are the same on every node
-        return self._volume_device_path(rd, node, deadline)
+        return self._volume_device_path(rd, node, deadline, vnr)
+
+    def attach_target(self, volume_id: str, deadline: Deadline) -> tuple[str, int]:
+        """``(resource, volume number)`` a publish makes available: ``(rd, 0)`` for a volume,
+        the shared resource and the member's number for a consistency-group member (the whole
+        resource attaches on the node; the device is volume N's). NOT_FOUND for a member that
+        does not exist."""
+        if ids.is_valid_name(volume_id) and not ids.may_be_consistency_group(volume_id):
+            return volume_id, 0
+        member = self.consistency_group_member(volume_id, deadline)  # type: ignore[attr-defined]
+        if member is not None:
+            return member[0], member[1]
+        if ids.parse_member_volume_id(volume_id) is not None:
+            raise NotFound(f"volume {volume_id} does not exist")
+        return volume_id, 0
 
     def _await_state(self, rd: str, node: str, deadline: Deadline) -> list[Resource]:
         """The RD's resources once LINSTOR has the satellite's state for the one on ``node``.
@@ -157,8 +173,8 @@ class Attachment(VolumeLookups):
             raise FailedPrecondition(f"node {node} is offline in LINSTOR; volume {rd} cannot be "
                                      "attached there until its satellite is back")
 
-    def _volume_device_path(self, rd: str, node: str, deadline: Deadline) -> str:
-        path = queries.volume(self.client, rd, node, 0, deadline).device_path
+    def _volume_device_path(self, rd: str, node: str, deadline: Deadline, vnr: int = 0) -> str:
+        path = queries.volume(self.client, rd, node, vnr, deadline).device_path
         if not path:
             raise Unavailable(f"LINSTOR reports no device path for {rd} on {node} yet; retry")
         return path
@@ -167,12 +183,14 @@ class Attachment(VolumeLookups):
                   resources: list[Resource] | None = None) -> None:
         """Remove diskless attachments (never a diskful replica); missing → OK.
 
-        A member of a LINBIT consistency group shares one resource with the other members:
-        its diskless attachment is removed unless another member still uses it on that node
-        (LINSTOR refuses: in use), in which case the last member's unpublish removes it.
+        A consistency-group member shares one resource with the other members: its diskless
+        attachment is removed unless another member is still published there (its attachment
+        record) or uses it (LINSTOR refuses: in use, for groups made by LINBIT's driver, which
+        records nothing), in which case the last member's unpublish removes it.
         """
         if node is not None and not ids.is_valid_node_name(node):
             return  # a node that cannot exist has nothing attached
+        volume_id = rd
         shared = False
         if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
             member = self.consistency_group_member(rd, deadline)
@@ -186,6 +204,11 @@ class Attachment(VolumeLookups):
             if not res.is_diskless or res.is_tiebreaker:
                 continue
             name = res.node_name
+            others = attached_volumes(res) - {volume_id.upper()}
+            if shared and others:
+                log.info("consistency group %s stays attached on %s for the members still "
+                         "published there: %s", rd, name, ", ".join(sorted(others)))
+                continue
             try:
                 self.client.delete(f"/v1/resource-definitions/{rd}/resources/{name}",
                                    deadline=deadline, params={"keep_tiebreaker": "true"})

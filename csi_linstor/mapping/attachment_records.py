@@ -26,6 +26,12 @@ unpublishes (which removes it), and the external-attacher's ListVolumes reconcil
 VolumeAttachment whose node is missing from ``published_node_ids`` (e.g. attachments made by an
 older driver without records).
 
+A consistency-group member (``cg-…/<vnr>``, mapping/consistency_group_create.py) shares one
+LINSTOR resource per node with the other members: its record is
+``Aux/csi-attached-volume/<vnr>`` on that resource, so two members published to one node are two
+records (two attached volumes for the limit, each in its own ``published_node_ids``), and
+unpublishing one drops only its record; the shared diskless resource goes with the last record.
+
 Publishes of different volumes to one node run under different per-volume locks; a
 process-local reservation per node keeps two concurrent publishes from both taking the last
 slot (the controller runs as one leader-elected instance). The node's view is read under a
@@ -54,6 +60,8 @@ PROP_ATTACHED = "Aux/csi-attached"
 # Written with the record and removed with it (mapping/multiattach.py: two DRBD primaries).
 PROP_TWO_PRIMARIES_HINT = "Aux/csi-two-primaries"
 PROPS_WITH_RECORD = (PROP_TWO_PRIMARIES_HINT,)
+# + "<vnr>": the record of consistency-group member <vnr> on the group's shared resource
+PROP_ATTACHED_MEMBER = "Aux/csi-attached-volume/"
 UNLIMITED = 1 << 62
 READ_WRITE = "rw"
 READ_ONLY = "ro"
@@ -63,7 +71,27 @@ def mode(readonly: bool) -> str:
     return READ_ONLY if readonly else READ_WRITE
 
 
-def recorded(res: Resource) -> str:
+def record_key(volume_id: str) -> tuple[str, str]:
+    """``(resource, record property)`` of a volume id: the RD and ``Aux/csi-attached``, or for a
+    consistency-group member the group's RD and its member record."""
+    member = ids.parse_member_volume_id(volume_id)
+    if member is not None:
+        return member[0], f"{PROP_ATTACHED_MEMBER}{member[1]}"
+    return volume_id, PROP_ATTACHED
+
+
+def attached_volumes(res: Resource) -> set[str]:
+    """The volumes (ids, upper case) whose records on ``res`` count: the volume itself, or the
+    consistency-group members recorded on the shared resource."""
+    if res.deleting or res.is_tiebreaker:
+        return set()
+    out = {res.name.upper()} if res.props.get(PROP_ATTACHED) else set()
+    out |= {f"{res.name}/{k[len(PROP_ATTACHED_MEMBER):]}".upper() for k, v in res.props.items()
+            if k.startswith(PROP_ATTACHED_MEMBER) and v}
+    return out
+
+
+def recorded(res: Resource, prop: str = PROP_ATTACHED) -> str:
     """The resource's attachment record ("" when none counts).
 
     A record on a quorum tiebreaker does not count: unpublish removes a diskless attachment with
@@ -72,12 +100,14 @@ def recorded(res: Resource) -> str:
     """
     if res.deleting or res.is_tiebreaker:
         return ""
-    return res.props.get(PROP_ATTACHED, "")
+    return res.props.get(prop, "")
 
 
-def published_nodes(resources: Iterable[Resource]) -> list[str]:
-    """Nodes whose resource carries an attachment record, sorted."""
-    return sorted(r.node_name for r in resources if recorded(r))
+def published_nodes(resources: Iterable[Resource], volume_id: str | None = None) -> list[str]:
+    """Nodes whose resource carries an attachment record (of member ``volume_id`` when it is
+    a consistency-group member id), sorted."""
+    prop = record_key(volume_id)[1] if volume_id is not None else PROP_ATTACHED
+    return sorted(r.node_name for r in resources if recorded(r, prop))
 
 
 class Attachments:
@@ -94,6 +124,8 @@ class Attachments:
         """Around the publish: check compatibility and the limit, then record on success. The
         publish may add properties to the record (the dict yielded)."""
         extra: dict[str, str] = {}
+        volume_id = rd
+        rd, prop = record_key(volume_id)
         if not ids.is_valid_name(rd) or not ids.is_valid_node_name(node):
             # not a plain resource (e.g. a consistency-group member) or a node that cannot
             # exist: nothing to record; the publish itself answers
@@ -108,34 +140,34 @@ class Attachments:
             on_node = queries.view_resources(self.client, deadline, nodes=[node])
             mine = next((r for r in on_node if r.name.upper() == rd.upper()
                          and r.node_name.upper() == key), None)
-            have = recorded(mine) if mine is not None else ""
+            have = recorded(mine, prop) if mine is not None else ""
             if have and have != want:
                 raise AlreadyExists(
-                    f"volume {rd} is already published to node {node} "
+                    f"volume {volume_id} is already published to node {node} "
                     f"{'read-only' if have == READ_ONLY else 'read-write'}; a "
                     f"{'read-only' if readonly else 'read-write'} publish is incompatible: "
                     "unpublish it from that node first")
             if not have:
-                attached = {r.name.upper() for r in on_node if recorded(r)}
+                attached = set().union(*(attached_volumes(r) for r in on_node))
                 busy = attached | self._reserved.get(key, set())
-                busy.discard(rd.upper())
+                busy.discard(volume_id.upper())
                 if len(busy) >= self.max_per_node:
                     raise ResourceExhausted(
                         f"node {node} already has {len(busy)} volumes of this driver attached, "
                         f"the limit is {self.max_per_node} (--max-volumes-per-node); detach a "
                         "volume from that node, schedule the workload on another node, or raise "
                         "the limit on the controller and the node plugin together")
-                self._reserved.setdefault(key, set()).add(rd.upper())
+                self._reserved.setdefault(key, set()).add(volume_id.upper())
         if have:
             yield extra  # idempotent re-publish: already counted
             return
         try:
             yield extra
-            self.record(rd, node, want, deadline, extra)
+            self.record(volume_id, node, want, deadline, extra)
         finally:
             with self._node_lock(key):
                 left = self._reserved.get(key, set())
-                left.discard(rd.upper())
+                left.discard(volume_id.upper())
                 if not left:
                     self._reserved.pop(key, None)
 
@@ -146,18 +178,21 @@ class Attachments:
                 lock = self._node_locks[key] = threading.Lock()
             return lock
 
-    def record(self, rd: str, node: str, value: str, deadline: Deadline,
+    def record(self, volume_id: str, node: str, value: str, deadline: Deadline,
                extra: dict[str, str] | None = None) -> None:
+        rd, prop = record_key(volume_id)
         self.client.put(f"/v1/resource-definitions/{rd}/resources/{node}", deadline=deadline,
-                        body={"override_props": {PROP_ATTACHED: value, **(extra or {})}})
+                        body={"override_props": {prop: value, **(extra or {})}})
 
-    def forget(self, rd: str, resources: Iterable[Resource], deadline: Deadline) -> None:
+    def forget(self, volume_id: str, resources: Iterable[Resource], deadline: Deadline) -> None:
         """Drop the record from the resources still carrying it (after the detach)."""
+        rd, prop = record_key(volume_id)
+        with_record = PROPS_WITH_RECORD if prop == PROP_ATTACHED else ()
         for res in resources:
-            if not res.props.get(PROP_ATTACHED):
+            if not res.props.get(prop):
                 continue
             try:
-                gone = [k for k in (PROP_ATTACHED, *PROPS_WITH_RECORD) if k in res.props]
+                gone = [k for k in (prop, *with_record) if k in res.props]
                 self.client.put(f"/v1/resource-definitions/{rd}/resources/{res.node_name}",
                                 deadline=deadline, body={"delete_props": gone})
             except LinstorError as err:

@@ -1,5 +1,5 @@
-"""Consistency groups: which volumes belong to one (an RD prop) and refusing per-volume actions
-on members.
+"""Consistency groups: which volumes belong to one (an RD prop) and refusing the per-volume actions
+not taken on members (modify, a snapshot of one member, deleting one member's snapshot).
 """
 
 from __future__ import annotations
@@ -38,25 +38,24 @@ class ConsistencyGroups(VolumeLookups):
             return item.name, vnr, group or "?"
         return None
 
-    def refuse_consistency_group(self, volume_id: str, action: str, deadline: Deadline) -> None:
-        """FAILED_PRECONDITION for a LINBIT consistency-group member: this driver cannot act on
-        one volume number of a shared resource without touching the other members."""
+    def refuse_consistency_group(self, volume_id: str, action: str, deadline: Deadline,
+                                 hint: str = "") -> None:
+        """FAILED_PRECONDITION for a consistency-group member, for the actions this driver does
+        not take on one volume number of a shared resource (``action``: "modified",
+        "snapshotted alone")."""
         member = self.consistency_group_member(volume_id, deadline)
         if member is None:
             return
         rd, vnr, group = member
         raise FailedPrecondition(
             f"volume {volume_id} is volume number {vnr} of consistency group {group} (LINSTOR "
-            f"resource {rd}), created by LINBIT's driver with --enable-consistency-groups; this "
-            f"driver does not manage consistency-group volumes yet, so it was not {action}. "
-            f"Keep LINBIT's driver for such volumes, or by hand, once no pod uses it: `linstor "
-            f"volume-definition delete {rd} {vnr}`, and `linstor resource-definition delete "
-            f"{rd}` after the last member")
+            f"resource {rd}); its members are one LINSTOR resource, so it cannot be {action}"
+            f"{'; ' + hint if hint else ''}")
 
     def refuse_consistency_group_snapshot(self, snapshot_id: str, deadline: Deadline) -> None:
-        """FAILED_PRECONDITION for an existing member of a consistency-group snapshot made by
-        LINBIT's driver: all members are one LINSTOR snapshot, which DeleteSnapshot of one
-        member must neither delete nor leak by answering OK."""
+        """FAILED_PRECONDITION for an existing member of a consistency-group snapshot: all
+        members are one LINSTOR snapshot, which DeleteSnapshot of one member must neither delete
+        nor leak by answering OK."""
         member = ids.parse_member_snapshot_id(snapshot_id)
         if member is not None:
             rd, vnr, snap = member
@@ -76,6 +75,6 @@ class ConsistencyGroups(VolumeLookups):
             raise
         raise FailedPrecondition(
             f"snapshot {snapshot_id} is volume number {vnr} of the consistency-group snapshot "
-            f"{snap} of {rd}, made by LINBIT's driver: one LINSTOR snapshot holds every member, "
-            f"so it cannot be deleted alone. Delete its VolumeGroupSnapshot (group snapshot id "
-            f"{snap}), or by hand `linstor snapshot delete {rd} {snap}`")
+            f"{snap} of {rd}: one LINSTOR snapshot holds every member, so it cannot be deleted "
+            f"alone. Delete its VolumeGroupSnapshot, or by hand `linstor snapshot delete {rd} "
+            f"{snap}`")

@@ -188,3 +188,27 @@ def parse_member_snapshot_id(text: str) -> tuple[str, int, str] | None:
 def may_be_consistency_group(rd: str) -> bool:
     """Whether ``rd`` may be the shared resource of a LINBIT consistency group (``cg-…``)."""
     return rd.lower().startswith(CONSISTENCY_GROUP_PREFIX)
+
+
+def consistency_group_rd(namespace: str, group: str) -> str:
+    """The shared resource of consistency group ``group`` in ``namespace``, as LINBIT's driver
+    names it: ``cg-<uuid5("<namespace>/<group>")>``."""
+    return CONSISTENCY_GROUP_PREFIX + go_uuid5(DRIVER_NAMESPACE, f"{namespace}/{group}".encode())
+
+
+def member_volume_id(rd: str, vnr: int) -> str:
+    """The CSI volume id of volume number ``vnr`` of consistency-group resource ``rd``. This
+    driver always writes the number (also ``/0``), so a member id is never a bare resource name
+    that other RPCs would take for a whole volume; LINBIT's bare ``cg-…`` for number 0 is read."""
+    return f"{rd}/{vnr}"
+
+
+def volume_rd(volume_id: str) -> tuple[str, int | None]:
+    """``(resource, volume number)`` of a consistency-group member id, else ``(volume_id, None)``."""
+    member = parse_member_volume_id(volume_id)
+    return member if member is not None else (volume_id, None)
+
+
+def member_snapshot_id(rd: str, vnr: int, snapshot: str) -> str:
+    """LINBIT's id of member ``vnr``'s part of a consistency-group snapshot."""
+    return f"InCluster:///{rd}/{vnr}/{snapshot}"

@@ -351,9 +351,17 @@ class Provisioning(VolumeLookups):
     def delete(self, rd: str, deadline: Deadline) -> None:
         """DeleteVolume: one DELETE normally; keeps (and hides) an RD that still has snapshots."""
         if not ids.is_valid_name(rd) or ids.may_be_consistency_group(rd):
-            # Answering OK for a member that exists would leak it; deleting the shared
-            # resource would delete every member.
-            self.refuse_consistency_group(rd, "deleted", deadline)
+            # A consistency-group member is one volume definition of the shared resource:
+            # deleting the resource would delete every member.
+            # A retry after a crash between the last member's VD and the RD finds no VD and
+            # still deletes the empty RD, so member ids go to delete_member unchecked.
+            member = ids.parse_member_volume_id(rd)
+            if member is None:
+                found = self.consistency_group_member(rd, deadline)  # LINBIT's bare form
+                member = found[:2] if found is not None else None
+            if member is not None:
+                self.delete_member(member[0], member[1], deadline)  # type: ignore[attr-defined]
+                return
             if not ids.is_valid_name(rd):
                 return
         try:

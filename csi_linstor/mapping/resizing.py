@@ -35,7 +35,9 @@ class Resizing(VolumeLookups):
     def modify(self, rd: str, count: int | None, props: dict[str, str],
                deadline: Deadline) -> None:
         self.require_supported(deadline)
-        self.refuse_consistency_group(rd, "modified", deadline)
+        self.refuse_consistency_group(
+            rd, "modified", deadline, "change the resource group's properties for the whole "
+            "group (`linstor resource-group set-property`), or the resource by hand")
         self.require(rd, deadline)
         if props:
             try:

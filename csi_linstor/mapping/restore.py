@@ -78,6 +78,12 @@ class Restoring(VolumeLookups):
             raise
 
     def _source_snapshot(self, snapshot_id: str, deadline: Deadline) -> Snapshot:
+        if ids.parse_member_snapshot_id(snapshot_id) is not None:
+            raise InvalidArgument(
+                f"source snapshot {snapshot_id} is one member of a consistency-group snapshot; "
+                "restoring single members is not supported by this driver yet (LINSTOR restores "
+                "a snapshot's volumes together, into a resource without replicas): restore with "
+                "`linstor snapshot resource restore` by hand, or keep LINBIT's driver for it")
         snap = self.lookup_snapshot(snapshot_id, deadline)
         if snap is None:
             raise NotFound(f"source snapshot {snapshot_id} does not exist")
@@ -193,10 +199,10 @@ class Restoring(VolumeLookups):
                 self.forget_resource_group(spec.params.resource_group)
             raise
 
-    def _grow(self, rd: str, kib: int, deadline: Deadline) -> None:
-        """Grow VD 0 of ``rd`` to ``kib`` (one PUT); the errors a user can act on, typed."""
+    def _grow(self, rd: str, kib: int, deadline: Deadline, vnr: int = 0) -> None:
+        """Grow VD ``vnr`` of ``rd`` to ``kib`` (one PUT); the errors a user can act on, typed."""
         try:
-            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/0",
+            self.client.put(f"/v1/resource-definitions/{rd}/volume-definitions/{vnr}",
                             deadline=deadline, body={"size_kib": kib})
         except LinstorError as err:
             if err.has(consts.FAIL_NOT_ENOUGH_FREE_SPACE):

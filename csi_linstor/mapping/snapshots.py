@@ -16,6 +16,10 @@
 - Group snapshots: one ``POST /v1/actions/snapshot/multi`` (one instant for every source); every
   member is the LINSTOR snapshot ``<group snapshot name>`` of its source; the group id is
   ``InCluster:///group/<group snapshot name>``.
+- Consistency groups (issue 17 item 5): a group snapshot of every member of one group is one
+  LINSTOR snapshot of the group's RD; it stands for one CSI snapshot per member, id
+  ``InCluster:///<rd>/<vnr>/<snapshot>`` with source ``<rd>/<vnr>`` (``expand``). A member's
+  snapshot is never deleted alone (FAILED_PRECONDITION), nor taken alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -33,7 +37,7 @@ from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.backups import Backups
-from csi_linstor.mapping.volume_model import PROP_CLONE_FOR
+from csi_linstor.mapping.volume_model import PROP_CLONE_FOR, PROP_CONSISTENCY_GROUP, PROP_NAME
 from csi_linstor.mapping.volumes import Volumes
 
 log = logging.getLogger("csi_linstor.snapshots")
@@ -54,10 +58,17 @@ class SnapshotInfo:
     failed: bool
     props: dict[str, str]
     handle: str = ""  # the id it was found by, when that was a legacy (scheme-less) one
+    # a consistency group's snapshot: volume number -> bytes of each member it holds
+    members: dict[int, int] | None = None
+    source: str = ""  # the source volume id when it is not ``resource`` (a group member)
 
     @property
     def id(self) -> str:
         return self.handle or ids.snapshot_id(self.resource, self.name)
+
+    @property
+    def source_volume_id(self) -> str:
+        return self.source or self.resource
 
     @property
     def group_id(self) -> str:
@@ -71,10 +82,30 @@ class SnapshotInfo:
 
 
 def snapshot_info(snap: Snapshot) -> SnapshotInfo:
+    members = None
+    if PROP_CONSISTENCY_GROUP in snap.resource_definition_props:
+        members = {vd.volume_number or 0: vd.size_kib * 1024 for vd in snap.volume_definitions}
     return SnapshotInfo(resource=snap.resource_name, name=snap.name,
                         size_bytes=snap.size_kib(0) * 1024, created_ms=snap.created_ms,
                         ready=snap.successful, failed=snap.failed,
-                        props=dict(snap.definition_props))
+                        props=dict(snap.definition_props), members=members)
+
+
+def expand(infos: Sequence[SnapshotInfo],
+           named: dict[tuple[str, int], str] | None = None) -> list[SnapshotInfo]:
+    """One CSI snapshot per member of each consistency group's snapshot; others as they are.
+    ``named``: (RD upper, vnr) -> the id the caller knows the member by (LINBIT's bare form)."""
+    out = []
+    for info in infos:
+        if info.members is None:
+            out.append(info)
+            continue
+        for vnr, size in sorted(info.members.items()):
+            out.append(replace(info, size_bytes=size, members=None,
+                               source=(named or {}).get((info.resource.upper(), vnr))
+                               or ids.member_volume_id(info.resource, vnr),
+                               handle=ids.member_snapshot_id(info.resource, vnr, info.name)))
+    return out
 
 
 class Snapshots:
@@ -129,6 +160,11 @@ class Snapshots:
                 resource=sid.resource, name=sid.snapshot, size_bytes=remote.size_bytes,
                 created_ms=remote.created_ms, ready=remote.ready, failed=False, props={},
                 handle=remote.id)
+        member = ids.parse_member_snapshot_id(snapshot_id)
+        if member is not None:  # a consistency-group member's part of a group's snapshot
+            found = self._own(member[0], member[2], deadline)
+            return next((i for i in expand([snapshot_info(found)]) if i.id == snapshot_id),
+                        None) if found is not None and not found.deleting else None
         snap = self.volumes.lookup_snapshot(snapshot_id, deadline)
         if snap is None:
             return None
@@ -139,10 +175,11 @@ class Snapshots:
 
     def list(self, deadline: Deadline, source: str | None = None) -> list[SnapshotInfo]:
         if source is not None:
-            if not ids.is_valid_name(source):
+            rd = ids.volume_rd(source)[0]
+            if not ids.is_valid_name(rd):
                 return []
             try:
-                items = queries.snapshots(self.client, source, deadline)
+                items = queries.snapshots(self.client, rd, deadline)
             except LinstorError as err:
                 if err.is_not_found():
                     return []
@@ -153,8 +190,9 @@ class Snapshots:
         out = [snapshot_info(s) for s in items
                if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
         out = self.backups.relabel(out, deadline, SnapshotInfo)  # hook: remote ids, S3-only backups
+        out = expand(out)
         if source is not None:
-            out = [i for i in out if i.resource.upper() == source.upper()]
+            out = [i for i in out if i.source_volume_id.upper() == source.upper()]
         return sorted(out, key=lambda s: s.id)
 
     # -- create -------------------------------------------------------------------------------
@@ -270,6 +308,10 @@ class Snapshots:
     def create_group(self, name: str, sources: list[str], deadline: Deadline
                      ) -> tuple[str, list[SnapshotInfo]]:
         self.volumes.require_supported(deadline)
+        named: dict[tuple[str, int], str] = {}
+        group_rd = self._consistency_group_source(sources, deadline, named)
+        if group_rd is not None:
+            sources = [group_rd]  # one LINSTOR snapshot holds every member
         snap = ids.snapshot_name(name)
         gid = ids.group_snapshot_id(snap)
         want = sorted({s.upper() for s in sources})
@@ -284,7 +326,7 @@ class Snapshots:
             if have != want or any(i.group_id != gid for i in found):
                 raise AlreadyExists(f"group snapshot {name} exists with other source volumes "
                                     f"({', '.join(sorted(i.resource for i in found))})")
-            return gid, sorted(found, key=lambda i: i.resource)
+            return gid, expand(sorted(found, key=lambda i: i.resource), named)
         for source in sources:
             if not ids.is_valid_name(source):
                 raise NotFound(f"source volume {source} does not exist")
@@ -297,7 +339,45 @@ class Snapshots:
         except LinstorError as err:
             raise self._create_error(err, sources, deadline) from err
         found = self.by_name(snap, deadline, resources=valid)
-        return gid, sorted(found, key=lambda i: i.resource)
+        return gid, expand(sorted(found, key=lambda i: i.resource), named)
+
+    def _consistency_group_source(self, sources: list[str], deadline: Deadline,
+                                  named: dict[tuple[str, int], str]) -> str | None:
+        """The group RD when ``sources`` are consistency-group members: then they must be every
+        member of one group (INVALID_ARGUMENT otherwise: a snapshot of part of a group would be
+        the whole resource, and other volumes cannot share its LINSTOR snapshot)."""
+        found = []
+        for source in sources:
+            if ids.parse_member_volume_id(source) is None and \
+                    not ids.may_be_consistency_group(source):
+                continue
+            member = self.volumes.consistency_group_member(source, deadline)
+            if member is None and ids.parse_member_volume_id(source) is not None:
+                raise NotFound(f"source volume {source} does not exist")
+            if member is not None:
+                found.append(member)
+                named[(member[0].upper(), member[1])] = source
+        if not found:
+            return None
+        if len(found) != len(sources) or len({m[0].upper() for m in found}) != 1:
+            raise InvalidArgument(
+                f"source_volume_ids {', '.join(sources)} mix members of consistency groups with "
+                "other volumes; a group snapshot takes either every member of one consistency "
+                "group (select the claims by their linstor.csi.linbit.com/consistency-group "
+                "label) or volumes of no group")
+        rd, group = found[0][0], found[0][2]
+        item = next((i for i in queries.resource_definitions(self.client, deadline, names=[rd])
+                     if i.name.upper() == rd.upper()), None)
+        vds = item.volume_definitions if item is not None else ()
+        taken = {m[1] for m in found}
+        missing = [f"{ids.member_volume_id(rd, vd.volume_number or 0)} "
+                   f"({vd.props.get(PROP_NAME, '?')})" for vd in vds
+                   if (vd.volume_number or 0) not in taken]
+        if missing:
+            raise InvalidArgument(
+                f"a group snapshot of consistency group {group} must take every member (they are "
+                f"one LINSTOR resource); missing: {', '.join(missing)}")
+        return rd
 
     def group_members(self, gid: str, deadline: Deadline,
                       snapshot_ids: Sequence[str] = ()) -> list[SnapshotInfo]:
@@ -308,11 +388,13 @@ class Snapshots:
             return []
         rds = sorted({sid.resource for sid in map(ids.parse_snapshot_id, snapshot_ids)
                       if sid is not None and sid.type == "InCluster"
-                      and ids.is_valid_name(sid.resource)})
+                      and ids.is_valid_name(sid.resource)}
+                     | {m[0] for m in map(ids.parse_member_snapshot_id, snapshot_ids)
+                        if m is not None})
         found = [i for i in self.by_name(snap, deadline, resources=rds or None)
                  if i.group_id == gid]
         found = self._complete(snap, gid, found, deadline)
-        return sorted((i for i in found if i.group_id == gid), key=lambda i: i.resource)
+        return expand(sorted((i for i in found if i.group_id == gid), key=lambda i: i.resource))
 
     def _complete(self, snap: str, gid: str, members: list[SnapshotInfo],
                   deadline: Deadline) -> list[SnapshotInfo]:
@@ -333,5 +415,5 @@ class Snapshots:
         if snapshot_ids and members and sorted(snapshot_ids) != sorted(m.id for m in members):
             raise InvalidArgument(f"snapshot_ids do not match the members of group snapshot "
                                   f"{gid}: {', '.join(sorted(m.id for m in members))}")
-        for m in members:
-            self._delete(m.resource, m.name, deadline)
+        for rd, name in dict.fromkeys((m.resource, m.name) for m in members):  # a group's: once
+            self._delete(rd, name, deadline)

@@ -172,6 +172,19 @@ def remote_capable(resources: list[Resource]) -> bool:
     return not tops or bool(tops & {"DRBD", "NVME"})
 
 
+def member_volume(item: ResourceDefinition, vnr: int) -> Volume | None:
+    """Volume number ``vnr`` of consistency-group RD ``item`` as a volume (id ``<rd>/<vnr>``):
+    the RD's props overlaid with the member's volume-definition props (its name, access and
+    filesystem; the done marker is on the VD for this driver's groups, on the RD for LINBIT's).
+    None when that volume definition does not exist."""
+    vd = item.volume_definition(vnr)
+    if vd is None:
+        return None
+    return Volume(id=ids.member_volume_id(item.name, vnr), size_kib=vd.size_kib,
+                  resource_group=item.resource_group_name,
+                  props={**item.props, **vd.props}, flags=list(item.flags))
+
+
 class VolumeLookups:
     """The client, the property namespace and the lookups every volume job shares."""
 
@@ -185,7 +198,11 @@ class VolumeLookups:
         self.remote_snapshots: Callable[..., Any] | None = None
 
     def find(self, rd: str, deadline: Deadline, *, include_deleted: bool = False) -> Volume | None:
-        """The volume ``rd`` (one REST call), or None when missing or deleted."""
+        """The volume ``rd`` (one REST call), or None when missing or deleted; a
+        consistency-group member id (``cg-…/<vnr>``) finds that member."""
+        member = ids.parse_member_volume_id(rd)
+        if member is not None:
+            return self._find_member(member[0], member[1], deadline, include_deleted)
         if not ids.is_valid_name(rd):
             return None
         for item in queries.resource_definitions(self.client, deadline, names=[rd]):
@@ -198,6 +215,16 @@ class VolumeLookups:
                     # goes when the satellite reconnects): not a volume any more (issue 15)
                     return None
                 return vol
+        return None
+
+    def _find_member(self, rd: str, vnr: int, deadline: Deadline,
+                     include_deleted: bool) -> Volume | None:
+        for item in queries.resource_definitions(self.client, deadline, names=[rd]):
+            if item.name.upper() != rd.upper() or PROP_CONSISTENCY_GROUP not in item.props:
+                continue
+            if ("DELETE" in item.flags or item.props.get(PROP_DELETED)) and not include_deleted:
+                return None
+            return member_volume(item, vnr)
         return None
 
     def require(self, rd: str, deadline: Deadline) -> Volume:
@@ -217,6 +244,12 @@ class VolumeLookups:
         """Every complete, not deleted, not cloning volume this driver created, sorted by id."""
         out = []
         for item in queries.resource_definitions(self.client, deadline):
+            if PROP_CONSISTENCY_GROUP in item.props:  # one volume per member, not the RD
+                if "DELETE" not in item.flags and not item.props.get(PROP_DELETED):
+                    out.extend(m for m in (member_volume(item, vd.volume_number or 0)
+                                           for vd in item.volume_definitions)
+                               if m is not None and m.complete)
+                continue
             vol = self._volume(item)
             if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
                 continue

@@ -9,6 +9,8 @@ calls for everything about a CSI volume.
 - restore / clone: the two content sources;
 - attachment: publish/unpublish and the remote-access policy;
 - consistency_groups: membership checks;
+- consistency_group_create: create, delete and grow members of this driver's groups;
+- consistency_group_restore: members restored from a group snapshot;
 - resizing: expand, modify, condition.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from csi_linstor.mapping.attachment import Attachment
 from csi_linstor.mapping.clone import Cloning
+from csi_linstor.mapping.consistency_group_create import ConsistencyGroupCreate
+from csi_linstor.mapping.consistency_group_restore import ConsistencyGroupRestore
 from csi_linstor.mapping.consistency_groups import ConsistencyGroups
 from csi_linstor.mapping.placement import Placement
 from csi_linstor.mapping.provisioning import Provisioning
@@ -33,7 +37,7 @@ from csi_linstor.mapping.volume_model import (
 
 
 class Volumes(Provisioning, Placement, Restoring, Cloning, Attachment, ConsistencyGroups,
-              Resizing):
+              ConsistencyGroupCreate, ConsistencyGroupRestore, Resizing):
     """Every volume operation; the constructor is ``VolumeLookups.__init__``."""
 
 

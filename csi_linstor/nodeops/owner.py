@@ -24,6 +24,7 @@ from csi_linstor.errors import CsiError, FailedPrecondition, NotFound
 from csi_linstor.linstor import queries
 from csi_linstor.mapping.volume_model import (  # what CreateVolume records
     PROP_ACCESS,
+    PROP_CONSISTENCY_GROUP,
     PROP_FROM_BLOCK,
 )
 from csi_linstor.nodeops import devices
@@ -126,6 +127,12 @@ class VolumeDevice:
             if rd is None:
                 raise NotFound(f"volume {self.ref.rd} does not exist in LINSTOR")
             self._props = rd.props
+            if PROP_CONSISTENCY_GROUP in rd.props:
+                # a consistency-group member: what CreateVolume recorded is on its volume
+                # definition (access type, raw-block origin), over the shared RD's props
+                vd = queries.volume_definition(self.linstor, self.ref.rd, self.ref.vnr,
+                                               self.deadline)
+                self._props = {**rd.props, **vd.props}
         return self._props
 
     def known(self) -> Known | None:

@@ -246,6 +246,11 @@ class SnapshotRoutes(ControllerState):
         # CtrlSnapshotRestoreApiCallHandler: the snapshot's copy of its RD's props goes onto the
         # target RD (ctrlPropsHelper.copy: a union, the snapshot's values win)
         target.props.update(snap.rd_props)
+        if not target.resources:
+            # restoreOnNode (copyIntoVlmDfn: the target has no resources yet): each snapshot
+            # volume definition's props go onto the target's volume definition the same way
+            for nr, vd in target.vds.items():
+                vd.props.update(snap.vd_props.get(nr, {}))
         for node, pool in plan:
             self._add_resource(target, node, pool, r)
         # LINSTOR 1.33.3 registers a LINSTOR remote for itself on the first restore

@@ -27,6 +27,11 @@ class ViewRoutes(ControllerState):
             if rsc is not None and rd.key not in rsc:
                 continue
             self._ensure_devices(rd)
+            if not rd.vds:
+                # CtrlVlmListApiCallHandler (the view): a resource is listed only with at least
+                # one volume ("if (!volumes.isEmpty())"); an RD without volume definitions has
+                # resources without volumes, which /v1/resource-definitions/{rd}/resources shows
+                continue
             for res in rd.resources.values():
                 if nodes is not None and res.node.upper() not in nodes:
                     continue

@@ -20,8 +20,12 @@ class VolumeDefinitionRoutes(ControllerState):
                    seed: Device | Path | None = None) -> VolumeDef:
         nr = vdb.get("volume_number")
         if nr is None:
+            # CtrlRscDfnApiCallHandler.getVlmNr: the lowest number used neither by a volume
+            # definition nor by a snapshot of the RD ("re-using snapshot volume numbers would
+            # result in confusion when restoring from the snapshot").
+            taken = set(rd.vds) | {n for snap in rd.snapshots.values() for n in snap.sizes}
             nr = 0
-            while nr in rd.vds:
+            while nr in taken:
                 nr += 1
         if nr < 0 or nr > 31999:
             raise r.error(C.FAIL_INVLD_VLM_NR, f"Invalid volume number {nr}")

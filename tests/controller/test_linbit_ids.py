@@ -1,7 +1,7 @@
-"""Objects LINBIT's driver created with id forms this driver does not produce: consistency-group
-volumes (``cg-…/<vnr>``, ``cg-…`` for number 0), their snapshots, and group snapshot ids that
-are a bare LINSTOR snapshot name. Nothing may be answered OK while it stays, nor deleted wider
-than what the id names."""
+"""Objects LINBIT's driver created with id forms of its own: consistency-group volumes
+(``cg-…/<vnr>``, ``cg-…`` for number 0), their snapshots, and group snapshot ids that are a bare
+LINSTOR snapshot name. Nothing may be answered OK while it stays, nor deleted wider than what
+the id names."""
 
 from __future__ import annotations
 
@@ -48,21 +48,35 @@ def _code(fn, req) -> tuple[grpc.StatusCode, str]:
 
 
 @sim_only("a node without the replica")
-def test_consistency_group_volumes_are_refused_not_leaked_nor_deleted_whole(env):
+def test_linbit_consistency_group_members_are_published_and_deleted_one_by_one(env):
     _make_consistency_group(env)
-    for vid in (f"{CG}/1", CG):
-        code, msg = _code(env.ctl.DeleteVolume, csi_pb2.DeleteVolumeRequest(volume_id=vid))
-        assert code == grpc.StatusCode.FAILED_PRECONDITION
-        assert "consistency group ns/g" in msg and f"volume-definition delete {CG}" in msg
-    assert CG in env.sim.list_resource_definitions()  # neither leaked as "deleted" nor wiped
     free = next(n for n in ("node-1", "node-2", "node-3") if n not in _nodes(env, CG))
-    code, msg = _code(env.ctl.ControllerPublishVolume, csi_pb2.ControllerPublishVolumeRequest(
-        volume_id=f"{CG}/1", node_id=free, volume_capability=MOUNT))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not attached" in msg
+    ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id=f"{CG}/1", node_id=free, volume_capability=MOUNT)).publish_context
+    dev = {v["volume_number"]: v["device_path"] for r in env.client.get(
+        "/v1/view/resources", deadline=_dl(), params={"resources": CG, "nodes": free})
+        for v in r["volumes"]}
+    assert ctx["linstor.csi.linbit.com/device-path"] == dev[1]  # volume 1's device
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id=f"{CG}/1", node_id=free))
     assert free not in _nodes(env, CG)
+    ctx = env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id=CG, node_id=free, volume_capability=MOUNT)).publish_context  # LINBIT's "/0"
+    assert ctx["linstor.csi.linbit.com/device-path"] == dev[0]
+    env.ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+        volume_id=CG, node_id=free))
+    assert free not in _nodes(env, CG)
+    # DeleteVolume of a member deletes its volume definition only, never the whole resource
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=f"{CG}/1"))
+    vds = env.client.get(f"/v1/resource-definitions/{CG}/volume-definitions", deadline=_dl())
+    assert [vd["volume_number"] for vd in vds] == [0]
     # A member that does not exist (any more) is gone: OK, as for any volume.
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=f"{CG}/7"))
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="cg-gone/1"))
+    assert CG in env.sim.list_resource_definitions()
+    # LINBIT's id of member 0 is the bare resource name: the last member takes the resource
+    env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=CG))
+    assert CG not in env.sim.list_resource_definitions()
     # An ordinary volume whose name starts with cg- is deleted as usual.
     env.ctl.CreateVolume(create_req("cg-mine"))
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="cg-mine"))
@@ -128,3 +142,25 @@ def test_group_snapshot_id_that_is_a_bare_snapshot_name_is_resolved(env):
     assert code == grpc.StatusCode.NOT_FOUND
     for name in ("pvc-g1", "pvc-g2"):
         env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=name))
+
+
+def test_linbit_consistency_group_members_grow_and_snapshot_as_a_group(env):
+    _make_consistency_group(env)
+    grown = env.ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+        volume_id=f"{CG}/1", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB)))
+    assert grown.capacity_bytes == 2 * GIB
+    sizes = {vd["volume_number"]: vd["size_kib"] for vd in env.client.get(
+        f"/v1/resource-definitions/{CG}/volume-definitions", deadline=_dl())}
+    assert sizes == {0: GIB // 1024, 1: 2 * GIB // 1024}
+    got = env.group.CreateVolumeGroupSnapshot(csi_pb2.CreateVolumeGroupSnapshotRequest(
+        name="gs-linbit", source_volume_ids=[CG, f"{CG}/1"])).group_snapshot  # its id forms
+    assert env.snapshots() == [f"{CG}/gs-linbit"]
+    assert sorted((s.snapshot_id, s.source_volume_id, s.size_bytes) for s in got.snapshots) == [
+        (f"InCluster:///{CG}/0/gs-linbit", CG, GIB),  # the source id as the CO knows it
+        (f"InCluster:///{CG}/1/gs-linbit", f"{CG}/1", 2 * GIB)]
+    env.group.DeleteVolumeGroupSnapshot(csi_pb2.DeleteVolumeGroupSnapshotRequest(
+        group_snapshot_id=got.group_snapshot_id))
+    assert env.snapshots() == []
+    for vid in (f"{CG}/1", CG):
+        env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
+    assert CG not in env.rds()

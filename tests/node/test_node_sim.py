@@ -102,3 +102,53 @@ def test_stage_with_device_from_linstor_and_drbd_from_stand_in(
     with pytest.raises(RpcFailed) as ei:
         elsewhere.NodeStageVolume(req)
     assert ei.value.code == grpc.StatusCode.NOT_FOUND and other in ei.value.message
+
+
+def test_a_consistency_group_member_stages_only_its_own_volume(
+    sim: Any, make_node, tmp_path
+) -> None:
+    """Member ``cg-…/1`` of a two-volume resource (issue 17 item 5): its device is volume 1's,
+    proven by LINSTOR's device path of volume 1 on this node; volume 0's device, handed in a
+    publish context, is refused; a member recorded as raw block is never staged as a
+    filesystem (its access type is on its volume definition, not on the shared resource)."""
+    url = sim.url
+    rd = "cg-0b6f5a3e-5b1e-5f43-9f3a-8d7f1c2e4a10"
+    s = requests.Session()
+    assert s.post(f"{url}/v1/resource-definitions", json={"resource_definition": {
+        "name": rd, "props": {"Aux/linstor.csi.linbit.com/consistency-group": "ns/g"}}},
+        timeout=30).ok
+    for name, access in (("pvc-m0", "block"), ("pvc-m1", "mount")):
+        assert s.post(f"{url}/v1/resource-definitions/{rd}/volume-definitions", json={
+            "volume_definition": {"size_kib": 64 * 1024, "props": {
+                "Aux/csi-volume-name": name, "Aux/csi-access-type": access}}}, timeout=30).ok
+    assert s.post(f"{url}/v1/resource-definitions/{rd}/autoplace",
+                  json={"select_filter": {"place_count": 1}}, timeout=30).ok
+    node_name = s.get(f"{url}/v1/resource-definitions/{rd}/resources",
+                      timeout=30).json()[0]["node_name"]
+    paths = {v["volume_number"]: v["device_path"] for r in s.get(
+        f"{url}/v1/view/resources", params={"resources": rd}, timeout=30).json()
+        for v in r["volumes"]}
+    client = LinstorClient([url])
+    drbdsetup = (sys.executable, "-m", "csi_linstor.sim.drbdsetup", "--sim-url", url,
+                 "--node", node_name)
+    node = make_node(linstor=client, node=node_name, drbdsetup=drbdsetup, device_wait_seconds=5)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    cap = mount_cap("ext4")
+    with pytest.raises(RpcFailed) as ei:  # volume 0's device for member 1
+        node.NodeStageVolume(stage_req(paths[0], staging, cap, vol=f"{rd}/1"))
+    assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is not the device of" in ei.value.message
+    node.NodeStageVolume(stage_req(paths[1], staging, cap, vol=f"{rd}/1"))
+    target = tmp_path / "target"
+    node.NodePublishVolume(publish_req(paths[1], staging, target, cap, vol=f"{rd}/1"))
+    (target / "f").write_text("member 1")
+    node.NodeUnpublishVolume(unpublish_req(target, vol=f"{rd}/1"))
+    node.NodeUnstageVolume(unstage_req(staging, vol=f"{rd}/1"))
+    # member 0 was created as raw block: without the controller's word (an older publish
+    # context), its volume definition says so
+    req = stage_req(paths[0], staging, cap, vol=f"{rd}/0")
+    del req.publish_context["linstor.csi.linbit.com/access-type"]
+    with pytest.raises(RpcFailed) as ei:
+        node.NodeStageVolume(req)
+    assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION and "raw block" in ei.value.message

@@ -581,3 +581,55 @@ def test_a_deleted_snapshot_keeps_its_name_until_the_satellites_are_done(sim: An
     time.sleep(0.6)
     assert api.get(base + "/s1").status_code == 404
     assert api.post(base, {"name": "s1"}).status_code == 201
+
+
+def test_a_new_volume_number_skips_numbers_held_by_snapshots(api: Api) -> None:
+    # CtrlRscDfnApiCallHandler.getVlmNr: a VD created without a number gets the lowest number
+    # used neither by a VD nor by a snapshot of the RD (consistency-group members rely on it:
+    # a snapshot's member N never names a later, different volume N).
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "vn"}})
+    for _ in range(2):
+        api.post("/v1/resource-definitions/vn/volume-definitions",
+                 {"volume_definition": {"size_kib": 1024}})
+    api.post("/v1/resource-definitions/vn/autoplace", {"select_filter": {"place_count": 1}})
+    api.post("/v1/resource-definitions/vn/snapshots", {"name": "s1"})
+    api.delete("/v1/resource-definitions/vn/volume-definitions/0")
+    r = api.post("/v1/resource-definitions/vn/volume-definitions",
+                 {"volume_definition": {"size_kib": 1024}})
+    assert r.status_code == 200
+    refs = [e.get("obj_refs", {}) for e in r.json() if e.get("obj_refs", {}).get("VlmNr")]
+    assert refs and refs[0]["VlmNr"] == "2"
+    assert sorted(v["volume_number"] for v in api.get(
+        "/v1/resource-definitions/vn/volume-definitions").json()) == [1, 2]
+
+
+def test_the_resource_view_leaves_out_resources_without_volumes(api: Api) -> None:
+    # CtrlVlmListApiCallHandler: only resources with at least one volume are in the view
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "nv"}})
+    api.post("/v1/resource-definitions/nv/volume-definitions",
+             {"volume_definition": {"size_kib": 1024}})
+    api.post("/v1/resource-definitions/nv/autoplace", {"select_filter": {"place_count": 1}})
+    assert len(api.get("/v1/view/resources", params={"resources": "nv"}).json()) == 1
+    api.delete("/v1/resource-definitions/nv/volume-definitions/0")
+    assert api.get("/v1/view/resources", params={"resources": "nv"}).json() == []
+    assert len(api.get("/v1/resource-definitions/nv/resources").json()) == 1
+
+
+def test_a_restore_copies_the_snapshot_volume_definition_props(api: Api) -> None:
+    # CtrlSnapshotRestoreApiCallHandler.restoreOnNode: into a target without resources, each
+    # snapshot volume definition's props are copied onto the target's volume definition
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "vp"}})
+    api.post("/v1/resource-definitions/vp/volume-definitions",
+             {"volume_definition": {"size_kib": 1024, "props": {"Aux/tag": "m0"}}})
+    api.post("/v1/resource-definitions/vp/autoplace", {"select_filter": {"place_count": 1}})
+    api.post("/v1/resource-definitions/vp/snapshots", {"name": "s1"})
+    api.post("/v1/resource-definitions", {"resource_definition": {"name": "vp2"}})
+    api.post("/v1/resource-definitions/vp/snapshot-restore-volume-definition/s1",
+             {"to_resource": "vp2"})
+    vd = api.get("/v1/resource-definitions/vp2/volume-definitions/0").json()
+    assert "Aux/tag" not in vd.get("props", {})  # the VD restore copies no props
+    r = api.post("/v1/resource-definitions/vp/snapshot-restore-resource/s1",
+                 {"to_resource": "vp2"})
+    assert r.status_code == 200, r.text
+    vd = api.get("/v1/resource-definitions/vp2/volume-definitions/0").json()
+    assert vd["props"]["Aux/tag"] == "m0"
