@@ -67,10 +67,17 @@ def resource_definitions(client: LinstorClient, deadline: Deadline,
 
 
 def view_resources(client: LinstorClient, deadline: Deadline, rds: Sequence[str] | None = None,
-                   nodes: Sequence[str] | None = None) -> list[Resource]:
-    """``GET /v1/view/resources``: resources with their volumes, device paths and state."""
+                   nodes: Sequence[str] | None = None,
+                   props: Sequence[str] | None = None) -> list[Resource]:
+    """``GET /v1/view/resources``: resources with their volumes, device paths and state.
+
+    ``props``: only resources whose own properties match every entry (``Key`` = the key is
+    present, ``Key=Value`` = exactly that value; LINSTOR's ReadOnlyProps.contains, applied by
+    CtrlVlmListApiCallHandler before the reply is built).
+    """
     return Resource.list_from_json(client.get(
-        "/v1/view/resources", deadline=deadline, params=_filters(resources=rds, nodes=nodes)))
+        "/v1/view/resources", deadline=deadline,
+        params=_filters(resources=rds, nodes=nodes, props=props)))
 
 
 def resources(client: LinstorClient, rd: str, deadline: Deadline) -> list[Resource]:

@@ -111,11 +111,7 @@ def _known_cluster_read(reason: str) -> Any:
 
 @pytest.mark.parametrize("method", [
     "CreateVolume",
-    pytest.param("ControllerPublishVolume", marks=_known_cluster_read(
-        "the attach-limit count reads every resource on the target node (GET /v1/view/resources"
-        "?nodes=<node>, issue 17), so its bytes grow with the volumes placed there: 10 KiB on an"
-        " empty cluster, 630 KiB at 1,000 volumes on 100 nodes; a props filter on the recorded"
-        " attachments would keep it flat")),
+    "ControllerPublishVolume",
     "ControllerUnpublishVolume",
     "ControllerExpandVolume", "DeleteSnapshot", "DeleteVolume", "GetCapacity",
     pytest.param("CreateSnapshot", marks=_known_cluster_read(
