@@ -8,7 +8,7 @@ the wrong shape raises ``models.ModelError``. Name filters repeat the query para
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from csi_linstor.deadline import Deadline
@@ -78,6 +78,13 @@ def view_resources(client: LinstorClient, deadline: Deadline, rds: Sequence[str]
     return Resource.list_from_json(client.get(
         "/v1/view/resources", deadline=deadline,
         params=_filters(resources=rds, nodes=nodes, props=props)))
+
+
+def each_view_resource(client: LinstorClient, deadline: Deadline,
+                       each: Callable[[Any], None]) -> None:
+    """``GET /v1/view/resources`` of the whole cluster, each resource's JSON handed to ``each``
+    as the reply arrives (``LinstorClient.get_each``): for reductions that must not hold it."""
+    client.get_each("/v1/view/resources", each, deadline=deadline)
 
 
 def resources(client: LinstorClient, rd: str, deadline: Deadline) -> list[Resource]:

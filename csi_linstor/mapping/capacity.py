@@ -24,6 +24,7 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.errors import DeadlineExceeded
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
+from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.mapping.remote_access import prune_patterns
 from csi_linstor.mapping.topology import STORAGE_POOL_PREFIX, NodeIndex
@@ -37,12 +38,17 @@ RESERVED_TTL = 30.0  # seconds a reading of the pools' reservations is used
 
 def reserved_by_pool(client: LinstorClient, deadline: Deadline) -> dict[tuple[str, str], int]:
     """(node, pool) upper-cased → KiB its volumes reserve (usable size), from one resource
-    view; the resources themselves are dropped as soon as they are summed."""
+    view decoded as it arrives: each resource is summed and dropped, so the driver never holds
+    the reply (about 220 MiB decoded whole at 10,000 volumes on 100 nodes)."""
     reserved: dict[tuple[str, str], int] = {}
-    for res in queries.view_resources(client, deadline):
+
+    def add(item: object) -> None:
+        res = Resource.from_json(item)
         for vol in res.volumes:
             key = (res.node_name.upper(), vol.storage_pool_name.upper())
             reserved[key] = reserved.get(key, 0) + (vol.usable_size_kib or 0)
+
+    queries.each_view_resource(client, deadline, add)
     return reserved
 
 

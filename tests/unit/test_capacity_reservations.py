@@ -38,14 +38,17 @@ class Client:
         self.fail = False
 
     def get(self, path: str, *, deadline: Deadline, params: Any = None) -> Any:
-        if path == "/v1/view/storage-pools":
-            return [pool("n1", 10, 1), pool("n2", 10, 1)]
+        assert path == "/v1/view/storage-pools", path
+        return [pool("n1", 10, 1), pool("n2", 10, 1)]
+
+    def get_each(self, path: str, each: Any, *, deadline: Deadline, params: Any = None) -> None:
         assert path == "/v1/view/resources" and params is None, (path, params)
         self.views += 1
         time.sleep(self.delay)
         if self.fail:
             raise LinstorError("GET", "/v1/view/resources", 500, [])
-        return list(self.resources)
+        for item in self.resources:
+            each(item)
 
 
 OVER = parse_volume_parameters({"placementCount": "1", "overProvision": "2", "storagePool": "thin"})
