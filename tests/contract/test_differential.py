@@ -27,6 +27,7 @@ from tests.real_linstor import NODE, THIN_POOL, XFS_POOL, RealLinstor, require_r
 require_real_linstor()
 
 RD = "/v1/resource-definitions"
+IDX = "CsiSnap-0123456789abcdef0123456789abcdef"  # mapping/snapshot_index.py's instance names
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,20 @@ def scenario() -> list[Step]:
         Step("kvs modify", "PUT", "/v1/key-value-store/diffkv",
              {"override_props": {"a": "b"}}),
         Step("kvs get", "GET", "/v1/key-value-store/diffkv"),
+        # the snapshot index (mapping/snapshot_index.py): removing the last key removes the store
+        Step("kvs delete last key", "PUT", "/v1/key-value-store/diffkv", {"delete_props": ["a"]}),
+        Step("kvs gone with its last key", "GET", "/v1/key-value-store/diffkv"),
+        Step("kvs delete key of missing store", "PUT", "/v1/key-value-store/diffnokv",
+             {"delete_props": ["a"]}),
+        Step("kvs missing", "GET", "/v1/key-value-store/diffnokv"),
+        Step("kvs modify again", "PUT", "/v1/key-value-store/diffkv",
+             {"override_props": {"a": "b"}}),
+        Step("snapshot index claim", "PUT", f"/v1/key-value-store/{IDX}",
+             {"override_props": {"source/DIFFVOL": "snapshot-1", "source/DIFFREST": "x"}}),
+        Step("snapshot index read", "GET", f"/v1/key-value-store/{IDX}"),
+        Step("snapshot index release", "PUT", f"/v1/key-value-store/{IDX}",
+             {"delete_props": ["source/DIFFVOL", "source/DIFFREST"]}),
+        Step("snapshot index gone", "GET", f"/v1/key-value-store/{IDX}"),
         Step("kvs delete", "DELETE", "/v1/key-value-store/diffkv"),
         Step("spawn unknown field", "POST", "/v1/resource-groups/diffrg/spawn",
              {"resource_definition_name": "diffunk", "volume_sizes": [65536], "nonsense": 1}),
