@@ -9,12 +9,13 @@ the wrong shape raises ``models.ModelError``. Name filters repeat the query para
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from csi_linstor.deadline import Deadline
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import (
     CloneStatus,
+    Model,
     Node,
     Resource,
     ResourceDefinition,
@@ -23,6 +24,20 @@ from csi_linstor.linstor.models import (
     StoragePool,
     Volume,
 )
+
+M = TypeVar("M", bound=Model)
+
+
+def _streamed(client: LinstorClient, path: str, model: type[M], deadline: Deadline,
+              params: dict[str, Any] | None) -> list[M]:
+    """A list reply parsed into models element by element as it arrives
+    (``LinstorClient.get_each``): for lists the size of the cluster, whose decoded JSON would
+    otherwise be held whole next to the models (the snapshot view of 10,000 snapshots: 17 MB of
+    JSON, about 45 MiB more at the peak than its models)."""
+    out: list[M] = []
+    client.get_each(path, lambda item: out.append(model.from_json(item)), deadline=deadline,
+                    params=params)
+    return out
 
 
 def _filters(**names: Sequence[str] | None) -> dict[str, Any] | None:
@@ -62,8 +77,8 @@ def resource_definitions(client: LinstorClient, deadline: Deadline,
     params: dict[str, Any] = _filters(resource_definitions=names) or {}
     if with_volume_definitions:
         params["with_volume_definitions"] = "true"
-    return ResourceDefinition.list_from_json(client.get(
-        "/v1/resource-definitions", deadline=deadline, params=params or None))
+    return _streamed(client, "/v1/resource-definitions", ResourceDefinition, deadline,
+                     params or None)
 
 
 def view_resources(client: LinstorClient, deadline: Deadline, rds: Sequence[str] | None = None,
@@ -113,8 +128,8 @@ def view_snapshots(client: LinstorClient, deadline: Deadline,
     LINSTOR filters this view by ``resources`` and ``nodes`` only (View.listSnapshots); a
     ``snapshots=`` parameter is ignored and would download every snapshot in the cluster.
     """
-    return Snapshot.list_from_json(client.get("/v1/view/snapshots", deadline=deadline,
-                                              params=_filters(resources=resources)))
+    return _streamed(client, "/v1/view/snapshots", Snapshot, deadline,
+                     _filters(resources=resources))
 
 
 def snapshots(client: LinstorClient, rd: str, deadline: Deadline) -> list[Snapshot]:
