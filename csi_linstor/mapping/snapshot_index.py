@@ -20,6 +20,8 @@ driver keeps an index in LINSTOR's key-value store:
   first lookup that finds no ``CsiSnapIndex`` marker starts a background pass that reads the
   snapshot view once, claims every snapshot, then writes the marker. Until the marker exists,
   lookups answer ``None`` and the caller reads every snapshot as before.
+- A clone's temporary snapshot (``Aux/csi-clone-for``, mapping/clone.py) is no CSI snapshot
+  (ListSnapshots hides it) and holds no name: it is never claimed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from csi_linstor.errors import CsiError
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
+from csi_linstor.mapping.volume_model import PROP_CLONE_FOR
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,8 @@ class SnapshotIndex:
         then write the marker."""
         by_name: dict[str, set[str]] = {}
         for s in queries.view_snapshots(self.client, Deadline(BACKFILL_SECONDS)):
-            if not s.deleting:
+            # a clone's temporary snapshot is no CSI snapshot and is dropped without a release
+            if not s.deleting and PROP_CLONE_FOR not in s.definition_props:
                 by_name.setdefault(s.name, set()).add(s.resource_name)
         for snap, rds in sorted(by_name.items()):
             self.claim(snap, sorted(rds), Deadline(BACKFILL_SECONDS))
