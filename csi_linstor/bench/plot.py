@@ -48,6 +48,10 @@ def plot_scale(result: dict[str, Any], path: Path) -> None:
         ax.plot(vols, [e["capacity"][cls]["driver_p50_ms"] for e in sizes], marker=marker,
                 linestyle=":", color=line[0].get_color(),
                 label=f"of which the driver (p50), class '{cls}'")
+    if all("first_ms" in e["capacity"]["overprovision"] for e in sizes):
+        ax.plot(vols, [e["capacity"]["overprovision"]["first_ms"] for e in sizes], marker="x",
+                linestyle="--", color="grey",
+                label="first call of a round, class 'overprovision' (reads every resource)")
     ax.axhline(10, color="red", linestyle="--", linewidth=1, label="target 10 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")

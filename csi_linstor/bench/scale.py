@@ -11,7 +11,8 @@ to that RPC:
   out: it belongs to no RPC);
 - ListVolumes and ListSnapshots: calls and bytes for one page of ``--page`` entries;
 - GetCapacity as external-provisioner's capacity tracking calls it: every node's segment × every
-  class, latency per call (p50/p99) and the time one full round takes;
+  class, latency per call (p50/p99) and the time one full round takes; for the overProvision
+  class also the round's first call, which reads every resource;
 - the driver's RSS (peak, sampled every 100 ms) through it all.
 
 The clusters are built by ``csi_linstor.sim.seed``: one volume and one snapshot created through
@@ -37,6 +38,7 @@ import grpc
 
 from csi_linstor._gen import csi_pb2, csi_pb2_grpc
 from csi_linstor.bench.cpu import RssSampler, _pct, _rss_kib
+from csi_linstor.mapping.capacity import RESERVED_TTL
 from csi_linstor.mapping.topology import HOSTNAME_KEY
 from csi_linstor.sim import SimConfig, Simulator
 from csi_linstor.sim.seed import replicate
@@ -124,6 +126,7 @@ class Measure:
         self.sim = sim
         self.args = args
         self.nodes = sorted(n.name for n in sim.controller.nodes.values())
+        self._last_reading = -RESERVED_TTL  # when the overProvision round last started
 
     def call(self, out: dict[str, list[tuple[int, int, float, float]]], method: str,
              request: Any) -> Any:
@@ -171,15 +174,26 @@ class Measure:
                     max_entries=self.args.page, starting_token=first.next_token))
 
     def capacity_round(self) -> dict[str, Any]:
-        """external-provisioner's capacity tracking: every segment × every class, serially."""
+        """external-provisioner's capacity tracking: every segment × every class, serially.
+
+        The overProvision class's first call reads every resource (the driver keeps the sums
+        for RESERVED_TTL seconds, mapping/capacity.py): the round starts only when the previous
+        round's reading has expired, so each size's first call makes a fresh one, reported
+        apart (``first_*``)."""
         results: dict[str, Any] = {}
         for cls, params in CLASSES.items():
             latencies: list[float] = []
             driver_ms: list[float] = []
             calls: list[int] = []
             sent: list[int] = []
+            if cls != "plain":
+                wait = self._last_reading + RESERVED_TTL + 0.5 - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self._last_reading = time.monotonic()
             start = time.perf_counter()
-            segments = self.nodes if cls == "plain" else self.nodes[:self.args.sampled_segments]
+            sampled = self.args.sampled_segments or len(self.nodes)
+            segments = self.nodes if cls == "plain" else self.nodes[:sampled]
             for node in segments:
                 topo = csi_pb2.Topology(segments={HOSTNAME_KEY: node})
                 self.counter.take()
@@ -201,6 +215,10 @@ class Measure:
                 "driver_p99_ms": round(_pct(driver_ms, 0.99) * 1000, 2),
                 "rest_calls": round(statistics.mean(calls), 2),
                 "kib_received": round(statistics.mean(sent) / 1024, 1),
+                "first_ms": round(latencies[0] * 1000, 2),
+                "first_driver_ms": round(driver_ms[0] * 1000, 2),
+                "first_rest_calls": calls[0],
+                "first_kib_received": round(sent[0] / 1024, 1),
             }
         return results
 
@@ -295,6 +313,12 @@ def print_table(result: dict[str, Any]) -> None:
             cells.append(f"{c['rest_calls']:>6} {c['kib_received']:>9} {c['p50_ms']:>8} "
                          f"{c['driver_p50_ms']:>8}")
         print(f"{'GetCapacity (' + cls + ')':<27}" + " ".join(cells))
+    cells = []
+    for _, e in sizes:
+        c = e["capacity"]["overprovision"]
+        cells.append(f"{c['first_rest_calls']:>6} {c['first_kib_received']:>9} "
+                     f"{c['first_ms']:>8} {c['first_driver_ms']:>8}")
+    print(f"{'  first call of its round':<27}" + " ".join(cells))
     for cls in CLASSES:
         print(f"capacity round ({cls}, {sizes[0][1]['capacity'][cls]['segments']} segments "
               "× 1 class), seconds: " + ", ".join(str(e["capacity"][cls]["round_seconds"])
@@ -317,9 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lifecycles (and list pages) measured per size (default: %(default)s)")
     p.add_argument("--page", type=int, default=100,
                    help="max_entries of ListVolumes/ListSnapshots (default: %(default)s)")
-    p.add_argument("--sampled-segments", type=int, default=5,
-                   help="segments asked for the overProvision class, whose GetCapacity reads "
-                        "every resource (default: %(default)s; the plain class asks every node)")
+    p.add_argument("--sampled-segments", type=int, default=0,
+                   help="segments asked for the overProvision class, whose first GetCapacity "
+                        "of a round reads every resource (default: 0, every node, as the plain "
+                        "class)")
     p.add_argument("--timeout", type=float, default=120.0, help="per-RPC deadline in seconds")
     p.add_argument("--driver-log-level", default="info")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -44,7 +44,7 @@ from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import attachment_records as attachments
 from csi_linstor.mapping import ids, qos
 from csi_linstor.mapping.backups import backup_class
-from csi_linstor.mapping.capacity import capacity
+from csi_linstor.mapping.capacity import ReservedCapacity, capacity
 from csi_linstor.mapping.multiattach import PROP_MARKER as PROP_TWO_PRIMARIES_MARKER
 from csi_linstor.mapping.multiattach import MultiAttach
 from csi_linstor.mapping.mutable_params import parse_mutable_parameters
@@ -85,6 +85,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         if getattr(config, "enable_consistency_groups", False):
             self.group_label = GroupLabel(LazyKubeApi(getattr(config, "kubeconfig", None)))
         self.group_controller = GroupControllerServicer(runtime, self.snapshots)
+        # issue 19: overProvision's reservations, read once per capacity-tracking round
+        self.reservations = ReservedCapacity(linstor)
 
     def _params(self, parameters: Any) -> VolumeParameters:
         return parse_volume_parameters(
@@ -352,7 +354,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         segment = dict(request.accessible_topology.segments) \
             if request.HasField("accessible_topology") else {}
         size = capacity(self.linstor, p, segment, getattr(self.config, "property_namespace", "Aux"),
-                        call.deadline)
+                        call.deadline, self.reservations)
         return csi_pb2.GetCapacityResponse(available_capacity=size,
                                            maximum_volume_size=wrappers_pb2.Int64Value(value=size))
 

@@ -30,7 +30,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -43,6 +43,7 @@ from csi_linstor.deadline import Deadline
 from csi_linstor.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
 from csi_linstor.linstor.models import ControllerVersion
+from csi_linstor.linstor.stream import NotAnArray, each_item
 from csi_linstor.linstor.transport import transport_hint
 
 log = logging.getLogger("csi_linstor.linstor")
@@ -50,6 +51,7 @@ log = logging.getLogger("csi_linstor.linstor")
 HTTP_PORT = 3370
 HTTPS_PORT = 3371
 USER_AGENT = "csi-linstor"
+STREAM_CHUNK = 256 << 10  # bytes read at a time from a reply decoded as it arrives
 
 
 def normalize_url(url: str, tls: bool = False) -> str:
@@ -201,8 +203,13 @@ class LinstorClient:
         deadline: Deadline,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        each: Callable[[Any], None] | None = None,
     ) -> tuple[int, Any]:
-        """Send one request; return (status, decoded JSON or None). Raises on transport failure."""
+        """Send one request; return (status, decoded JSON or None). Raises on transport failure.
+
+        ``each``: a 2xx reply (a JSON array) is decoded as it arrives and ``each`` is called per
+        element (``stream.each_item``); the data returned is then None. Other replies are
+        decoded whole, as without it."""
         path = encode_path(path)
         idempotent = method in ("GET", "HEAD")
         last_error: Exception | None = None
@@ -216,7 +223,7 @@ class LinstorClient:
                 response = self.session.send(
                     self._prepare(method, base + path, params, body, env["auth"]),
                     timeout=(connect, read), verify=env["verify"], proxies=env["proxies"],
-                    cert=self.session.cert, stream=False, allow_redirects=False,
+                    cert=self.session.cert, stream=each is not None, allow_redirects=False,
                 )
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
@@ -255,12 +262,39 @@ class LinstorClient:
                             base, _short(last_error))
             with self._lock:
                 self._preferred = index
+            if each is not None and 200 <= response.status_code < 300:
+                self._stream(response, method, path, base, deadline, each)
+                return response.status_code, None
             return response.status_code, _decode(response)
         raise LinstorUnavailable(
             f"no LINSTOR controller reachable ({', '.join(self.endpoints)}) for {method} {path}: "
             f"{' | '.join(failed) or 'no attempt made'}; check --linstor-endpoint / "
             "LS_CONTROLLERS and that the controller is running"
         )
+
+    @staticmethod
+    def _stream(response: requests.Response, method: str, path: str, base: str,
+                deadline: Deadline, each: Callable[[Any], None]) -> None:
+        """Hand the reply's array elements to ``each`` as they arrive, within the deadline."""
+        def check() -> None:
+            deadline.timeout(what=f"the rest of LINSTOR's reply to {method} {path}")
+
+        try:
+            each_item(_chunks(response), each, check)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
+            if deadline.expired():
+                raise DeadlineExceeded(
+                    f"LINSTOR {method} {path} at {base} did not finish its reply before the RPC "
+                    "deadline; retry") from err
+            raise LinstorUnavailable(
+                f"the connection to LINSTOR at {base} broke while reading its reply to {method} "
+                f"{path}: {_short(err)}; retry") from err
+        except NotAnArray as err:
+            raise LinstorUnavailable(
+                f"LINSTOR at {base} answered {method} {path} with a reply that is not a JSON "
+                f"array: {err}; retry, and check the controller's version") from err
+        finally:
+            response.close()
 
     def _failure(self, base: str, err: Exception) -> str:
         text = _short(err)
@@ -277,11 +311,14 @@ class LinstorClient:
         return transport_hint(base, err, client_certificate=self.session.cert is not None)
 
     def _checked(self, method: str, path: str, *, deadline: Deadline,
-                 params: Mapping[str, Any] | None = None, body: Any = None) -> tuple[int, Any]:
-        status, data = self.request(method, path, deadline=deadline, params=params, body=body)
+                 params: Mapping[str, Any] | None = None, body: Any = None,
+                 each: Callable[[Any], None] | None = None) -> tuple[int, Any]:
+        status, data = self.request(method, path, deadline=deadline, params=params, body=body,
+                                    each=each)
         if status == 401 and self._reload_token():
             # Refused before anything was applied, so any method may be sent again, once.
-            status, data = self.request(method, path, deadline=deadline, params=params, body=body)
+            status, data = self.request(method, path, deadline=deadline, params=params, body=body,
+                                        each=each)
         rcs = parse_rc_list(data) if isinstance(data, (list, dict)) else []
         has_error = any(rc.is_error for rc in rcs)
         if status >= 400 or (has_error and status >= 300) or (has_error and _is_rc_list(data)):
@@ -310,6 +347,12 @@ class LinstorClient:
     def get(self, path: str, *, deadline: Deadline, params: Mapping[str, Any] | None = None) -> Any:
         """GET an object or list; a missing object raises LinstorError with code NOT_FOUND."""
         return self._checked("GET", path, deadline=deadline, params=params)[1]
+
+    def get_each(self, path: str, each: Callable[[Any], None], *, deadline: Deadline,
+                 params: Mapping[str, Any] | None = None) -> None:
+        """GET a list, calling ``each`` per element as the reply arrives: for replies the
+        size of the cluster that the caller reduces (never holds the whole list)."""
+        self._checked("GET", path, deadline=deadline, params=params, each=each)
 
     def post(self, path: str, *, deadline: Deadline, body: Any = None,
              params: Mapping[str, Any] | None = None) -> list[ApiCallRc]:
@@ -371,6 +414,21 @@ def _loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The reply's (decompressed) bytes as they arrive: each piece is what one read of the
+    socket gave (``read1``), so the caller's deadline check runs between reads even when the
+    controller sends slowly (``iter_content`` waits for a full chunk)."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 1.x
+        yield from response.iter_content(STREAM_CHUNK)
+        return
+    while True:
+        data = read1(STREAM_CHUNK, decode_content=True)
+        if not data:
+            return
+        yield data
 
 
 def _is_rc_list(data: Any) -> bool:

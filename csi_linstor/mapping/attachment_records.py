@@ -14,8 +14,12 @@ From that record:
 - ``published_node_ids`` in ListVolumes / ControllerGetVolume are the resources carrying it
   (LIST_VOLUMES_PUBLISHED_NODES);
 - the attach limit counts the resources on the node that carry it: one
-  ``GET /v1/view/resources?nodes=<node>`` per publish (a node-filtered view, never the whole
-  cluster). A node that already has ``--max-volumes-per-node`` attached volumes answers
+  ``GET /v1/view/resources?nodes=<node>&props=Aux/csi-attached`` per publish. LINSTOR applies
+  the props filter to each resource's own properties before it builds the reply (1.33.3:
+  CtrlVlmListApiCallHandler, ReadOnlyProps.contains), so the reply holds the node's recorded
+  attachments only (this volume's among them when it is recorded), never every resource placed
+  on the node: its size follows the attachments, bounded by the limit, not the cluster (issue
+  19). A node that already has ``--max-volumes-per-node`` attached volumes answers
   RESOURCE_EXHAUSTED.
 
 Unpublish drops the record (a diskless resource goes with its record; a diskful replica keeps
@@ -137,7 +141,8 @@ class Attachments:
         # is dropped under it only after the record is written: a concurrent publish to the node
         # therefore sees every other publish either in its view (recorded) or as a reservation.
         with self._node_lock(key):
-            on_node = queries.view_resources(self.client, deadline, nodes=[node])
+            on_node = queries.view_resources(self.client, deadline, nodes=[node],
+                                             props=[PROP_ATTACHED])
             mine = next((r for r in on_node if r.name.upper() == rd.upper()
                          and r.node_name.upper() == key), None)
             have = recorded(mine, prop) if mine is not None else ""

@@ -357,6 +357,7 @@ class Backups:
         if cls.type == "Linstor":
             # LINSTOR ships an existing src_snap_name; for a missing one it would invent a name
             # (CtrlBackupL2LSrcApiCallHandler), so the snapshot is taken first
+            self.snapshots.index.claim(snap, [source], deadline)  # mapping/snapshot_index.py
             try:
                 self.client.post(f"/v1/resource-definitions/{source}/snapshots",
                                  deadline=deadline, body={"name": snap})
@@ -371,6 +372,7 @@ class Backups:
                              body=body)
             return
         incremental = cls.allow_incremental and self._may_increment(cls, source, deadline)
+        self.snapshots.index.claim(snap, [source], deadline)  # LINSTOR takes snapshot ``snap``
         self.client.post(f"/v1/remotes/{cls.remote}/backups", deadline=deadline,
                          body={"rsc_name": source, "snap_name": snap,
                                "incremental": incremental})

@@ -4,9 +4,11 @@
   ``snapshot-<uuid5>``), so a retry finds its snapshot with one
   ``GET /v1/resource-definitions/{source}/snapshots/{name}``.
 - Lookups use LINSTOR's real filters: ``GET /v1/view/snapshots`` filters by ``resources`` and
-  ``nodes`` only (``snapshots=`` is ignored, linstor-facts C8). The one unfiltered read left is
-  the check that a *new* snapshot name is not taken by another source (CSI's ALREADY_EXISTS),
-  made once per name; retries and readiness polls never make it.
+  ``nodes`` only (``snapshots=`` is ignored, linstor-facts C8). Whether a *new* snapshot name is
+  taken by another source (CSI's ALREADY_EXISTS) is asked of the snapshot index
+  (mapping/snapshot_index.py: one key-value store read per name, its holders verified with one
+  GET each); only until the existing snapshots are indexed does it read every snapshot.
+  Retries and readiness polls never make it.
 - A snapshot LINSTOR is still deleting (flag DELETE) keeps its name: taking it again waits
   for the deletion within the RPC's deadline, then answers ABORTED (retry).
 - Snapshot id: ``InCluster:///<rd>/<snapshot>``.
@@ -37,6 +39,7 @@ from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
 from csi_linstor.mapping import ids
 from csi_linstor.mapping.backups import Backups
+from csi_linstor.mapping.snapshot_index import SnapshotIndex
 from csi_linstor.mapping.volume_model import PROP_CLONE_FOR, PROP_CONSISTENCY_GROUP, PROP_NAME
 from csi_linstor.mapping.volumes import Volumes
 
@@ -112,6 +115,7 @@ class Snapshots:
     def __init__(self, client: LinstorClient, volumes: Volumes) -> None:
         self.client = client
         self.volumes = volumes
+        self.index = SnapshotIndex(client)  # issue 19: who holds a name, without every snapshot
         # S3/Linstor snapshots (issue 18): mapping/backups.py; restores ask it for them
         self.backups = Backups(client, self)
         volumes.remote_snapshots = self.backups.materialize
@@ -204,12 +208,12 @@ class Snapshots:
         if have is not None:
             return have
         # A new name: CSI names are unique across sources, so look for it in the other RDs.
-        for info in self.by_name(snap, deadline):
-            if info.resource.upper() != source.upper():
-                raise AlreadyExists(f"snapshot {name} exists for volume {info.resource}, not "
-                                    f"for {source}")
+        other = self._held_elsewhere(snap, source, deadline)
+        if other is not None:
+            raise AlreadyExists(f"snapshot {name} exists for volume {other}, not for {source}")
         if not ids.is_valid_name(source) or self.volumes.find(source, deadline) is None:
             raise NotFound(f"source volume {source} does not exist")
+        self.index.claim(snap, [source], deadline)  # before the snapshot: see snapshot_index
         try:
             self.client.post(f"/v1/resource-definitions/{source}/snapshots", deadline=deadline,
                              body={"name": snap,
@@ -225,6 +229,23 @@ class Snapshots:
         if info is None:
             raise NotFound(f"snapshot {snap} of {source} vanished right after it was taken; retry")
         return info
+
+    def _held_elsewhere(self, snap: str, source: str, deadline: Deadline) -> str | None:
+        """Another RD holding a snapshot named ``snap`` (LINSTOR deleting it does not count),
+        or None. Asks the index and verifies each holder; stale claims are released."""
+        holders = self.index.holders(snap, deadline)
+        if holders is None:  # existing snapshots not indexed yet: read them all
+            return next((i.resource for i in self.by_name(snap, deadline)
+                         if i.resource.upper() != source.upper()), None)
+        for rd in holders:
+            if rd.upper() == source.upper():
+                continue
+            found = self._own(rd, snap, deadline)
+            if found is not None and not found.deleting:
+                return found.resource_name or rd
+            if found is None:
+                self.index.release(snap, rd, deadline)  # a claim left by a crash
+        return None
 
     def _existing(self, name: str, snap: str, source: str,
                   deadline: Deadline) -> SnapshotInfo | None:
@@ -301,6 +322,7 @@ class Snapshots:
                                          f"shipment is running): {err.message}") from err
             if not err.is_not_found():
                 raise
+        self.index.release(snap, rd, deadline)  # after the snapshot: see snapshot_index
         self.volumes.collect_if_retired(rd, deadline)
 
     # -- groups -------------------------------------------------------------------------------
@@ -334,6 +356,7 @@ class Snapshots:
                  PROP_GROUP_SOURCES: ",".join(sorted(set(sources)))}
         body = {"snapshots": [{"name": snap, "resource_name": s, **snapshot_props_fields(props)}
                               for s in sorted(set(sources))]}
+        self.index.claim(snap, sorted(set(sources)), deadline)  # CreateSnapshot sees members
         try:
             self.client.post("/v1/actions/snapshot/multi", deadline=deadline, body=body)
         except LinstorError as err:

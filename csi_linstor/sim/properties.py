@@ -95,12 +95,16 @@ class PropertyRoutes(ControllerState):
         store = self.kvs.setdefault(req.params["inst"], {})
         over = body.get("override_props") or {}
         for k in body.get("delete_props") or []:
-            if store.pop(k, None) is None:
-                r.add(C.WARN_DEL_UNSET_PROP, f"Could not delete property '{k}'.")
+            # CtrlKvsApiCallHandler.modifyKvs uses addModifyDeleteUnconditional: a key that is
+            # not set is no warning (unlike the other objects' props)
+            store.pop(k, None)
         for ns in body.get("delete_namespaces") or []:
             for k in [k for k in store if k.startswith(ns.rstrip("/") + "/")]:
                 del store[k]
         store.update(over)
+        if not store:
+            # CtrlKvsApiCallHandler.modifyKvs: an instance left without keys is deleted
+            self.kvs.pop(req.params["inst"], None)
         r.add(C.MODIFIED, f"Key-value store '{req.params['inst']}' modified.")
         return 200, r.entries
 

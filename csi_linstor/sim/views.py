@@ -37,7 +37,11 @@ class ViewRoutes(ControllerState):
                     continue
                 if pools is not None and res.pool.upper() not in pools:
                     continue
-                if not self._props_match(res.props, props):
+                # LINSTOR matches the resource's own props, the StorPoolName it renders with
+                # them included, before it builds the reply (CtrlVlmListApiCallHandler.
+                # assembleList: rsc.getProps().contains(propFilters))
+                if props and not self._props_match({"StorPoolName": res.pool, **res.props},
+                                                   props):
                     continue
                 out.append(self._resource_json(rd, res, True))
         return 200, self._page(out, req)

@@ -3,6 +3,9 @@ with a test CA and client certificates, bearer tokens, redirects."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -340,3 +343,60 @@ def test_path_components_are_encoded_and_dot_segments_refused(sim) -> None:
             client.delete(path, deadline=d)
     assert sim.request_counts() == {}
     assert client.get("/v1/resource-groups/rg1", deadline=d)["name"] == "rg1"
+
+
+# -- replies decoded as they arrive (get_each) ----------------------------------------------
+
+
+def test_get_each_hands_out_what_get_returns_and_errors_as_get(sim) -> None:
+    client = LinstorClient([sim.url])
+    seen: list[object] = []
+    client.get_each("/v1/nodes", seen.append, deadline=Deadline(5))
+    names = [n["name"] for n in client.get("/v1/nodes", deadline=Deadline(5))]
+    assert [n["name"] for n in seen] == names and len(names) == 3  # type: ignore[index]
+    with pytest.raises(LinstorError) as missing:
+        client.get_each("/v1/resource-definitions/nope/resources", seen.append,
+                        deadline=Deadline(5))
+    assert missing.value.is_not_found() and len(seen) == 3
+
+
+def _raw_server(reply: list[tuple[bytes, float]]) -> tuple[str, threading.Thread]:
+    """One connection: answers any request with ``reply`` (pieces sent after a pause each),
+    then closes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.recv(65536)
+            for piece, pause in reply:  # the client may hang up first: that is the point
+                time.sleep(pause)
+                conn.sendall(piece)
+        srv.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}", thread
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+
+
+def test_a_reply_cut_short_is_unavailable_after_the_elements_already_read() -> None:
+    url, thread = _raw_server([(HEAD + b'[{"name": "a"}, {"name": "b"}, {"na', 0.0)])
+    seen: list[object] = []
+    with pytest.raises(LinstorUnavailable, match="broke while reading its reply"):
+        LinstorClient([url]).get_each("/v1/view/resources", seen.append, deadline=Deadline(5))
+    assert seen == [{"name": "a"}, {"name": "b"}]
+    thread.join(5)
+
+
+def test_a_reply_trickling_past_the_deadline_is_deadline_exceeded() -> None:
+    url, thread = _raw_server([(HEAD + b"[1,", 0.0)] + [(b"1,", 0.2)] * 10)
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        LinstorClient([url]).get_each("/v1/view/resources", lambda _: None, deadline=Deadline(0.7))
+    assert time.monotonic() - start < 1.5
+    thread.join(5)

@@ -27,6 +27,7 @@ from tests.real_linstor import NODE, THIN_POOL, XFS_POOL, RealLinstor, require_r
 require_real_linstor()
 
 RD = "/v1/resource-definitions"
+IDX = "CsiSnap-0123456789abcdef0123456789abcdef"  # mapping/snapshot_index.py's instance names
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Step:
     method: str
     path: str
     body: Any = None
+    count: bool = False  # the number of listed objects must match too (a filter's effect)
 
 
 def scenario() -> list[Step]:
@@ -92,6 +94,21 @@ def scenario() -> list[Step]:
         Step("resources", "GET", f"{RD}/diffvol/resources"),
         Step("resource", "GET", f"{RD}/diffvol/resources/{n}"),
         Step("view resources", "GET", "/v1/view/resources?resources=diffvol"),
+        # the attach-limit read (mapping/attachment_records.py): a props filter on the
+        # resource's own props, key present or exact value; an unmatched filter gives []
+        Step("resource modify", "PUT", f"{RD}/diffvol/resources/{n}",
+             {"override_props": {"Aux/csi-attached": "rw"}}),
+        Step("view resources by prop key", "GET",
+             f"/v1/view/resources?nodes={n}&props=Aux/csi-attached", count=True),
+        Step("view resources by prop value", "GET",
+             f"/v1/view/resources?nodes={n}&props=Aux/csi-attached=rw", count=True),
+        Step("view resources by other prop value", "GET",
+             f"/v1/view/resources?nodes={n}&props=Aux/csi-attached=ro", count=True),
+        Step("view resources by absent prop", "GET",
+             f"/v1/view/resources?nodes={n}&props=Aux/csi-attached&props=Aux/csi-none",
+             count=True),
+        Step("view resources by rd prop", "GET", "/v1/view/resources?props=Aux/csi-test",
+             count=True),
         Step("resource create again", "POST", f"{RD}/diffvol/resources",
              [{"resource": {"node_name": n}}]),
         Step("rd modify", "PUT", f"{RD}/diffvol", {"override_props": {"Aux/csi-x": "y"}}),
@@ -133,6 +150,20 @@ def scenario() -> list[Step]:
         Step("kvs modify", "PUT", "/v1/key-value-store/diffkv",
              {"override_props": {"a": "b"}}),
         Step("kvs get", "GET", "/v1/key-value-store/diffkv"),
+        # the snapshot index (mapping/snapshot_index.py): removing the last key removes the store
+        Step("kvs delete last key", "PUT", "/v1/key-value-store/diffkv", {"delete_props": ["a"]}),
+        Step("kvs gone with its last key", "GET", "/v1/key-value-store/diffkv"),
+        Step("kvs delete key of missing store", "PUT", "/v1/key-value-store/diffnokv",
+             {"delete_props": ["a"]}),
+        Step("kvs missing", "GET", "/v1/key-value-store/diffnokv"),
+        Step("kvs modify again", "PUT", "/v1/key-value-store/diffkv",
+             {"override_props": {"a": "b"}}),
+        Step("snapshot index claim", "PUT", f"/v1/key-value-store/{IDX}",
+             {"override_props": {"source/DIFFVOL": "snapshot-1", "source/DIFFREST": "x"}}),
+        Step("snapshot index read", "GET", f"/v1/key-value-store/{IDX}"),
+        Step("snapshot index release", "PUT", f"/v1/key-value-store/{IDX}",
+             {"delete_props": ["source/DIFFVOL", "source/DIFFREST"]}),
+        Step("snapshot index gone", "GET", f"/v1/key-value-store/{IDX}"),
         Step("kvs delete", "DELETE", "/v1/key-value-store/diffkv"),
         Step("spawn unknown field", "POST", "/v1/resource-groups/diffrg/spawn",
              {"resource_definition_name": "diffunk", "volume_sizes": [65536], "nonsense": 1}),
@@ -238,6 +269,9 @@ def compare(step: Step, real: Answer, sim: Answer) -> list[str]:
     if rr != sr:
         diffs.append(f"ret codes real {[hex(c & 0xFFFFFFFFFFFFFFFF) for c in rr]} "
                      f"sim {[hex(c & 0xFFFFFFFFFFFFFFFF) for c in sr]}")
+    if step.count and isinstance(real.body, list) and isinstance(sim.body, list) \
+            and len(real.body) != len(sim.body):
+        diffs.append(f"{len(real.body)} objects listed by real, {len(sim.body)} by sim")
     rs, ss = shape(_rc_shape_free(real.body)), shape(_rc_shape_free(sim.body))
     for key in sorted(set(rs) | set(ss)):
         if key not in ss:

@@ -556,3 +556,64 @@ def test_a_copy_interrupted_right_after_linstor_restored_it_is_resumed_as_ours(
     if snap is not None:
         env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
     _delete_volumes(env, "pvc-idst", "pvc-isrc")
+
+
+# -- the snapshot index (mapping/snapshot_index.py) -------------------------------------------
+
+
+def _index(env):
+    from csi_linstor.mapping import snapshot_index
+
+    deadline = time.monotonic() + 30
+    while snapshot_index.MARKER not in env.sim.controller.kvs:
+        assert time.monotonic() < deadline, "the existing snapshots were never indexed"
+        time.sleep(0.05)
+    return snapshot_index
+
+
+@sim_only("reads the simulator's key-value store and request counters")
+def test_a_name_taken_before_the_index_is_found_without_reading_every_snapshot(env):
+    env.ctl.CreateVolume(create_req("pvc-ia", params=env.params(R2)))
+    env.ctl.CreateVolume(create_req("pvc-ib", params=env.params(R2)))
+    # taken by an older driver: a LINSTOR snapshot with no index entry
+    env.client.post("/v1/resource-definitions/pvc-ia/snapshots", deadline=_dl(),
+                    body={"name": "snapshot-old"})
+    # the first lookup starts the one-time indexing and reads every snapshot meanwhile
+    env.ctl.CreateSnapshot(snap_req("snapshot-new", "pvc-ia"))
+    idx = _index(env)
+    before = env.counts()
+    assert code_of(env.ctl.CreateSnapshot, snap_req("snapshot-old", "pvc-ib")) == \
+        grpc.StatusCode.ALREADY_EXISTS
+    made = {k: v - before.get(k, 0) for k, v in env.counts().items()
+            if v != before.get(k, 0)}
+    assert "GET /v1/view/snapshots" not in made, made
+    assert made.get("GET /v1/key-value-store/{inst}") == 1, made
+    # retaking its own name on its own source is still the same snapshot
+    assert env.ctl.CreateSnapshot(snap_req("snapshot-old", "pvc-ia")).snapshot.snapshot_id == \
+        "InCluster:///pvc-ia/snapshot-old"
+    for sid in ("InCluster:///pvc-ia/snapshot-old", "InCluster:///pvc-ia/snapshot-new"):
+        env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=sid))
+    # every claim went with its snapshot: only the marker is left
+    assert sorted(env.sim.controller.kvs) == [idx.MARKER]
+    _delete_volumes(env, "pvc-ia", "pvc-ib")
+
+
+@sim_only("writes the index entry a crash would leave straight into the key-value store")
+def test_a_claim_left_by_a_crash_does_not_hold_the_name(env):
+    env.ctl.CreateVolume(create_req("pvc-ic", params=env.params(R2)))
+    env.ctl.CreateVolume(create_req("pvc-id", params=env.params(R2)))
+    env.ctl.CreateSnapshot(snap_req("snapshot-first", "pvc-ic"))
+    idx = _index(env)
+    # the driver claimed the name for pvc-ic, then stopped before LINSTOR took the snapshot
+    env.client.put(f"/v1/key-value-store/{idx.instance('snapshot-x')}", deadline=_dl(),
+                   body={"override_props": {"source/PVC-IC": "snapshot-x"}})
+    snap = env.ctl.CreateSnapshot(snap_req("snapshot-x", "pvc-id")).snapshot
+    assert snap.snapshot_id == "InCluster:///pvc-id/snapshot-x"
+    assert env.sim.controller.kvs[idx.instance("snapshot-x")] == {"source/PVC-ID": "snapshot-x"}
+    # and the name is now held by pvc-id
+    assert code_of(env.ctl.CreateSnapshot, snap_req("snapshot-x", "pvc-ic")) == \
+        grpc.StatusCode.ALREADY_EXISTS
+    for sid in (snap.snapshot_id, "InCluster:///pvc-ic/snapshot-first"):
+        env.ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=sid))
+    assert sorted(env.sim.controller.kvs) == [idx.MARKER]
+    _delete_volumes(env, "pvc-ic", "pvc-id")

@@ -43,7 +43,8 @@ def attach(client: Client, rd: str, readonly: bool = False, limit: int = 2) -> N
 def test_one_node_filtered_query_then_the_record():
     c = Client([res("vol-a")])
     attach(c, "vol-b")
-    assert c.calls[0] == ("GET", "/v1/view/resources", {"nodes": ["n1"]})
+    # only the node's recorded attachments: LINSTOR filters on the resource's own props
+    assert c.calls[0] == ("GET", "/v1/view/resources", {"nodes": ["n1"], "props": [PROP_ATTACHED]})
     assert c.calls[1] == ("PUT", "/v1/resource-definitions/vol-b/resources/n1",
                           {"override_props": {PROP_ATTACHED: "rw"}})
     assert len(c.calls) == 2

@@ -218,6 +218,12 @@ class RecordingClient:
         self.calls.append((path, params))
         return self.reply
 
+    def get_each(self, path: str, each: Any, *, deadline: Deadline, params: Any = None) -> None:
+        """The lists the size of the cluster are decoded as they arrive (queries._streamed)."""
+        self.calls.append((path, params))
+        for item in self.reply:
+            each(item)
+
 
 @pytest.mark.parametrize(("call", "path", "params"), [
     (lambda c, d: queries.nodes(c, d), "/v1/nodes", None),
