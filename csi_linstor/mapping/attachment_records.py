@@ -19,7 +19,9 @@ From that record:
   CtrlVlmListApiCallHandler, ReadOnlyProps.contains), so the reply holds the node's recorded
   attachments only (this volume's among them when it is recorded), never every resource placed
   on the node: its size follows the attachments, bounded by the limit, not the cluster (issue
-  19). A node that already has ``--max-volumes-per-node`` attached volumes answers
+  19); a second read with ``props=Aux/csi-attached-volumes`` finds the shared resources of
+  consistency-group members (below). A node that already has ``--max-volumes-per-node``
+  attached volumes answers
   RESOURCE_EXHAUSTED.
 
 Unpublish drops the record (a diskless resource goes with its record; a diskful replica keeps
@@ -35,6 +37,8 @@ LINSTOR resource per node with the other members: its record is
 ``Aux/csi-attached-volume/<vnr>`` on that resource, so two members published to one node are two
 records (two attached volumes for the limit, each in its own ``published_node_ids``), and
 unpublishing one drops only its record; the shared diskless resource goes with the last record.
+Such a resource also carries ``Aux/csi-attached-volumes=yes``, the key the limit's second
+filtered read selects on.
 
 Publishes of different volumes to one node run under different per-volume locks; a
 process-local reservation per node keeps two concurrent publishes from both taking the last
@@ -66,6 +70,11 @@ PROP_TWO_PRIMARIES_HINT = "Aux/csi-two-primaries"
 PROPS_WITH_RECORD = (PROP_TWO_PRIMARIES_HINT,)
 # + "<vnr>": the record of consistency-group member <vnr> on the group's shared resource
 PROP_ATTACHED_MEMBER = "Aux/csi-attached-volume/"
+# "yes" on a shared resource that holds (or held) member records: the key the node's second
+# filtered read asks for (LINSTOR's props filter matches exact keys only). Never removed: a
+# resource keeping it after its last member record costs one element in that read, while
+# removing it could race with another member's new record (different per-volume locks).
+PROP_MEMBER_RECORDS = "Aux/csi-attached-volumes"
 UNLIMITED = 1 << 62
 READ_WRITE = "rw"
 READ_ONLY = "ro"
@@ -141,8 +150,7 @@ class Attachments:
         # is dropped under it only after the record is written: a concurrent publish to the node
         # therefore sees every other publish either in its view (recorded) or as a reservation.
         with self._node_lock(key):
-            on_node = queries.view_resources(self.client, deadline, nodes=[node],
-                                             props=[PROP_ATTACHED])
+            on_node = self._recorded_on(node, deadline)
             mine = next((r for r in on_node if r.name.upper() == rd.upper()
                          and r.node_name.upper() == key), None)
             have = recorded(mine, prop) if mine is not None else ""
@@ -176,6 +184,15 @@ class Attachments:
                 if not left:
                     self._reserved.pop(key, None)
 
+    def _recorded_on(self, node: str, deadline: Deadline) -> list[Resource]:
+        """The node's resources carrying attachment records: one filtered read for plain
+        records, one for the shared resources of consistency-group members."""
+        out: dict[tuple[str, str], Resource] = {}
+        for key in (PROP_ATTACHED, PROP_MEMBER_RECORDS):
+            for res in queries.view_resources(self.client, deadline, nodes=[node], props=[key]):
+                out[(res.name.upper(), res.node_name.upper())] = res
+        return list(out.values())
+
     def _node_lock(self, key: str) -> threading.Lock:
         with self._lock:
             lock = self._node_locks.get(key)
@@ -186,8 +203,9 @@ class Attachments:
     def record(self, volume_id: str, node: str, value: str, deadline: Deadline,
                extra: dict[str, str] | None = None) -> None:
         rd, prop = record_key(volume_id)
+        marker = {PROP_MEMBER_RECORDS: "yes"} if prop != PROP_ATTACHED else {}
         self.client.put(f"/v1/resource-definitions/{rd}/resources/{node}", deadline=deadline,
-                        body={"override_props": {prop: value, **(extra or {})}})
+                        body={"override_props": {prop: value, **marker, **(extra or {})}})
 
     def forget(self, volume_id: str, resources: Iterable[Resource], deadline: Deadline) -> None:
         """Drop the record from the resources still carrying it (after the detach)."""
