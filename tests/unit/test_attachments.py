@@ -12,7 +12,12 @@ from csi_linstor.errors import AlreadyExists, ResourceExhausted
 from csi_linstor.linstor import consts
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError
 from csi_linstor.linstor.models import Resource
-from csi_linstor.mapping.attachment_records import PROP_ATTACHED, Attachments, published_nodes
+from csi_linstor.mapping.attachment_records import (
+    PROP_ATTACHED,
+    PROP_MEMBER_RECORDS,
+    Attachments,
+    published_nodes,
+)
 
 
 def res(name: str, node: str = "n1", mode: str | None = "rw", flags: tuple[str, ...] = ()
@@ -28,7 +33,9 @@ class Client:
 
     def get(self, path: str, *, deadline: Deadline, params: Any = None) -> Any:
         self.calls.append(("GET", path, params))
-        return self.on_node
+        # LINSTOR's props filter: every listed key set on the resource (ReadOnlyProps.contains)
+        keys = list((params or {}).get("props") or [])
+        return [r for r in self.on_node if all(k in r["props"] for k in keys)]
 
     def put(self, path: str, *, deadline: Deadline, body: Any = None) -> Any:
         self.calls.append(("PUT", path, body))
@@ -43,11 +50,14 @@ def attach(client: Client, rd: str, readonly: bool = False, limit: int = 2) -> N
 def test_one_node_filtered_query_then_the_record():
     c = Client([res("vol-a")])
     attach(c, "vol-b")
-    # only the node's recorded attachments: LINSTOR filters on the resource's own props
+    # only the node's recorded attachments: LINSTOR filters on the resource's own props (plain
+    # records, then the shared resources of consistency-group members)
     assert c.calls[0] == ("GET", "/v1/view/resources", {"nodes": ["n1"], "props": [PROP_ATTACHED]})
-    assert c.calls[1] == ("PUT", "/v1/resource-definitions/vol-b/resources/n1",
+    assert c.calls[1] == ("GET", "/v1/view/resources",
+                          {"nodes": ["n1"], "props": [PROP_MEMBER_RECORDS]})
+    assert c.calls[2] == ("PUT", "/v1/resource-definitions/vol-b/resources/n1",
                           {"override_props": {PROP_ATTACHED: "rw"}})
-    assert len(c.calls) == 2
+    assert len(c.calls) == 3
 
 
 def test_limit_counts_records_not_replicas_nor_tiebreakers_nor_deleting():
@@ -63,7 +73,7 @@ def test_limit_counts_records_not_replicas_nor_tiebreakers_nor_deleting():
 def test_idempotent_republish_at_the_limit_writes_nothing():
     c = Client([res("vol-a"), res("vol-b")])
     attach(c, "vol-a")
-    assert [m for m, _, _ in c.calls] == ["GET"]
+    assert [m for m, _, _ in c.calls] == ["GET", "GET"]
 
 
 def test_incompatible_republish():
@@ -78,7 +88,7 @@ def test_failed_publish_leaves_no_record_and_frees_the_reservation():
     with pytest.raises(RuntimeError):
         with att.attach("vol-b", "n1", False, Deadline(10)):
             raise RuntimeError("make-available failed")
-    assert [m for m, _, _ in c.calls] == ["GET"]
+    assert [m for m, _, _ in c.calls] == ["GET", "GET"]
     assert att._reserved == {}
     with att.attach("vol-b", "n1", False, Deadline(10)):
         pass

@@ -13,6 +13,7 @@ from csi_linstor.mapping import ids
 from csi_linstor.mapping.attachment_records import (
     PROP_ATTACHED,
     PROP_ATTACHED_MEMBER,
+    PROP_MEMBER_RECORDS,
     Attachments,
     attached_volumes,
     published_nodes,
@@ -71,7 +72,9 @@ class _Client:
         self.puts: list[tuple[str, Any]] = []
 
     def get(self, path: str, *, deadline: Deadline, params: Any = None) -> Any:
-        return self.on_node
+        # LINSTOR's props filter: every listed key set on the resource (ReadOnlyProps.contains)
+        keys = list((params or {}).get("props") or [])
+        return [r for r in self.on_node if all(k in r["props"] for k in keys)]
 
     def put(self, path: str, *, deadline: Deadline, body: Any = None) -> Any:
         self.puts.append((path, body))
@@ -80,12 +83,13 @@ class _Client:
 
 def test_the_attach_limit_counts_members_one_by_one():
     on_node = [{"name": "cg-x1", "node_name": "n1",
-                "props": {f"{PROP_ATTACHED_MEMBER}0": "rw"}}]
+                "props": {f"{PROP_ATTACHED_MEMBER}0": "rw", PROP_MEMBER_RECORDS: "yes"}}]
     client = _Client(on_node)
     with Attachments(client, 2).attach("cg-x1/1", "n1", False, Deadline(10)):  # type: ignore[arg-type]
         pass
     assert client.puts == [("/v1/resource-definitions/cg-x1/resources/n1",
-                            {"override_props": {f"{PROP_ATTACHED_MEMBER}1": "rw"}})]
+                            {"override_props": {f"{PROP_ATTACHED_MEMBER}1": "rw",
+                                                PROP_MEMBER_RECORDS: "yes"}})]
     on_node[0]["props"][f"{PROP_ATTACHED_MEMBER}1"] = "rw"
     with pytest.raises(ResourceExhausted, match="2 volumes"):
         with Attachments(client, 2).attach("pvc-9", "n1", False, Deadline(10)):  # type: ignore[arg-type]

@@ -38,9 +38,10 @@ def test_resource_group_docs_match_per_class_placement():
     assert "own class's filter" in row and "brought in line" not in row
 
 
-def test_readme_does_not_promise_consistency_group_ids():
+def test_readme_says_consistency_group_ids_are_served():
     head = (ROOT / "README.md").read_text().split("## ")[0]
-    assert "cg-" in head and "FAILED_PRECONDITION" in head
+    assert "consistency-group volumes (`cg-…/<n>`) included" in head
+    assert (ROOT / "docs" / "consistency-groups.md").is_file()
 
 
 def test_dead_helpers_stay_removed():
