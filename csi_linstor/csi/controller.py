@@ -365,14 +365,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         if rng.required_bytes < 0 or rng.limit_bytes < 0:
             raise InvalidArgument(f"capacity_range must not be negative (required_bytes "
                                   f"{rng.required_bytes}, limit_bytes {rng.limit_bytes})")
-        if ids.parse_member_volume_id(request.volume_id) is not None:  # a group member
-            vol = self.volumes.expand_member(request.volume_id, rng.required_bytes,
-                                             rng.limit_bytes, call.deadline)
-        elif not ids.is_valid_name(request.volume_id):
+        if not ids.is_valid_name(request.volume_id) and \
+                ids.parse_member_volume_id(request.volume_id) is None:
             raise NotFound(f"volume {request.volume_id} does not exist")
-        else:
-            vol = self.volumes.expand(request.volume_id, request.capacity_range.required_bytes,
-                                      request.capacity_range.limit_bytes, call.deadline)
+        vol = self.volumes.expand(request.volume_id, rng.required_bytes, rng.limit_bytes,
+                                  call.deadline)  # a group member grows only its own VD
         block = vol.access_type == "block"
         if request.HasField("volume_capability"):
             block = request.volume_capability.WhichOneof("access_type") == "block"

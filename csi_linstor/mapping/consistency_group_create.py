@@ -48,7 +48,6 @@ from csi_linstor.errors import (
     CsiError,
     FailedPrecondition,
     InvalidArgument,
-    OutOfRange,
     ResourceExhausted,
 )
 from csi_linstor.linstor import consts, queries
@@ -73,7 +72,6 @@ from csi_linstor.mapping.volume_model import (
     VolumeLookups,
     allocation_kib,
     log,
-    round_kib,
 )
 
 _LOCKS: dict[str, threading.Lock] = {}
@@ -312,26 +310,3 @@ class ConsistencyGroupCreate(VolumeLookups):
                                              f"{res.node_name}: {err.message}") from err
                 if not err.is_not_found():
                     raise
-
-    # -- expand -------------------------------------------------------------------------------
-
-    def expand_member(self, volume_id: str, required: int, limit: int,
-                      deadline: Deadline) -> Volume:
-        """ControllerExpandVolume of a member: grow its VD only."""
-        self.require_supported(deadline)
-        vol = self.require(volume_id, deadline)
-        rd, vnr = ids.volume_rd(volume_id)
-        assert vnr is not None
-        if limit and required > limit:
-            raise OutOfRange(f"required_bytes {required} exceeds limit_bytes {limit}")
-        if limit and vol.capacity_bytes > limit:
-            raise OutOfRange(f"volume {volume_id} is already {vol.capacity_bytes} bytes, more "
-                             f"than limit_bytes {limit}; volumes cannot shrink")
-        kib = round_kib(max(required, 0))
-        if limit and kib * KIB > limit:
-            raise OutOfRange(f"{required} bytes rounded up to whole KiB exceeds limit_bytes {limit}")
-        if kib <= vol.size_kib:
-            return vol
-        self._grow(rd, kib, deadline, vnr=vnr)  # type: ignore[attr-defined]
-        vol.size_kib = kib
-        return vol

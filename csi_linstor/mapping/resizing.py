@@ -9,26 +9,30 @@ from csi_linstor.errors import FailedPrecondition, InvalidArgument, OutOfRange, 
 from csi_linstor.linstor import consts
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Resource
+from csi_linstor.mapping import ids
 from csi_linstor.mapping.volume_model import KIB, Volume, VolumeLookups, round_kib
 
 
 class Resizing(VolumeLookups):
     """Grow a volume, change its replica count or props, and report its condition."""
 
-    def expand(self, rd: str, required: int, limit: int, deadline: Deadline) -> Volume:
+    def expand(self, volume_id: str, required: int, limit: int, deadline: Deadline) -> Volume:
+        """ControllerExpandVolume: grow the volume's VD (a consistency-group member's own VD,
+        ``cg-…/<vnr>``, only)."""
         self.require_supported(deadline)
-        vol = self.require(rd, deadline)
+        vol = self.require(volume_id, deadline)
+        rd, vnr = ids.volume_rd(volume_id)
         if limit and required > limit:
             raise OutOfRange(f"required_bytes {required} exceeds limit_bytes {limit}")
         if limit and vol.capacity_bytes > limit:
-            raise OutOfRange(f"volume {rd} is already {vol.capacity_bytes} bytes, more than "
-                             f"limit_bytes {limit}; volumes cannot shrink")
+            raise OutOfRange(f"volume {volume_id} is already {vol.capacity_bytes} bytes, more "
+                             f"than limit_bytes {limit}; volumes cannot shrink")
         kib = round_kib(max(required, 0))
         if limit and kib * KIB > limit:
             raise OutOfRange(f"{required} bytes rounded up to whole KiB exceeds limit_bytes {limit}")
         if kib <= vol.size_kib:
             return vol
-        self._grow(rd, kib, deadline)
+        self._grow(rd, kib, deadline, vnr=vnr or 0)
         vol.size_kib = kib
         return vol
 

@@ -184,9 +184,11 @@ def test_rest_call_budget(env):
           f"publish={publish} unpublish={unpublish} delete={delete}")
     # publish: the resource definition (its access type says whether the volume was created as
     # raw block, issue 12; its IO QoS limits), the resources, make-available, and for the
-    # attachment record (issue 17) the node's resources (attach limit, read-only check) and the
-    # record itself; unpublish: the resources and the diskless attachment's removal
-    assert first <= 3 and create <= 3 and publish <= 5 and unpublish <= 2 and delete <= 2
+    # attachment record (issue 17) the node's recorded attachments (attach limit, read-only
+    # check: two filtered reads, plain records and consistency-group members' shared
+    # resources, as LINSTOR's props filter ANDs exact keys) and the record itself; unpublish:
+    # the resources and the diskless attachment's removal
+    assert first <= 3 and create <= 3 and publish <= 6 and unpublish <= 2 and delete <= 2
     assert later_version_checks == 0
     assert pub.publish_context["linstor.csi.linbit.com/device-path"].rsplit("/", 1)[-1].startswith("drbd")
 
