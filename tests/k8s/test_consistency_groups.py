@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from csi_linstor.mapping import ids
-from tests.k8s.cluster import DRIVER, wait_for
+from tests.k8s.cluster import wait_for
 from tests.k8s.conftest import Kube
 from tests.k8s.test_stories import (
     GROUP,
@@ -19,6 +19,7 @@ from tests.k8s.test_stories import (
     _name,
     bound,
     delete_claim,
+    group_snapshot,
     no_leftovers,
     pvc,
     storage_class,
@@ -54,19 +55,7 @@ def test_labelled_claims_are_one_resource_and_one_group_snapshot(kube: Kube) -> 
     assert names == {0: pvs[f"{rd}/0"], 1: pvs[f"{rd}/1"]}
     assert len(kube.rds()) == len(before) + 2  # the group's resource and the plain volume
 
-    cls = _name("vgsc")
-    kube.cluster.custom.create_cluster_custom_object(*GROUP, "volumegroupsnapshotclasses", {
-        "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2",
-        "kind": "VolumeGroupSnapshotClass", "metadata": {"name": cls}, "driver": DRIVER,
-        "deletionPolicy": "Delete"})
-    grp = _name("vgs")
-    kube.cluster.custom.create_namespaced_custom_object(*GROUP, NS, "volumegroupsnapshots", {
-        "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2", "kind": "VolumeGroupSnapshot",
-        "metadata": {"name": grp},
-        "spec": {"volumeGroupSnapshotClassName": cls,
-                 "source": {"selector": {"matchLabels": {LABEL: group}}}}})
-    wait_for(lambda: (_vgs(kube, grp).get("status") or {}).get("readyToUse"), 90,
-             "VolumeGroupSnapshot readyToUse")
+    _, grp = group_snapshot(kube, {LABEL: group})
     snaps = kube.linstor("/v1/view/snapshots", resources=rd)
     assert len(snaps) == 1, "one crash-consistent LINSTOR snapshot of the whole group"
     assert sorted(vd["volume_number"] for vd in snaps[0]["volume_definitions"]) == [0, 1]

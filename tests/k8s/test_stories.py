@@ -286,14 +286,9 @@ def test_story5_snapshot_restore_and_clone(kube: Kube) -> None:
     assert volume_id(kube, src) in kube.rds()
 
 
-def test_story6_group_snapshot_modify_volume_and_capacity(kube: Kube) -> None:
-    if kube.backend == "real":
-        pytest.skip("ModifyVolume of placementCount needs more than the one node real LINSTOR "
-                    "has here")
-    sc = storage_class(kube, _name("sc-grp"), {"placementCount": "2"})
-    label = {"app": _name("grp")}
-    claims = [pvc(kube, _name("pvc-grp"), sc, labels=label) for _ in range(2)]
-    rds = [volume_id(kube, bound(kube, c)) for c in claims]
+def group_snapshot(kube: Kube, labels: dict[str, str]) -> tuple[str, str]:
+    """A VolumeGroupSnapshotClass and a VolumeGroupSnapshot of the claims with ``labels``,
+    waited for until readyToUse; (class, group snapshot) names."""
     cls = _name("vgsc")
     kube.cluster.custom.create_cluster_custom_object(*GROUP, "volumegroupsnapshotclasses", {
         "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2",
@@ -304,10 +299,22 @@ def test_story6_group_snapshot_modify_volume_and_capacity(kube: Kube) -> None:
         "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2", "kind": "VolumeGroupSnapshot",
         "metadata": {"name": grp},
         "spec": {"volumeGroupSnapshotClassName": cls,
-                 "source": {"selector": {"matchLabels": label}}}})
+                 "source": {"selector": {"matchLabels": labels}}}})
     wait_for(lambda: (kube.cluster.custom.get_namespaced_custom_object(
         *GROUP, NS, "volumegroupsnapshots", grp).get("status") or {}).get("readyToUse"),
         90, "VolumeGroupSnapshot readyToUse")
+    return cls, grp
+
+
+def test_story6_group_snapshot_modify_volume_and_capacity(kube: Kube) -> None:
+    if kube.backend == "real":
+        pytest.skip("ModifyVolume of placementCount needs more than the one node real LINSTOR "
+                    "has here")
+    sc = storage_class(kube, _name("sc-grp"), {"placementCount": "2"})
+    label = {"app": _name("grp")}
+    claims = [pvc(kube, _name("pvc-grp"), sc, labels=label) for _ in range(2)]
+    rds = [volume_id(kube, bound(kube, c)) for c in claims]
+    group_snapshot(kube, label)
     snaps = kube.linstor("/v1/view/snapshots", resources=rds)
     assert {s["resource_name"] for s in snaps} == set(rds)
     assert len({s["name"] for s in snaps}) == 1, "one LINSTOR snapshot name for the whole group"
