@@ -118,7 +118,9 @@ class RealLinstor:
     def __init__(self, work: Path, *, database: Path | None = None,
                  https: HttpsStores | None = None, satellite: bool = True) -> None:
         """``database``: an H2 file database at this path instead of H2 in memory, so the
-        controller keeps its state across :meth:`stop_controller` / :meth:`start_controller`.
+        controller keeps its state across :meth:`stop_controller` / :meth:`start_controller`;
+        written at each commit (``WRITE_DELAY=0``): with H2's default a SIGKILLed controller
+        lost seconds of committed changes (seen: the node itself, 2 s after it was created).
         ``https``: serve REST over HTTPS with these Java key/trust stores (the plain port then
         only redirects ``/v1``); the harness itself talks HTTPS with ``https.client``.
         ``satellite=False``: the controller alone (no node, no pool)."""
@@ -184,7 +186,7 @@ class RealLinstor:
                 toml += (f'  truststore = "{h.truststore}"\n'
                          f'  truststore_password = "{h.password}"\n')
         if self.database is not None:
-            toml += f'[db]\n  connection_url = "jdbc:h2:{self.database}"\n'
+            toml += f'[db]\n  connection_url = "jdbc:h2:{self.database};WRITE_DELAY=0"\n'
         (w / "ctrl-etc" / "linstor.toml").write_text(toml)
         (w / "stlt-etc" / "linstor_satellite.toml").write_text(
             f'[netcom]\n  type = "plain"\n  bind_address = "127.0.0.1"\n'

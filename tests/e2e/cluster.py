@@ -149,6 +149,10 @@ def _driver_cmd(*args: str) -> list[str]:
 class Cluster:
     """``csi-linstor sim`` + one controller + one node process per LINSTOR node."""
 
+    # the controller's cap on one LINSTOR request: short, so the failure stories' silent
+    # simulator is noticed within an RPC
+    linstor_timeout = "10"
+
     def __init__(self, tmp: Path, nodes: int = 3) -> None:
         self.tmp = tmp
         self.node_names = [f"node-{i}" for i in range(1, nodes + 1)]
@@ -199,7 +203,7 @@ class Cluster:
         self._spawn(name, _driver_cmd(
             "serve", "--mode", "controller", "--linstor-endpoint", linstor_url,
             "--csi-endpoint", f"unix://{sock}", "--log-level", "debug",
-            "--linstor-timeout", "10", *extra))
+            "--linstor-timeout", self.linstor_timeout, *extra))
         stubs = Stubs(sock)
         self._stubs.append(stubs)
         if wait:
