@@ -31,7 +31,6 @@ from csi_linstor.csi.messages import (
     Mode,
     _timestamp,
     check_capabilities,
-    paginate,
     snapshot_message,
     unsupported_reason,
 )
@@ -42,7 +41,7 @@ from csi_linstor.kube.kubevirt import KubeVirtCheck
 from csi_linstor.linstor import paged
 from csi_linstor.linstor.models import Resource
 from csi_linstor.mapping import attachment_records as attachments
-from csi_linstor.mapping import ids, qos
+from csi_linstor.mapping import ids, listing, qos
 from csi_linstor.mapping.backups import backup_class
 from csi_linstor.mapping.capacity import ReservedCapacity, capacity
 from csi_linstor.mapping.multiattach import PROP_MARKER as PROP_TWO_PRIMARIES_MARKER
@@ -311,13 +310,18 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc()
     def ListVolumes(self, request: csi_pb2.ListVolumesRequest,
                     call: Call) -> csi_pb2.ListVolumesResponse:
-        vols = self.volumes.list(call.deadline)
-        page, token = paginate(vols, lambda v: v.id, request.max_entries, request.starting_token)
+        if request.max_entries or request.starting_token:  # issue 19: O(page) reads
+            page, token = self.volumes.page(request.max_entries, request.starting_token,
+                                            call.deadline)
+            total = None
+        else:
+            page, token = self.volumes.list(call.deadline), ""
+            total = len(page)
         by_rd: dict[str, list[Resource]] = {}
         if page:
             # issue 19: only the page's resources (csi_linstor/linstor/paged.py)
             rds = list(dict.fromkeys(ids.volume_rd(v.id)[0] for v in page))  # groups: once
-            for res in paged.resources_of(self.linstor, rds, len(vols), call.deadline):
+            for res in paged.resources_of(self.linstor, rds, total, call.deadline):
                 by_rd.setdefault(res.name.upper(), []).append(res)
         entries = []
         for vol in page:
@@ -419,17 +423,21 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     @rpc()
     def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest,
                       call: Call) -> csi_pb2.ListSnapshotsResponse:
-        if request.snapshot_id:
-            info = self.snapshots.get(request.snapshot_id, call.deadline)
-            items = [info] if info is not None else []
-            if info is not None and request.source_volume_id and \
-                    info.source_volume_id.upper() != request.source_volume_id.upper():
-                items = []
-        elif request.source_volume_id:
-            items = self.snapshots.list(call.deadline, source=request.source_volume_id)
+        if not request.snapshot_id and not request.source_volume_id:
+            # issue 19: every snapshot, read by the page
+            page, token = self.snapshots.page(request.max_entries, request.starting_token,
+                                              call.deadline)
         else:
-            items = self.snapshots.list(call.deadline)
-        page, token = paginate(items, lambda s: s.id, request.max_entries, request.starting_token)
+            if request.snapshot_id:
+                info = self.snapshots.get(request.snapshot_id, call.deadline)
+                items = [info] if info is not None else []
+                if info is not None and request.source_volume_id and \
+                        info.source_volume_id.upper() != request.source_volume_id.upper():
+                    items = []
+            else:
+                items = self.snapshots.list(call.deadline, source=request.source_volume_id)
+            page, token = listing.paginate(items, lambda s: s.id, request.max_entries,
+                                           request.starting_token)
         return csi_pb2.ListSnapshotsResponse(
             entries=[csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(s))
                      for s in page], next_token=token)

@@ -22,7 +22,7 @@ from csi_linstor.csi.context_keys import (  # noqa: F401 (re-exported)
     PUB_MAY_FORMAT,
     PUB_USES,
 )
-from csi_linstor.errors import Aborted, InvalidArgument
+from csi_linstor.errors import InvalidArgument
 from csi_linstor.mapping.snapshots import SnapshotInfo
 from csi_linstor.mapping.volume_model import FS_TYPES, Volume
 
@@ -106,21 +106,3 @@ def snapshot_message(info: SnapshotInfo, group_id: str = "") -> csi_pb2.Snapshot
                             source_volume_id=info.source_volume_id,
                             creation_time=_timestamp(info.created_ms),
                             ready_to_use=info.ready, group_snapshot_id=group_id or info.group_id)
-
-
-def paginate(items: list[Any], key: Any, max_entries: int, token: str) -> tuple[list[Any], str]:
-    """Name-keyed paging: a token is ``after:<key>``; an invalid token is ABORTED."""
-    if max_entries < 0:
-        raise InvalidArgument("max_entries must not be negative")
-    start = 0
-    if token:
-        if not token.startswith("after:") or len(token) <= len("after:"):
-            raise Aborted(f"starting_token {token!r} is not a token this driver issued; "
-                          "restart the listing without a token")
-        after = token[len("after:"):]
-        start = next((i for i, item in enumerate(items) if key(item) > after), len(items))
-    page = items[start:]
-    if max_entries and len(page) > max_entries:
-        page = page[:max_entries]
-        return page, "after:" + key(page[-1])
-    return page, ""

@@ -267,14 +267,21 @@ class Backups:
         return RemoteInfo(str(sid), size, int(b.get("start_timestamp", 0)),
                           bool(b.get("success")) and not b.get("shipping"))
 
-    def relabel(self, infos: list[Any], deadline: Deadline, make: Any) -> list[Any]:
+    def remotes(self, deadline: Deadline) -> dict[str, str]:
+        """Remote name -> ``S3`` or ``Linstor``, for every remote LINSTOR knows."""
+        remotes = self.client.get("/v1/remotes", deadline=deadline) or {}
+        kinds = {r["remote_name"]: "S3" for r in remotes.get("s3_remotes") or []}
+        kinds |= {r["remote_name"]: "Linstor" for r in remotes.get("linstor_remotes") or []}
+        return kinds
+
+    def relabel(self, infos: list[Any], deadline: Deadline, make: Any,
+                kinds: dict[str, str] | None = None) -> list[Any]:
         """ListSnapshots: local snapshots shipped to a remote answer with their remote id (as
         CreateSnapshot returned it), and S3 backups whose local snapshot is gone are added
         (LINBIT's driver lists every S3 remote's backups too). ``infos`` are SnapshotInfo, and
         ``make`` is that class (made here for the S3-only backups)."""
-        remotes = self.client.get("/v1/remotes", deadline=deadline) or {}
-        kinds = {r["remote_name"]: "S3" for r in remotes.get("s3_remotes") or []}
-        kinds |= {r["remote_name"]: "Linstor" for r in remotes.get("linstor_remotes") or []}
+        if kinds is None:
+            kinds = self.remotes(deadline)
         if not kinds:
             return infos
         seen = set()

@@ -37,7 +37,7 @@ from csi_linstor.linstor import consts, queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.errors import LinstorError
 from csi_linstor.linstor.models import Snapshot, snapshot_props_fields
-from csi_linstor.mapping import ids
+from csi_linstor.mapping import ids, listing
 from csi_linstor.mapping.backups import Backups
 from csi_linstor.mapping.snapshot_index import SnapshotIndex
 from csi_linstor.mapping.volume_model import PROP_CLONE_FOR, PROP_CONSISTENCY_GROUP, PROP_NAME
@@ -198,6 +198,27 @@ class Snapshots:
         if source is not None:
             out = [i for i in out if i.source_volume_id.upper() == source.upper()]
         return sorted(out, key=lambda s: s.id)
+
+    def page(self, max_entries: int, token: str,
+             deadline: Deadline) -> tuple[list[SnapshotInfo], str]:
+        """A ListSnapshots page of every snapshot: read by offset from LINSTOR's sorted
+        snapshot view (mapping/listing.py, O(page)); from the whole list when an S3 remote is
+        configured, whose backups without a local snapshot are listed too."""
+        kinds = self.backups.remotes(deadline)
+        if "S3" in kinds.values():
+            return listing.paginate(self.list(deadline), lambda s: s.id, max_entries, token)
+
+        def items_of(snap: Snapshot) -> list[tuple[int, SnapshotInfo]]:
+            if snap.deleting or PROP_CLONE_FOR in snap.definition_props:
+                return []
+            infos = expand(self.backups.relabel([snapshot_info(snap)], deadline, SnapshotInfo,
+                                                kinds))
+            return [(_member_number(i), i) for i in infos]
+
+        return listing.page(self.client, "/v1/view/snapshots", Snapshot,
+                            lambda s: (s.resource_name.upper(), s.name.upper()), items_of,
+                            max_entries, listing.parse_token(token, 2, _legacy_position),
+                            deadline)
 
     # -- create -------------------------------------------------------------------------------
 
@@ -440,3 +461,20 @@ class Snapshots:
                                   f"{gid}: {', '.join(sorted(m.id for m in members))}")
         for rd, name in dict.fromkeys((m.resource, m.name) for m in members):  # a group's: once
             self._delete(rd, name, deadline)
+
+
+def _member_number(info: SnapshotInfo) -> int:
+    member = ids.parse_member_snapshot_id(info.id)
+    return member[1] if member is not None else -1
+
+
+def _legacy_position(snapshot_id: str) -> listing.Position | None:
+    """Where an ``after:<snapshot id>`` token (an earlier driver's) continues."""
+    member = ids.parse_member_snapshot_id(snapshot_id)
+    if member is not None:
+        return listing.Position(key=(member[0].upper(), member[2].upper()), vnr=member[1],
+                                offset=-1)
+    sid = ids.parse_snapshot_id(snapshot_id)
+    if sid is None or not (ids.is_valid_name(sid.resource) and ids.is_valid_name(sid.snapshot)):
+        return None
+    return listing.Position(key=(sid.resource.upper(), sid.snapshot.upper()), vnr=-1, offset=-1)

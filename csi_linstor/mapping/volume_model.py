@@ -37,7 +37,7 @@ from csi_linstor.errors import NotFound, OutOfRange
 from csi_linstor.linstor import queries
 from csi_linstor.linstor.client import LinstorClient
 from csi_linstor.linstor.models import Resource, ResourceDefinition
-from csi_linstor.mapping import ids
+from csi_linstor.mapping import ids, listing
 from csi_linstor.mapping.params import VolumeParameters
 from csi_linstor.nodeops import fs as nodeops_fs
 
@@ -244,24 +244,55 @@ class VolumeLookups:
         """Every complete, not deleted, not cloning volume this driver created, sorted by id."""
         out = []
         for item in queries.resource_definitions(self.client, deadline):
-            if PROP_CONSISTENCY_GROUP in item.props:  # one volume per member, not the RD
-                if "DELETE" not in item.flags and not item.props.get(PROP_DELETED):
-                    out.extend(m for m in (member_volume(item, vd.volume_number or 0)
-                                           for vd in item.volume_definitions)
-                               if m is not None and m.complete)
-                continue
-            vol = self._volume(item)
-            if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
-                continue
-            if "DELETE" in vol.flags:  # LINSTOR is deleting it (see find)
-                continue
-            if item.volume_definition(0) is None:
-                continue
-            out.append(vol)
+            out.extend(self.volumes_of(item))
         return sorted(out, key=lambda v: v.id)
+
+    def page(self, max_entries: int, token: str,
+             deadline: Deadline) -> tuple[list[Volume], str]:
+        """A ListVolumes page read by offset from LINSTOR's sorted resource definition list
+        (mapping/listing.py: O(page), not O(cluster)), and the next page's token."""
+        def items_of(item: ResourceDefinition) -> list[tuple[int, Volume]]:
+            out = []
+            for vol in self.volumes_of(item):
+                vnr = ids.volume_rd(vol.id)[1]
+                out.append((-1 if vnr is None else vnr, vol))
+            return out
+
+        return listing.page(self.client, "/v1/resource-definitions", ResourceDefinition,
+                            lambda item: (item.name.upper(),), items_of, max_entries,
+                            listing.parse_token(token, 1, _legacy_position), deadline,
+                            params={"with_volume_definitions": "true"})
+
+    @classmethod
+    def volumes_of(cls, item: ResourceDefinition) -> list[Volume]:
+        """The listable volumes resource definition ``item`` holds: none, itself, or (a
+        consistency group) one per complete member, by volume number."""
+        if PROP_CONSISTENCY_GROUP in item.props:  # one volume per member, not the RD
+            if "DELETE" in item.flags or item.props.get(PROP_DELETED):
+                return []
+            members = (member_volume(item, vd.volume_number or 0)
+                       for vd in sorted(item.volume_definitions,
+                                        key=lambda vd: vd.volume_number or 0))
+            return [m for m in members if m is not None and m.complete]
+        vol = cls._volume(item)
+        if not vol.complete or vol.props.get(PROP_DELETED) or "CLONING" in vol.flags:
+            return []
+        if "DELETE" in vol.flags:  # LINSTOR is deleting it (see find)
+            return []
+        if item.volume_definition(0) is None:
+            return []
+        return [vol]
 
     def resources(self, rd: str | None, deadline: Deadline,
                   node: str | None = None) -> list[Resource]:
         return queries.view_resources(self.client, deadline,
                                       rds=[rd] if rd is not None else None,
                                       nodes=[node] if node is not None else None)
+
+
+def _legacy_position(volume_id: str) -> listing.Position | None:
+    """Where an ``after:<volume id>`` token (an earlier driver's) continues."""
+    rd, vnr = ids.volume_rd(volume_id)
+    if not ids.is_valid_name(rd):
+        return None
+    return listing.Position(key=(rd.upper(),), vnr=-1 if vnr is None else vnr, offset=-1)

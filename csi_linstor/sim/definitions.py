@@ -33,7 +33,7 @@ class DefinitionRoutes(ControllerState):
         names = self._names(req, "resource_definitions")
         props = req.query.get("props", [])
         with_vds = req.qbool("with_volume_definitions")
-        out = [self._rd_json(rd, with_vds) for rd in self.rds.values()
+        out = [self._rd_json(rd, with_vds) for rd in self._sorted(self.rds)
                if (names is None or rd.key in names) and self._props_match(rd.props, props)]
         return 200, self._page(out, req)
 

@@ -31,6 +31,15 @@ class JsonRendering(ControllerState):
     """The REST JSON of each object."""
 
     @staticmethod
+    def _sorted(objects: dict[str, Any]) -> list[Any]:
+        """The values of a map keyed by upper-cased name in LINSTOR's list order: resource
+        definitions and each one's snapshots live in TreeMaps keyed by name, which compare by
+        their upper-cased value (CoreModule.ResourceDefinitionMapImpl, ResourceDefinitionDbDriver
+        snapshotDfnMap, GenericName.compareTo), and lists walk them in that order before
+        ``offset``/``limit`` apply."""
+        return [objects[key] for key in sorted(objects)]
+
+    @staticmethod
     def _page(items: list, req: Request) -> list:
         try:
             limit = int(req.q1("limit", "0") or 0)

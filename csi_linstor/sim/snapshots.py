@@ -143,7 +143,8 @@ class SnapshotRoutes(ControllerState):
 
     def h_snapshots(self, req: Request) -> tuple[int, Any]:
         rd = self._rd(req.params["rd"], Reply(0, C.MASK_SNAPSHOT))
-        return 200, self._page([self._snapshot_json(rd, s) for s in rd.snapshots.values()], req)
+        return 200, self._page([self._snapshot_json(rd, s)
+                                       for s in self._sorted(rd.snapshots)], req)
 
     def h_snapshot(self, req: Request) -> tuple[int, Any]:
         r = Reply(0, C.MASK_SNAPSHOT)

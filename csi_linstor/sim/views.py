@@ -52,10 +52,10 @@ class ViewRoutes(ControllerState):
         nodes = self._names(req, "nodes")
         rsc = self._names(req, "resources")
         out = []
-        for rd in self.rds.values():
+        for rd in self._sorted(self.rds):
             if rsc is not None and rd.key not in rsc:
                 continue
-            for s in rd.snapshots.values():
+            for s in self._sorted(rd.snapshots):
                 if nodes is not None and not any(n.upper() in nodes for n in s.nodes):
                     continue
                 out.append(self._snapshot_json(rd, s))

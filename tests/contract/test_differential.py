@@ -310,3 +310,57 @@ def test_simulator_answers_as_real_linstor(backends: tuple[str, str]) -> None:
     print("\n".join(report) or "no difference")
     assert not unexpected, f"{len(unexpected)} difference(s) between the simulator and " \
         "LINSTOR 1.33.3:\n" + "\n".join(unexpected)
+
+
+# ---------------------------------------------------------------------------------------------
+# List order and offset/limit: ListVolumes and ListSnapshots pages (mapping/listing.py) continue
+# a listing by offset, which needs LINSTOR's order (by upper-cased name) in the simulator too.
+
+ORDER_RDS = ["ordz", "Orda", "ord_b", "ordA9", "ordb"]  # created in this (unsorted) order
+ORDER_SNAPS = ["sz", "Sa", "s_b", "sa9"]
+
+
+def _names(session: requests.Session, url: str, path: str) -> list[str]:
+    r = session.get(url + path, timeout=120)
+    r.raise_for_status()
+    return [item.get("resource_name", "") + "/" + item["name"]
+            if "resource_name" in item else item["name"] for item in r.json()]
+
+
+def test_lists_come_in_linstor_order_with_offset_and_limit(
+        backends: tuple[str, str]) -> None:
+    rg = {"name": "ordrg", "select_filter": {
+        "place_count": 1, "storage_pool": XFS_POOL, "layer_stack": ["STORAGE"]}}
+    reads = [RD, f"{RD}?limit=2&offset=1", f"{RD}?limit=2&offset=4", f"{RD}?offset=3",
+             "/v1/view/snapshots", "/v1/view/snapshots?limit=3&offset=2",
+             f"{RD}/ordb/snapshots", f"{RD}/ordb/snapshots?limit=2&offset=1"]
+    seen = {}
+    for url in backends:
+        s = requests.Session()
+        try:
+            assert s.post(url + "/v1/resource-groups", json=rg, timeout=120).ok
+            for name in ORDER_RDS:
+                r = s.post(url + "/v1/resource-groups/ordrg/spawn", timeout=120, json={
+                    "resource_definition_name": name, "volume_sizes": [65536]})
+                assert r.ok, r.text
+            for rd in ("ordb", "Orda"):
+                for snap in ORDER_SNAPS:
+                    r = s.post(f"{url}{RD}/{rd}/snapshots", json={"name": snap}, timeout=120)
+                    assert r.ok, r.text
+            seen[url] = [_names(s, url, path) for path in reads]
+        finally:  # snapshots first: LINSTOR keeps a definition that has snapshots
+            for rd in ("ordb", "Orda"):
+                for snap in ORDER_SNAPS:
+                    s.delete(f"{url}{RD}/{rd}/snapshots/{snap}", timeout=120)
+            for name in ORDER_RDS:
+                s.delete(f"{url}{RD}/{name}", timeout=120)
+            s.delete(url + "/v1/resource-groups/ordrg", timeout=120)
+    real, sim = (seen[url] for url in backends)
+    # by upper-cased name: '_' (0x5F) sorts after the letters, digits before them
+    assert real[0] == ["Orda", "ordA9", "ordb", "ordz", "ord_b"], real[0]
+    assert real[1] == real[0][1:3] and real[2] == real[0][4:], real[1:3]
+    assert real[3] == real[0], "an offset without a limit is ignored"
+    snaps = [f"{rd}/{s}" for rd in ("Orda", "ordb") for s in ("Sa", "sa9", "sz", "s_b")]
+    assert real[4] == snaps and real[5] == snaps[2:5], real[4:6]
+    assert real[6] == snaps[4:] and real[7] == snaps[5:7], real[6:8]
+    assert sim == real, f"simulator {sim}\nreal LINSTOR {real}"
