@@ -84,6 +84,12 @@ class SnapshotInfo:
         return None if value is None else [v for v in value.split(",") if v]
 
 
+def _listable(snap: Snapshot) -> bool:
+    """Listed by ListSnapshots: not being deleted, and not a clone's temporary snapshot
+    (volumes.PROP_CLONE_FOR), which is no CSI snapshot."""
+    return not snap.deleting and PROP_CLONE_FOR not in snap.definition_props
+
+
 def snapshot_info(snap: Snapshot) -> SnapshotInfo:
     members = None
     if PROP_CONSISTENCY_GROUP in snap.resource_definition_props:
@@ -190,9 +196,7 @@ class Snapshots:
                 raise
         else:
             items = queries.view_snapshots(self.client, deadline)
-        # temporary snapshots of clones (volumes.PROP_CLONE_FOR) are not CSI snapshots
-        out = [snapshot_info(s) for s in items
-               if not s.deleting and PROP_CLONE_FOR not in s.definition_props]
+        out = [snapshot_info(s) for s in items if _listable(s)]
         out = self.backups.relabel(out, deadline, SnapshotInfo)  # hook: remote ids, S3-only backups
         out = expand(out)
         if source is not None:
@@ -209,7 +213,7 @@ class Snapshots:
             return listing.paginate(self.list(deadline), lambda s: s.id, max_entries, token)
 
         def items_of(snap: Snapshot) -> list[tuple[int, SnapshotInfo]]:
-            if snap.deleting or PROP_CLONE_FOR in snap.definition_props:
+            if not _listable(snap):
                 return []
             infos = expand(self.backups.relabel([snapshot_info(snap)], deadline, SnapshotInfo,
                                                 kinds))
