@@ -128,19 +128,34 @@ class Attachment(VolumeLookups):
         """The RD's resources once LINSTOR has the satellite's state for the one on ``node``.
 
         A resource just created has none until its satellite reports (real LINSTOR: a moment
-        after the create returns); a satellite that stays silent is offline or not reporting.
-        Waits at most STATE_WAIT_SECONDS within the deadline.
+        after the create returns, seconds on a loaded controller). After STATE_WAIT_SECONDS
+        the node's connection decides: a node LINSTOR does not see ONLINE fails at once
+        (FAILED_PRECONDITION: nothing will report until it is back); an online node's
+        satellite is only slow, so the wait goes on to the RPC deadline and ends UNAVAILABLE
+        (retry) if it still has not reported.
         """
-        end = time.monotonic() + min(STATE_WAIT_SECONDS, max(0.0, deadline.remaining() - 1.0))
+        patient_until = time.monotonic() + STATE_WAIT_SECONDS
+        online_checked = False
         while True:
             resources = self.resources(rd, deadline)
             mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
             if mine is None or mine.deleting or mine.reported:
                 return resources
-            if time.monotonic() + STATE_POLL_SECONDS > end:
-                raise FailedPrecondition(
-                    f"LINSTOR has no state for {rd} on node {node}: the satellite is offline or "
-                    "not reporting; bring it online and retry")
+            now = time.monotonic()
+            if now >= patient_until and not online_checked:
+                found = queries.node(self.client, node, deadline)
+                if not found.online:
+                    raise FailedPrecondition(
+                        f"LINSTOR has no state for {rd} on node {node}: the node is "
+                        f"{found.connection_status or 'not connected'} in LINSTOR; bring its "
+                        "satellite online and retry")
+                online_checked = True
+            if deadline.remaining() - STATE_POLL_SECONDS < 1.0:
+                raise Unavailable(
+                    f"LINSTOR has no state yet for {rd} on node {node}, though the node is "
+                    "online: its satellite has not reported the new resource; retry (if this "
+                    "repeats, check the satellite's log and `linstor resource list -r "
+                    f"{rd}`)")
             time.sleep(STATE_POLL_SECONDS)
 
     def _require_node(self, node: str, deadline: Deadline) -> None:

@@ -206,3 +206,55 @@ def test_linstor_takes_the_two_primaries_properties_and_the_rd_keeps_working(env
     unpublish(env, "pvc-2p", node)
     env.ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="pvc-2p"))
     assert "pvc-2p" not in env.rds()
+
+
+def _unreported(env, monkeypatch, name):
+    """A volume on the first node whose satellite has not reported its state yet, with the
+    driver's patience before it asks whether the node is online cut to 0.2 s."""
+    from csi_linstor.mapping import attachment
+
+    monkeypatch.setattr(attachment, "STATE_WAIT_SECONDS", 0.2)
+    node = env.nodes[0]
+    env.ctl.CreateVolume(create_req(name, params={"placementCount": "1", "nodeList": node}))
+    env.sim.set_reported(name, node, False)
+    return node
+
+
+@sim_only("a satellite that has not reported a new resource is a simulator knob")
+def test_publish_waits_for_a_slow_satellite_while_its_node_is_online(env, monkeypatch):
+    import threading
+    import time
+
+    node = _unreported(env, monkeypatch, "pvc-slowsat")
+    threading.Timer(1.0, env.sim.set_reported, ("pvc-slowsat", node, True)).start()
+    began = time.monotonic()
+    ctx = publish(env, "pvc-slowsat", node).publish_context
+    assert time.monotonic() - began >= 1.0  # waited past its 0.2 s patience: the node is online
+    assert "/dev/drbd" in ctx["linstor.csi.linbit.com/device-path"]
+
+
+@sim_only("a satellite that has not reported a new resource is a simulator knob")
+def test_publish_says_retry_when_an_online_satellite_stays_silent_to_the_deadline(env,
+                                                                                monkeypatch):
+    node = _unreported(env, monkeypatch, "pvc-silentsat")
+    with pytest.raises(grpc.RpcError) as err:
+        env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-silentsat", node_id=node, volume_capability=MOUNT), timeout=2.5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "has not reported" in err.value.details() and "retry" in err.value.details()
+    env.sim.set_reported("pvc-silentsat", node, True)
+    publish(env, "pvc-silentsat", node)  # the CO's retry succeeds once it reports
+
+
+@sim_only("an offline satellite is a simulator knob")
+def test_publish_fails_at_once_when_the_silent_satellite_is_offline(env, monkeypatch):
+    import time
+
+    node = _unreported(env, monkeypatch, "pvc-offsat")
+    env.sim.set_node_online(node, False)
+    began = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        publish(env, "pvc-offsat", node)
+    assert time.monotonic() - began < 5.0  # not the whole 120 s deadline
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert node in err.value.details() and "online" in err.value.details()
