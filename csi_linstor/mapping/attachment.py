@@ -146,9 +146,9 @@ class Attachment(VolumeLookups):
                 found = queries.node(self.client, node, deadline)
                 if not found.online:
                     raise FailedPrecondition(
-                        f"LINSTOR has no state for {rd} on node {node}: the node is "
-                        f"{found.connection_status or 'not connected'} in LINSTOR; bring its "
-                        "satellite online and retry")
+                        f"LINSTOR has no state for {rd} on node {node}: the node is offline "
+                        f"(connection status {found.connection_status or 'unknown'}); bring "
+                        "its satellite online and retry")
                 online_checked = True
             if deadline.remaining() - STATE_POLL_SECONDS < 1.0:
                 raise Unavailable(
