@@ -141,8 +141,8 @@ class Attachment(VolumeLookups):
             mine = next((r for r in resources if r.node_name.upper() == node.upper()), None)
             if mine is None or mine.deleting or mine.reported:
                 return resources
-            now = time.monotonic()
-            if now >= patient_until and not online_checked:
+            running_out = deadline.remaining() - STATE_POLL_SECONDS < 1.0
+            if (running_out or time.monotonic() >= patient_until) and not online_checked:
                 found = queries.node(self.client, node, deadline)
                 if not found.online:
                     raise FailedPrecondition(
@@ -150,7 +150,7 @@ class Attachment(VolumeLookups):
                         f"(connection status {found.connection_status or 'unknown'}); bring "
                         "its satellite online and retry")
                 online_checked = True
-            if deadline.remaining() - STATE_POLL_SECONDS < 1.0:
+            if running_out:
                 raise Unavailable(
                     f"LINSTOR has no state yet for {rd} on node {node}, though the node is "
                     "online: its satellite has not reported the new resource; retry (if this "

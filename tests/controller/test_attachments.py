@@ -3,12 +3,15 @@ IO QoS in the publish context; on the simulator and on real LINSTOR."""
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 
 from csi_linstor._gen import csi_pb2
+from csi_linstor.mapping import attachment
 from csi_linstor.mapping.attachment_records import PROP_ATTACHED
 from tests.controller.conftest import MOUNT, backend_env, close_env, code_of, create_req, sim_only
 
@@ -211,8 +214,6 @@ def test_linstor_takes_the_two_primaries_properties_and_the_rd_keeps_working(env
 def _unreported(env, monkeypatch, name):
     """A volume on the first node whose satellite has not reported its state yet, with the
     driver's patience before it asks whether the node is online cut to 0.2 s."""
-    from csi_linstor.mapping import attachment
-
     monkeypatch.setattr(attachment, "STATE_WAIT_SECONDS", 0.2)
     node = env.nodes[0]
     env.ctl.CreateVolume(create_req(name, params={"placementCount": "1", "nodeList": node}))
@@ -222,9 +223,6 @@ def _unreported(env, monkeypatch, name):
 
 @sim_only("a satellite that has not reported a new resource is a simulator knob")
 def test_publish_waits_for_a_slow_satellite_while_its_node_is_online(env, monkeypatch):
-    import threading
-    import time
-
     node = _unreported(env, monkeypatch, "pvc-slowsat")
     threading.Timer(1.0, env.sim.set_reported, ("pvc-slowsat", node, True)).start()
     began = time.monotonic()
@@ -247,14 +245,18 @@ def test_publish_says_retry_when_an_online_satellite_stays_silent_to_the_deadlin
 
 
 @sim_only("an offline satellite is a simulator knob")
-def test_publish_fails_at_once_when_the_silent_satellite_is_offline(env, monkeypatch):
-    import time
-
+@pytest.mark.parametrize("timeout", [None, 1.0], ids=["default-deadline", "short-deadline"])
+def test_publish_fails_at_once_when_the_silent_satellite_is_offline(env, monkeypatch, timeout):
+    """Offline is said as offline, also when the deadline runs out before the driver's
+    patience does (it asks LINSTOR about the node before it answers "retry, node online")."""
     node = _unreported(env, monkeypatch, "pvc-offsat")
+    if timeout is not None:
+        monkeypatch.setattr(attachment, "STATE_WAIT_SECONDS", 30.0)
     env.sim.set_node_online(node, False)
     began = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
-        publish(env, "pvc-offsat", node)
+        env.ctl.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id="pvc-offsat", node_id=node, volume_capability=MOUNT), timeout=timeout)
     assert time.monotonic() - began < 5.0  # not the whole 120 s deadline
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert node in err.value.details() and "online" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    assert node in err.value.details() and "is offline" in err.value.details()
