@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
+import time
 
 
 def dead_port() -> int:
@@ -43,3 +45,24 @@ class MuteController(threading.Thread):
 
     def close(self) -> None:
         self.sock.close()
+
+
+def raw_server(reply: list[tuple[bytes, float]]) -> tuple[str, threading.Thread]:
+    """One connection: answers any request with ``reply`` (pieces sent after a pause each),
+    then closes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.recv(65536)
+            for piece, pause in reply:  # the client may hang up first: that is the point
+                time.sleep(pause)
+                conn.sendall(piece)
+        srv.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}", thread

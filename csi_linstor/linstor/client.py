@@ -37,10 +37,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+from requests.structures import CaseInsensitiveDict
 
 from csi_linstor.deadline import Deadline
 from csi_linstor.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from csi_linstor.linstor.adapter import LinstorAdapter, build_request, decode_reply
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable, parse_rc_list
 from csi_linstor.linstor.models import ControllerVersion
 from csi_linstor.linstor.stream import NotAnArray, each_item
@@ -123,10 +125,10 @@ class LinstorClient:
         self._api_version: tuple[int, ...] | None = None
         self.controller_release = ""  # LINSTOR's own version, e.g. "1.33.3", once known
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=len(self.endpoints), pool_maxsize=max(pool_size, 4),
-                              max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._adapter = LinstorAdapter(pool_connections=len(self.endpoints),
+                                       pool_maxsize=max(pool_size, 4), max_retries=0)
+        self.session.mount("http://", self._adapter)
+        self.session.mount("https://", self._adapter)
         self.session.headers["User-Agent"] = user_agent
         self.session.headers["Accept"] = "application/json"
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -144,6 +146,9 @@ class LinstorClient:
         elif skip_tls_verify:
             self._verify = False
         self._environment = {base: self._read_environment(base) for base in self.endpoints}
+        for base, env in self._environment.items():
+            self._adapter.route(_origin(base), verify=env["verify"], proxies=env["proxies"],
+                                cert=self.session.cert)
         self._token_file = bearer_token_file
         self._token = ""
         if bearer_token_file is not None:
@@ -167,19 +172,14 @@ class LinstorClient:
             auth = requests.utils.get_netrc_auth(base)
         finally:
             self.session.trust_env = False
-        return {"proxies": merged["proxies"], "verify": merged["verify"], "auth": auth}
-
-    def _prepare(self, method: str, url: str, params: Mapping[str, Any] | None, body: Any,
-                 auth: Any) -> requests.PreparedRequest:
-        """What ``Session.prepare_request`` builds, without its per-call merging of session
-        settings this client never sets (params, hooks, per-request headers): that merging
-        costs more CPU than the rest of the request preparation."""
-        prepared = requests.PreparedRequest()
-        prepared.prepare(method=method, url=url, headers=dict(self.session.headers),
-                         params=params, json=body,
-                         cookies=self.session.cookies if len(self.session.cookies) else None,
-                         auth=auth)
-        return prepared
+        authorization = None
+        if auth:  # what requests' prepare_auth would add for netrc credentials, made once
+            probe = requests.PreparedRequest()
+            probe.headers = CaseInsensitiveDict()
+            HTTPBasicAuth(*auth)(probe)
+            authorization = probe.headers["Authorization"]
+        return {"proxies": merged["proxies"], "verify": merged["verify"],
+                "authorization": authorization}
 
     def close(self) -> None:
         self.session.close()
@@ -220,11 +220,13 @@ class LinstorClient:
             connect = min(self.connect_timeout, read)
             try:
                 env = self._environment[base]
-                response = self.session.send(
-                    self._prepare(method, base + path, params, body, env["auth"]),
-                    timeout=(connect, read), verify=env["verify"], proxies=env["proxies"],
-                    cert=self.session.cert, stream=each is not None, allow_redirects=False,
-                )
+                # The adapter directly, not Session.send: redirects are never followed, no
+                # hooks are set, no cookies kept, and the environment was read at start.
+                response = self._adapter.send(
+                    build_request(method, base + path, params, body, self.session.headers,
+                                  env["authorization"]),
+                    stream=True, timeout=(connect, read), verify=env["verify"],
+                    proxies=env["proxies"], cert=self.session.cert)
             except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
                 # Not sent (or not to a trusted peer): safe to try the next controller.
                 last_error = err
@@ -252,6 +254,7 @@ class LinstorClient:
                     f"LINSTOR {method} {path} at {base} did not answer within {read:.1f}s; retry"
                 ) from err
             if response.is_redirect:
+                response.close()
                 target = response.headers.get("Location", "?")
                 raise FailedPrecondition(
                     f"LINSTOR at {base} redirects {method} {path} to {target}: the controller "
@@ -265,12 +268,39 @@ class LinstorClient:
             if each is not None and 200 <= response.status_code < 300:
                 self._stream(response, method, path, base, deadline, each)
                 return response.status_code, None
-            return response.status_code, _decode(response)
+            return response.status_code, decode_reply(self._body(response, method, path, base,
+                                                            deadline))
         raise LinstorUnavailable(
             f"no LINSTOR controller reachable ({', '.join(self.endpoints)}) for {method} {path}: "
             f"{' | '.join(failed) or 'no attempt made'}; check --linstor-endpoint / "
             "LS_CONTROLLERS and that the controller is running"
         )
+
+    @staticmethod
+    def _body(response: requests.Response, method: str, path: str, base: str,
+              deadline: Deadline) -> bytes:
+        """The whole reply, read as it arrives within the RPC's deadline: a connection that
+        breaks while it arrives is UNAVAILABLE and a reply still trickling in when the deadline
+        passes is DEADLINE_EXCEEDED (both said the request may have been applied), never an
+        unexpected error."""
+        pieces: list[bytes] = []
+        try:
+            for piece in _chunks(response):
+                pieces.append(piece)
+                deadline.timeout(what=f"the rest of LINSTOR's reply to {method} {path}")
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
+            response.close()
+            if deadline.expired():
+                raise DeadlineExceeded(
+                    f"LINSTOR {method} {path} at {base} did not finish its reply before the RPC "
+                    "deadline; it may have applied the request: retry") from err
+            raise LinstorUnavailable(
+                f"the connection to LINSTOR at {base} broke while reading its reply to {method} "
+                f"{path}: {_short(err)}; it may have applied the request: retry") from err
+        except DeadlineExceeded:
+            response.close()
+            raise
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     @staticmethod
     def _stream(response: requests.Response, method: str, path: str, base: str,
@@ -437,13 +467,10 @@ def _is_rc_list(data: Any) -> bool:
     )
 
 
-def _decode(response: requests.Response) -> Any:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
+def _origin(base: str) -> str:
+    """``scheme://host:port`` of a normalized base URL (which may carry a path)."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _text(data: Any) -> str:

@@ -3,9 +3,6 @@ with a test CA and client certificates, bearer tokens, redirects."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from csi_linstor.linstor import consts
 from csi_linstor.linstor.client import LinstorClient, normalize_url
 from csi_linstor.linstor.errors import ApiCallRc, LinstorError, LinstorUnavailable
 from csi_linstor.sim import SimConfig, Simulator
-from tests.netfakes import MuteController, dead_port
+from tests.netfakes import MuteController, dead_port, raw_server
 from tests.pki import make_pki
 
 # -- ret_code decoding ----------------------------------------------------------------------
@@ -360,32 +357,11 @@ def test_get_each_hands_out_what_get_returns_and_errors_as_get(sim) -> None:
     assert missing.value.is_not_found() and len(seen) == 3
 
 
-def _raw_server(reply: list[tuple[bytes, float]]) -> tuple[str, threading.Thread]:
-    """One connection: answers any request with ``reply`` (pieces sent after a pause each),
-    then closes."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn, contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            conn.recv(65536)
-            for piece, pause in reply:  # the client may hang up first: that is the point
-                time.sleep(pause)
-                conn.sendall(piece)
-        srv.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return f"http://127.0.0.1:{srv.getsockname()[1]}", thread
-
-
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
 
 
 def test_a_reply_cut_short_is_unavailable_after_the_elements_already_read() -> None:
-    url, thread = _raw_server([(HEAD + b'[{"name": "a"}, {"name": "b"}, {"na', 0.0)])
+    url, thread = raw_server([(HEAD + b'[{"name": "a"}, {"name": "b"}, {"na', 0.0)])
     seen: list[object] = []
     with pytest.raises(LinstorUnavailable, match="broke while reading its reply"):
         LinstorClient([url]).get_each("/v1/view/resources", seen.append, deadline=Deadline(5))
@@ -394,7 +370,7 @@ def test_a_reply_cut_short_is_unavailable_after_the_elements_already_read() -> N
 
 
 def test_a_reply_trickling_past_the_deadline_is_deadline_exceeded() -> None:
-    url, thread = _raw_server([(HEAD + b"[1,", 0.0)] + [(b"1,", 0.2)] * 10)
+    url, thread = raw_server([(HEAD + b"[1,", 0.0)] + [(b"1,", 0.2)] * 10)
     start = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         LinstorClient([url]).get_each("/v1/view/resources", lambda _: None, deadline=Deadline(0.7))
