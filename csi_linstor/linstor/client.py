@@ -1,6 +1,8 @@
 """LINSTOR REST v1 client on ``requests``.
 
-- One ``requests.Session`` per client with a connection pool sized to the driver's worker count.
+- One ``requests.Session`` per client with a connection pool sized to the driver's worker count;
+  requests are built in final form and sent through its ``LinstorAdapter`` (``adapter.py``:
+  ``HTTPAdapter`` with its per-call pool lookup, TLS and proxy work done once per controller).
 - Every call has a connect timeout and a read timeout bounded by the caller's RPC ``Deadline``.
 - Several controller URLs: connection failures move on to the next one (the one that answered is
   tried first next time). GETs may be retried on any connection error; a POST/PUT/DELETE is only
