@@ -4,8 +4,8 @@ repeats on every call done once per controller.
 ``HTTPAdapter.send`` looks up the connection pool for the request's URL (parsing the URL and
 normalising a pool key), re-applies the TLS settings to that pool, works out whether a proxy
 needs the absolute URL, and ``build_response`` then extracts cookies and sniffs the encoding
-from the headers. Against the simulator that was a third of the CPU of a REST call (issue 19):
-the client talks to a fixed list of controllers with fixed TLS and proxy settings, LINSTOR sets
+from the headers. With ``PreparedRequest.prepare`` (``build_request`` below) that was a third of
+the CPU of a REST call against the simulator (0.61 -> 0.41 ms, issue 19): the client talks to a fixed list of controllers with fixed TLS and proxy settings, LINSTOR sets
 no cookies, and its replies are JSON decoded from bytes.
 
 So, per controller *origin* (``scheme://host:port``), ``route`` asks ``HTTPAdapter`` once for
